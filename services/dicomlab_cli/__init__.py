@@ -1,0 +1,1 @@
+"""The dicomlab command line: local stack, synthetic data, manifests, labeling, training."""

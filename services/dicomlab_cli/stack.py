@@ -1,0 +1,257 @@
+"""The local stack: ``dicomlab stack up | down | status``.
+
+Everything lives in one run directory (default ``./.run``, or ``DICOMLAB_RUN_DIR``):
+
+- ``credentials.json`` (mode 0600): generated once and reused — Orthanc's password, the token
+  signing key shared by the proxy and the labeling service, the patient-key secret, the demo logins;
+- ``stack.json``: ports and process IDs (no secrets);
+- ``orthanc/``, ``postgres/``, ``<service>.log``, ``store/`` (the ``file://`` object store).
+
+Services join the stack by shipping a ``dicomlab_<name>.local`` module with
+``local_env(ctx: LocalContext) -> dict[str, str]``; a service whose package has no such module
+has not landed yet and is skipped. ``up`` is idempotent: a healthy running stack is left as it is.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import json
+import logging
+import os
+import secrets
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import requests
+
+from dicomlab_cli.processes import (
+    LOOPBACK,
+    GunicornService,
+    OrthancServer,
+    PostgresServer,
+    StackError,
+    pid_alive,
+    stop_pid,
+)
+from dicomlab_core.config import Secret
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAMES = ("proxy", "manifest", "labeling")
+"""Our Flask services, in start order (the proxy first: the labeling UI points browsers at it)."""
+
+DEFAULT_PORTS = {"orthanc": 8042, "orthanc_dicom": 4242, "proxy": 8081, "manifest": 8082, "labeling": 8083,
+                 "prometheus": 9090, "pushgateway": 9091}
+"""Loopback ports of the local stack (override with ``DICOMLAB_PORT_<NAME>``)."""
+
+
+def run_dir() -> Path:
+    return Path(os.environ.get("DICOMLAB_RUN_DIR", ".run")).resolve()
+
+
+def port_for(name: str) -> int:
+    return int(os.environ.get(f"DICOMLAB_PORT_{name.upper()}", DEFAULT_PORTS[name]))
+
+
+@dataclass(frozen=True)
+class LocalContext:
+    """What a service needs to know to join the local stack."""
+
+    run_dir: Path
+    orthanc_url: str
+    orthanc_username: str
+    orthanc_password: str
+    ports: dict[str, int]
+    credentials: dict[str, str]
+    store_url: str
+
+    def url(self, service: str) -> str:
+        return f"http://{LOOPBACK}:{self.ports[service]}"
+
+
+class LocalModule(Protocol):
+    def local_env(self, ctx: LocalContext) -> dict[str, str]: ...
+
+
+def load_credentials(directory: Path) -> dict[str, str]:
+    """The stack's generated secrets, created on first use with mode 0600."""
+    path = directory / "credentials.json"
+    if path.exists():
+        data: dict[str, str] = json.loads(path.read_text())
+    else:
+        data = {}
+    defaults = {
+        "orthanc_username": "dicomlab",
+        "orthanc_password": secrets.token_urlsafe(18),
+        "token_key": "k1:" + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("="),
+        "service_token": secrets.token_urlsafe(24),
+        "patient_key_secret": secrets.token_urlsafe(24),
+        "session_secret": secrets.token_urlsafe(32),
+        "admin_username": "admin",
+        "admin_password": secrets.token_urlsafe(12),
+        "postgres_password": secrets.token_urlsafe(18),
+    }
+    changed = False
+    for key, value in defaults.items():
+        if key not in data:
+            data[key] = value
+            changed = True
+    if changed:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2)
+    path.chmod(0o600)
+    return data
+
+
+@dataclass
+class StackState:
+    """What is running (persisted in ``stack.json``; no secrets)."""
+
+    pids: dict[str, int] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+    postgres: bool = False
+
+    @classmethod
+    def load(cls, directory: Path) -> StackState:
+        path = directory / "stack.json"
+        if not path.exists():
+            return cls()
+        return cls(**json.loads(path.read_text()))
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / ".stack.json.tmp"
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(directory / "stack.json")
+
+
+def _local_module(name: str) -> LocalModule | None:
+    try:
+        module = importlib.import_module(f"dicomlab_{name}.local")
+    except ModuleNotFoundError as exc:
+        if exc.name in (f"dicomlab_{name}.local", f"dicomlab_{name}"):
+            return None
+        raise
+    return module  # type: ignore[return-value]
+
+
+def context(directory: Path, creds: dict[str, str], ports: dict[str, int]) -> LocalContext:
+    store = directory / "store"
+    store.mkdir(parents=True, exist_ok=True)
+    return LocalContext(run_dir=directory, orthanc_url=f"http://{LOOPBACK}:{ports['orthanc']}",
+                        orthanc_username=creds["orthanc_username"], orthanc_password=creds["orthanc_password"],
+                        ports=ports, credentials=creds, store_url=f"file://{store}")
+
+
+def status(directory: Path | None = None) -> dict[str, Any]:
+    """Each component's pid, port and health (``up``/``down``/``unhealthy``)."""
+    directory = directory or run_dir()
+    state = StackState.load(directory)
+    result: dict[str, Any] = {}
+    for name, pid in state.pids.items():
+        port = state.ports.get(name)
+        health = "down"
+        if pid_alive(pid):
+            health = "unhealthy"
+            try:
+                path = "/system" if name == "orthanc" else "/healthz"
+                if name == "postgres":
+                    health = "up"
+                else:
+                    creds = load_credentials(directory) if name == "orthanc" else {}
+                    auth = (creds["orthanc_username"], creds["orthanc_password"]) if creds else None
+                    response = requests.get(f"http://{LOOPBACK}:{port}{path}", auth=auth, timeout=3)
+                    health = "up" if response.status_code == 200 else "unhealthy"
+            except requests.RequestException:
+                pass
+        result[name] = {"pid": pid, "port": port, "health": health}
+    return result
+
+
+def up(directory: Path | None = None, *, postgres: bool = False, services: tuple[str, ...] = SERVICE_NAMES,
+       monitoring: bool = False) -> dict[str, Any]:
+    """Start Orthanc (and PostgreSQL when asked) and every landed service; idempotent."""
+    directory = directory or run_dir()
+    current = status(directory)
+    if current and all(c["health"] == "up" for c in current.values()):
+        logger.info("stack already running", extra={"run_dir": str(directory)})
+        return current
+    down(directory)
+    creds = load_credentials(directory)
+    state = StackState(postgres=postgres)
+    try:
+        pg: PostgresServer | None = None
+        if postgres:
+            pg = PostgresServer(directory / "postgres", user="dicomlab",
+                                password=Secret(creds["postgres_password"])).start()
+            state.pids["postgres"] = pg.pid or 0
+            state.ports["postgres"] = pg.port
+            state.save(directory)
+        orthanc = OrthancServer(directory / "orthanc", http_port=port_for("orthanc"),
+                                dicom_port=port_for("orthanc_dicom"), username=creds["orthanc_username"],
+                                password=Secret(creds["orthanc_password"]), postgres=pg)
+        orthanc.start()
+        state.pids["orthanc"] = orthanc.pid or 0
+        state.ports["orthanc"] = orthanc.http_port
+        state.save(directory)
+        ports = {"orthanc": orthanc.http_port, **{name: port_for(name) for name in SERVICE_NAMES}}
+        if pg is not None:
+            ports["postgres"] = pg.port
+        ctx = context(directory, creds, ports)
+        for name in services:
+            module = _local_module(name)
+            if module is None:
+                continue
+            env = module.local_env(ctx)
+            service = GunicornService(name, f"dicomlab_{name}.app:create_app()", directory,
+                                      port=ports[name], env=env).start()
+            state.pids[name] = service.pid or 0
+            state.ports[name] = service.port
+            state.save(directory)
+        if monitoring:
+            from dicomlab_cli import monitoring as mon
+
+            for name, (pid, port) in mon.start(directory, state.ports).items():
+                state.pids[name] = pid
+                state.ports[name] = port
+            state.save(directory)
+    except BaseException:
+        state.save(directory)
+        down(directory)
+        raise
+    return status(directory)
+
+
+def down(directory: Path | None = None) -> list[str]:
+    """Stop everything the run directory knows about, services first; returns what was stopped."""
+    directory = directory or run_dir()
+    state = StackState.load(directory)
+    stopped = []
+    order = [n for n in state.pids if n not in ("orthanc", "postgres")] + ["orthanc", "postgres"]
+    for name in order:
+        pid = state.pids.get(name)
+        if pid and pid_alive(pid):
+            if name == "postgres":
+                PostgresServer(directory / "postgres", pid=pid).stop()
+            else:
+                stop_pid(pid)
+            stopped.append(name)
+    if (directory / "stack.json").exists():
+        StackState().save(directory)
+    return stopped
+
+
+def require_running(directory: Path | None = None) -> tuple[LocalContext, dict[str, Any]]:
+    """The context of a running stack, or a :class:`StackError` telling the user to start it."""
+    directory = directory or run_dir()
+    current = status(directory)
+    if current.get("orthanc", {}).get("health") != "up":
+        raise StackError("the local stack is not running: start it with `dicomlab stack up`")
+    state = StackState.load(directory)
+    creds = load_credentials(directory)
+    ports = {**{name: port_for(name) for name in SERVICE_NAMES}, **state.ports}
+    return context(directory, creds, ports), current

@@ -1,0 +1,81 @@
+"""Flask building blocks every service uses: health probes, ``/metrics``, request metrics, access log.
+
+``install_common(app, service=..., ready=...)`` adds them in one call from ``create_app``.
+The access log is one JSON line per request with method, route template (not the raw path, which
+can carry UIDs), status, duration and bytes; never query strings, headers, or bodies.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+
+from flask import Flask, Response, g, jsonify, request
+from prometheus_client import Counter, Histogram
+
+from dicomlab_core.errors import ServiceError, register_error_handlers
+from dicomlab_core.metrics import LATENCY_BUCKETS_SECONDS, render_latest
+
+logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("dicomlab.access")
+
+HTTP_REQUESTS = Counter("dicomlab_http_requests_total", "HTTP requests handled, by service, route and status.",
+                        ("service", "method", "route", "status"))
+HTTP_LATENCY = Histogram("dicomlab_http_request_duration_seconds", "Time to the response headers, by route.",
+                         ("service", "method", "route"), buckets=LATENCY_BUCKETS_SECONDS)
+
+ReadyCheck = Callable[[], None]
+
+
+def route_label() -> str:
+    """The matched route template (``/studies/<study>``), bounded in cardinality, free of UIDs."""
+    rule = request.url_rule
+    return rule.rule if rule is not None else "unmatched"
+
+
+def install_common(app: Flask, *, service: str, ready: ReadyCheck | None = None) -> None:
+    """Register error handlers, ``/healthz``, ``/readyz``, ``/metrics`` and request metrics/logging."""
+    register_error_handlers(app)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return jsonify(status="ok")
+
+    @app.get("/readyz")
+    def readyz() -> tuple[Response, int]:
+        if ready is not None:
+            try:
+                ready()
+            except ServiceError as exc:
+                return jsonify(status="not ready", reason=exc.description), HTTPStatus.SERVICE_UNAVAILABLE
+        return jsonify(status="ready"), HTTPStatus.OK
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        body, content_type = render_latest()
+        return Response(body, content_type=content_type)
+
+    @app.before_request
+    def _start_timer() -> None:
+        g.dicomlab_started = time.perf_counter()
+
+    @app.after_request
+    def _observe(response: Response) -> Response:
+        started = g.get("dicomlab_started")
+        if started is None:
+            return response
+        elapsed = time.perf_counter() - started
+        route = route_label()
+        if route in ("/metrics", "/healthz", "/readyz"):
+            return response
+        HTTP_REQUESTS.labels(service, request.method, route, str(response.status_code)).inc()
+        HTTP_LATENCY.labels(service, request.method, route).observe(elapsed)
+        access_logger.info(
+            "%s %s %d", request.method, route, response.status_code,
+            extra={"method": request.method, "route": route, "status": response.status_code,
+                   "duration_ms": round(elapsed * 1000, 2),
+                   "bytes": response.content_length if not response.is_streamed else None},
+        )
+        return response

@@ -1,0 +1,1 @@
+"""dicomlab proxy service."""

@@ -1,0 +1,79 @@
+"""Session fixtures shared by every test: real Orthanc, real PostgreSQL, an S3-compatible server.
+
+Nothing here is mocked: Orthanc is the Debian binary with the DICOMweb plugin on a free loopback
+port (authentication on), PostgreSQL is a throw-away cluster from the Debian package, and S3 is
+moto's server mode over HTTP (the one component that cannot run for real here).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dicomlab_cli.processes import OrthancServer, PostgresServer, free_port
+from dicomlab_core.orthanc import OrthancClient
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",  # moto's dummy credentials
+          "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
+    """A real, empty-at-start Orthanc (SQLite index) for the whole session."""
+    server = OrthancServer(tmp_path_factory.mktemp("orthanc")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def orthanc_client(orthanc: OrthancServer) -> Iterator[OrthancClient]:
+    client = orthanc.client()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A real PostgreSQL cluster started for this test run (temp data dir, 'postgres' user as root)."""
+    server = PostgresServer(tmp_path_factory.mktemp("postgres")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3-compatible server on a free loopback port; boto3 is pointed at it via env."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = {k: os.environ.get(k) for k in [*S3_ENV, "DICOMLAB_S3_ENDPOINT_URL"]}
+    os.environ.update(S3_ENV)
+    os.environ["DICOMLAB_S3_ENDPOINT_URL"] = endpoint
+    yield endpoint
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str, request: pytest.FixtureRequest) -> str:
+    """A fresh bucket on the S3 server; returns ``s3://bucket``."""
+    import boto3
+
+    name = "t-" + "".join(c for c in request.node.name.lower() if c.isalnum())[:40] + f"-{free_port()}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
+    return f"s3://{name}"
+
+
+def pytest_report_header(config: Any) -> list[str]:
+    return [f"orthanc binary: {Path('/usr/sbin/Orthanc').exists()}"]

@@ -1,0 +1,1 @@
+"""dicomlab training: MONAI DenseNet121 multi-label training from labelled DICOMs."""
