@@ -200,7 +200,10 @@ class PostgresServer:
         """Create database ``name`` if it does not exist."""
         env = {**os.environ, "PGPASSWORD": self.password.reveal()}
         base = ["psql", "-h", LOOPBACK, "-p", str(self.port), "-U", self.user, "-d", "postgres", "-tAc"]
-        exists = subprocess.run([*base, f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
+        if not name.replace("_", "").isalnum():
+            raise StackError(f"invalid database name {name!r}")
+        query = f"SELECT 1 FROM pg_database WHERE datname = '{name}'"  # noqa: S608 - name checked above
+        exists = subprocess.run([*base, query],
                                 capture_output=True, text=True, env=env, check=True)
         if exists.stdout.strip() != "1":
             subprocess.run([*base, f'CREATE DATABASE "{name}"'], capture_output=True, env=env, check=True)

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from dicomlab_core.config import Secret
@@ -130,10 +131,10 @@ class OrthancClient:
         url = self.settings.base + path
         try:
             response = session.request(method, url, timeout=self.timeout, stream=stream, **kwargs)
-        except requests.exceptions.Timeout as exc:
-            raise UpstreamTimeout(f"Orthanc at {self.settings.base} did not answer within "
-                                  f"{self.settings.read_timeout:g} s ({method} {path.split('?')[0]})") from exc
         except requests.exceptions.RequestException as exc:
+            if _is_timeout(exc):
+                raise UpstreamTimeout(f"Orthanc at {self.settings.base} did not answer within "
+                                      f"{self.settings.read_timeout:g} s ({method} {path.split('?')[0]})") from exc
             raise UpstreamError(f"Orthanc at {self.settings.base} is unreachable: {type(exc).__name__}") from exc
         self._raise_for_status(response, method, path)
         return response
@@ -299,6 +300,16 @@ class OrthancClient:
                 path += f"/instances/{sop_uid}"
         result: list[dict[str, Any]] = self.get_json(path + "/metadata")
         return result
+
+
+def _is_timeout(exc: requests.exceptions.RequestException) -> bool:
+    """A timeout, also when urllib3's retry wrapper turned it into a ConnectionError."""
+    if isinstance(exc, requests.exceptions.Timeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    if isinstance(reason, NewConnectionError):  # a subclass of ConnectTimeoutError, but a refusal
+        return False
+    return isinstance(reason, ReadTimeoutError | ConnectTimeoutError)
 
 
 def dicom_json_value(item: Mapping[str, Any], tag: str) -> Any:

@@ -1,0 +1,645 @@
+"""Ground Truth formats shared by the manifest service, the labeling service and training.
+
+Three contracts (see ``ground-truth.md``):
+
+- **Input manifest lines** — ``{"source": "<orthanc id>" | "source-ref": "s3://...", "labels": ..., ...}``:
+  :func:`parse_manifest_line` / :func:`iter_manifest` give a :class:`ManifestLine` that keeps every key
+  as it came (they are copied through to the output manifest unchanged).
+- **Worker answers** — our template's clean JSON (optionally wrapped as ``{"answer": "<json>"}``) and
+  the reference sample's three-level encoded shape: :func:`parse_worker_answer` gives one typed
+  :class:`WorkerAnswer` or raises :class:`AnswerError` with the reason.
+- **Output manifest lines** — :func:`output_manifest_line` writes the Ground Truth shape with the
+  consolidated content (:class:`ConsolidatedLabel`, defined here once); :func:`read_output_manifest`
+  reads ours and real Ground Truth output (both metadata spellings; consolidated, raw per-worker or
+  empty ``{}`` + ``worker-response-ref`` content) into :class:`LabeledObject` rows for training.
+
+The consolidated content of one data object::
+
+    {"findings": {"Cardiomegaly": {"value": "present", "confidence": 0.93, "agreement": 0.67, "answers": 3}},
+     "method": "dawid-skene",
+     "workers": [{"workerId": "...", "findings": {...}, "rois": [...], "sopInstanceUid": "...",
+                  "timeSpentSeconds": 41.0, "raw": <the answer as received>}],
+     "rejected": [{"workerId": "...", "reason": "..."}],
+     "flags": ["no-valid-answer"]}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from dicomlab_core.errors import BadRequest
+from dicomlab_core.labels import NO_FINDING, FindingState, parse_label_list
+
+logger = logging.getLogger(__name__)
+
+MAX_MANIFEST_LINE_CHARS = 100_000
+"""Ground Truth's limit on one input manifest line, in characters."""
+
+SOURCE_KEY = "source"
+SOURCE_REF_KEY = "source-ref"
+LABELS_KEY = "labels"
+STUDY_UID_KEY = "study-uid"
+SERIES_UID_KEY = "series-uid"
+SOP_UID_KEY = "sop-instance-uid"
+"""dicomlab's own manifest keys (extra keys are allowed and copied through by Ground Truth)."""
+
+CUSTOM_TYPE = "groundtruth/custom"
+"""The metadata ``type`` we write; ``groundTruth/custom`` is read as the same."""
+METADATA_SUFFIX = "-metadata"
+CREATION_DATE_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
+"""Ground Truth's ``creation-date`` format (no zone; UTC)."""
+
+
+class Flag(StrEnum):
+    """Notes on a consolidated object that a reviewer should see."""
+
+    NO_VALID_ANSWER = "no-valid-answer"
+    """Nobody gave a valid answer: every finding is uncertain."""
+    SINGLE_ANSWER = "single-answer"
+    """Only one valid answer: nothing to agree with."""
+    TIE = "tie"
+    """At least one finding was a present/absent tie settled by the tie rule."""
+    NO_FINDING_CONFLICT = "no-finding-conflict"
+    """The consensus had No Finding present together with another finding; No Finding was dropped."""
+
+
+class RoiTool(StrEnum):
+    """The ROI shapes the worker template draws."""
+
+    RECTANGLE = "rectangle"
+    ELLIPSE = "ellipse"
+    POLYGON = "polygon"
+
+
+# --------------------------------------------------------------------------------------------- input
+
+
+class ManifestError(BadRequest):
+    """An input or output manifest line is malformed; the message names the line and the reason."""
+
+
+@dataclass(frozen=True)
+class ManifestLine:
+    """One input manifest line. ``data`` is the line as read (every key, unchanged, in order)."""
+
+    data: Mapping[str, Any]
+    labels: tuple[str, ...] | None
+    """The label list, parsed from a comma string or JSON array; None when the line has none."""
+
+    @property
+    def source(self) -> str | None:
+        """The Orthanc instance ID (``source``), if the line has one."""
+        value = self.data.get(SOURCE_KEY)
+        return value if isinstance(value, str) else None
+
+    @property
+    def source_ref(self) -> str | None:
+        """The object URI (``source-ref``), if the line has one."""
+        value = self.data.get(SOURCE_REF_KEY)
+        return value if isinstance(value, str) else None
+
+    @property
+    def ref(self) -> str:
+        """``source`` or ``source-ref``: the identity of the data object."""
+        return self.source or self.source_ref or ""
+
+    def get_str(self, key: str) -> str | None:
+        value = self.data.get(key)
+        return value if isinstance(value, str) and value else None
+
+    @property
+    def study_uid(self) -> str | None:
+        return self.get_str(STUDY_UID_KEY)
+
+    @property
+    def series_uid(self) -> str | None:
+        return self.get_str(SERIES_UID_KEY)
+
+    @property
+    def sop_uid(self) -> str | None:
+        return self.get_str(SOP_UID_KEY)
+
+
+def parse_manifest_line(line: str | bytes | Mapping[str, Any], *, where: str = "manifest line") -> ManifestLine:
+    """Validate one input manifest line (a JSON string or an already-decoded object).
+
+    Exactly one of ``source`` (non-empty string) or ``source-ref`` is required; ``labels`` may be a
+    comma string or a JSON array; other keys are kept. Lines over 100,000 characters are refused.
+    """
+    if isinstance(line, bytes):
+        line = line.decode("utf-8")
+    if isinstance(line, str):
+        if len(line) > MAX_MANIFEST_LINE_CHARS:
+            raise ManifestError(f"{where}: longer than {MAX_MANIFEST_LINE_CHARS} characters")
+        try:
+            data = json.loads(line)
+        except ValueError as exc:
+            raise ManifestError(f"{where}: not valid JSON ({exc.msg})") from None
+    else:
+        data = line
+    if not isinstance(data, Mapping):
+        raise ManifestError(f"{where}: expected a JSON object")
+    has_source, has_ref = SOURCE_KEY in data, SOURCE_REF_KEY in data
+    if has_source == has_ref:
+        raise ManifestError(f"{where}: exactly one of 'source' or 'source-ref' is required")
+    value = data[SOURCE_KEY if has_source else SOURCE_REF_KEY]
+    if not isinstance(value, str) or not value.strip():
+        raise ManifestError(f"{where}: '{SOURCE_KEY if has_source else SOURCE_REF_KEY}' must be a non-empty string")
+    labels = None
+    if LABELS_KEY in data and data[LABELS_KEY] not in (None, ""):
+        try:
+            labels = parse_label_list(data[LABELS_KEY], field=f"{where}: labels")
+        except BadRequest as exc:
+            raise ManifestError(exc.description) from None
+    return ManifestLine(data=dict(data), labels=labels)
+
+
+def iter_manifest(lines: Iterable[str | bytes]) -> Iterator[ManifestLine]:
+    """Parse JSON Lines (blank lines skipped); errors name the 1-based line number."""
+    for number, line in enumerate(lines, 1):
+        text = line.decode("utf-8") if isinstance(line, bytes) else line
+        if text.strip():
+            yield parse_manifest_line(text.rstrip("\r\n"), where=f"manifest line {number}")
+
+
+def dump_line(obj: Mapping[str, Any]) -> str:
+    """One compact JSON Lines line (no newline), UTF-8 safe."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+# --------------------------------------------------------------------------------------------- answers
+
+
+class AnswerError(ValueError):
+    """A worker answer cannot be used; ``reason`` says why (reported, never fatal to a batch)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Roi:
+    """One region drawn by a reader, in image-pixel coordinates (column x, row y)."""
+
+    tool: RoiTool
+    points: tuple[tuple[float, float], ...]
+    finding: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"tool": self.tool.value, "points": [list(p) for p in self.points]}
+        if self.finding is not None:
+            out["finding"] = self.finding
+        return out
+
+
+@dataclass(frozen=True)
+class WorkerAnswer:
+    """One reader's answer for one data object, whatever shape it arrived in."""
+
+    worker_id: str
+    findings: dict[str, FindingState]
+    """The findings the reader stated; a label missing here was not answered."""
+    rois: tuple[Roi, ...] = ()
+    sop_uid: str | None = None
+    time_spent: float | None = None
+    """Seconds the reader spent, as reported by the template."""
+    window_level: dict[str, Any] | None = None
+    raw: Any = None
+    """The answer as received (decoded from JSON where it was a string)."""
+    shape: str = "dicomlab"
+    """``dicomlab`` (our template) or ``reference-sample`` (the three-level encoded shape)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The normalized answer plus its raw form, as kept in the consolidated content."""
+        out: dict[str, Any] = {"workerId": self.worker_id,
+                               "findings": {k: v.value for k, v in self.findings.items()},
+                               "rois": [r.to_json() for r in self.rois]}
+        if self.sop_uid:
+            out["sopInstanceUid"] = self.sop_uid
+        if self.time_spent is not None:
+            out["timeSpentSeconds"] = self.time_spent
+        if self.window_level is not None:
+            out["windowLevel"] = self.window_level
+        out["raw"] = self.raw
+        return out
+
+
+_BOOL_STATES = {True: FindingState.PRESENT, False: FindingState.ABSENT}
+_STATE_ALIASES = {"present": FindingState.PRESENT, "absent": FindingState.ABSENT,
+                  "uncertain": FindingState.UNCERTAIN, "yes": FindingState.PRESENT, "no": FindingState.ABSENT,
+                  "true": FindingState.PRESENT, "false": FindingState.ABSENT, "unsure": FindingState.UNCERTAIN}
+
+
+def _decode(value: Any, what: str) -> Any:
+    """``value`` itself, or its JSON decoding when it is a string (the sample nests JSON in strings)."""
+    if isinstance(value, str | bytes):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise AnswerError(f"{what} is not valid JSON") from None
+    return value
+
+
+def _state(label: str, value: Any) -> FindingState | None:
+    if isinstance(value, bool):
+        return _BOOL_STATES[value]
+    if isinstance(value, str):
+        state = _STATE_ALIASES.get(value.strip().lower())
+        if state is None:
+            raise AnswerError(f"finding {label!r}: unknown state {value[:40]!r}")
+        return state
+    if isinstance(value, Mapping):
+        # crowd-form radio/checkbox groups: {"present": true, "absent": false, "uncertain": false}
+        chosen = [k for k, v in value.items() if v is True]
+        if not chosen:
+            return None
+        if len(chosen) > 1:
+            raise AnswerError(f"finding {label!r}: several states ticked ({', '.join(sorted(chosen))})")
+        return _state(label, chosen[0])
+    if value is None:
+        return None
+    raise AnswerError(f"finding {label!r}: state must be present|absent|uncertain")
+
+
+def _points(value: Any) -> tuple[tuple[float, float], ...]:
+    if not isinstance(value, list) or not value:
+        raise AnswerError("ROI points must be a non-empty list of [x, y]")
+    out = []
+    for point in value:
+        if isinstance(point, Mapping):
+            point = [point.get("x"), point.get("y")]
+        if (not isinstance(point, list | tuple) or len(point) != 2
+                or not all(isinstance(c, int | float) and not isinstance(c, bool) and math.isfinite(c)
+                           for c in point)):
+            raise AnswerError("ROI points must be pairs of finite numbers")
+        out.append((float(point[0]), float(point[1])))
+    return tuple(out)
+
+
+_MIN_POINTS = {RoiTool.RECTANGLE: 2, RoiTool.ELLIPSE: 2, RoiTool.POLYGON: 3}
+
+
+def _roi(value: Any) -> Roi:
+    if not isinstance(value, Mapping):
+        raise AnswerError("each ROI must be an object")
+    try:
+        tool = RoiTool(str(value.get("tool", "")).lower())
+    except ValueError:
+        raise AnswerError(f"ROI tool must be one of {', '.join(t.value for t in RoiTool)}") from None
+    points = _points(value.get("points"))
+    if len(points) < _MIN_POINTS[tool]:
+        raise AnswerError(f"a {tool.value} ROI needs at least {_MIN_POINTS[tool]} points")
+    finding = value.get("finding")
+    if finding is not None and not isinstance(finding, str):
+        raise AnswerError("ROI finding must be a label name")
+    return Roi(tool=tool, points=points, finding=finding)
+
+
+def _sample_rois(value: Any) -> tuple[Roi, ...]:
+    """The reference sample's single ``ROI`` object (cornerstone handles) as a rectangle, when readable."""
+    if not isinstance(value, Mapping):
+        return ()
+    handles = value.get("handles", value)
+    start, end = (handles.get("start"), handles.get("end")) if isinstance(handles, Mapping) else (None, None)
+    if isinstance(start, Mapping) and isinstance(end, Mapping):
+        try:
+            return (Roi(RoiTool.RECTANGLE, _points([start, end])),)
+        except AnswerError:
+            return ()
+    return ()
+
+
+def parse_worker_answer(content: Any, *, worker_id: str = "", labels: Sequence[str] | None = None) -> WorkerAnswer:
+    """Normalize one worker answer (``annotationData.content`` or a worker-response ``answerContent``).
+
+    Accepts our clean object (``findings``/``rois``/``sopInstanceUid``/``timeSpentSeconds``/``windowLevel``),
+    the same wrapped as ``{"answer": "<json>"}``, and the reference sample's
+    ``{"disease": {label: bool}, "labels": "<json with label list, imageurl, ROI>"}``. With ``labels``,
+    a finding outside the label set is an error. "No Finding" present together with another present
+    finding is an error (the template prevents it; the server checks it).
+    """
+    raw = _decode(content, "answer content")
+    answer = raw
+    if isinstance(answer, Mapping) and "findings" not in answer and "disease" not in answer and "answer" in answer:
+        answer = _decode(answer["answer"], "'answer' field")
+    if not isinstance(answer, Mapping):
+        raise AnswerError("answer must be a JSON object")
+    if "findings" in answer:
+        parsed = _parse_clean(answer, worker_id, raw)
+    elif "disease" in answer or "labels" in answer:
+        parsed = _parse_sample(answer, worker_id, raw, labels)
+    else:
+        raise AnswerError("answer has neither 'findings' nor the reference sample's 'disease'/'labels'")
+    _check(parsed, labels)
+    return parsed
+
+
+def _parse_clean(answer: Mapping[str, Any], worker_id: str, raw: Any) -> WorkerAnswer:
+    findings_in = answer.get("findings")
+    if not isinstance(findings_in, Mapping):
+        raise AnswerError("'findings' must be an object of label: state")
+    findings: dict[str, FindingState] = {}
+    for label, value in findings_in.items():
+        state = _state(str(label), value)
+        if state is not None:
+            findings[str(label)] = state
+    rois_in = answer.get("rois", [])
+    if not isinstance(rois_in, list):
+        raise AnswerError("'rois' must be a list")
+    sop = answer.get("sopInstanceUid")
+    if sop is not None and not isinstance(sop, str):
+        raise AnswerError("'sopInstanceUid' must be a string")
+    spent = answer.get("timeSpentSeconds")
+    if spent is not None and (isinstance(spent, bool) or not isinstance(spent, int | float)
+                              or not math.isfinite(spent) or spent < 0):
+        raise AnswerError("'timeSpentSeconds' must be a non-negative number")
+    wl = answer.get("windowLevel")
+    return WorkerAnswer(worker_id=worker_id, findings=findings, rois=tuple(_roi(r) for r in rois_in),
+                        sop_uid=sop or None, time_spent=None if spent is None else float(spent),
+                        window_level=dict(wl) if isinstance(wl, Mapping) else None, raw=raw)
+
+
+def _parse_sample(answer: Mapping[str, Any], worker_id: str, raw: Any,
+                  labels: Sequence[str] | None) -> WorkerAnswer:
+    findings: dict[str, FindingState] = {}
+    disease = answer.get("disease")
+    if disease is not None:
+        if not isinstance(disease, Mapping):
+            raise AnswerError("'disease' must be an object of label: true|false")
+        for label, value in disease.items():
+            state = _state(str(label), value)
+            if state is not None:
+                findings[str(label)] = state
+    inner = _decode(answer["labels"], "'labels' field") if "labels" in answer else {}
+    rois: tuple[Roi, ...] = ()
+    if isinstance(inner, Mapping):
+        ticked = inner.get("label", [])
+        if isinstance(ticked, str):
+            ticked = [ticked]
+        if not isinstance(ticked, list) or not all(isinstance(t, str) for t in ticked):
+            raise AnswerError("'labels.label' must be a list of label names")
+        if disease is None:
+            # Only the ticked list: ticked = present, every other label of the job = absent.
+            for label in labels or ticked:
+                findings[label] = FindingState.ABSENT
+        for label in ticked:
+            findings[label] = FindingState.PRESENT
+        rois = _sample_rois(inner.get("ROI"))
+    elif inner not in (None, ""):
+        raise AnswerError("'labels' must be an object (or a JSON string of one)")
+    return WorkerAnswer(worker_id=worker_id, findings=findings, rois=rois, raw=raw, shape="reference-sample")
+
+
+def _check(answer: WorkerAnswer, labels: Sequence[str] | None) -> None:
+    if labels is not None:
+        allowed = set(labels)
+        unknown = [label for label in answer.findings if label not in allowed]
+        unknown += [r.finding for r in answer.rois if r.finding is not None and r.finding not in allowed]
+        if unknown:
+            raise AnswerError(f"unknown label {unknown[0][:64]!r}")
+    if answer.findings.get(NO_FINDING) is FindingState.PRESENT:
+        others = [k for k, v in answer.findings.items() if k != NO_FINDING and v is FindingState.PRESENT]
+        if others:
+            raise AnswerError(f"'{NO_FINDING}' is present together with {others[0]!r}")
+
+
+# --------------------------------------------------------------------------------------------- consolidated
+
+
+@dataclass(frozen=True)
+class FindingConsensus:
+    """The consolidated value of one finding on one object."""
+
+    value: FindingState
+    confidence: float
+    """Posterior probability of ``value`` (Dawid–Skene) or the winning vote share (majority)."""
+    agreement: float
+    """Fraction of the readers who answered this finding and agree with ``value``."""
+    answers: int
+    """How many readers answered this finding (present/absent/uncertain)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"value": self.value.value, "confidence": round(self.confidence, 4),
+                "agreement": round(self.agreement, 4), "answers": self.answers}
+
+
+@dataclass(frozen=True)
+class ConsolidatedLabel:
+    """The consolidated content of one data object: the value of the label attribute."""
+
+    findings: dict[str, FindingConsensus]
+    method: str
+    workers: tuple[WorkerAnswer, ...] = ()
+    rejected: tuple[tuple[str, str], ...] = ()
+    """(worker id, reason) of answers excluded as malformed."""
+    flags: tuple[Flag, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"findings": {k: v.to_json() for k, v in self.findings.items()},
+                               "method": self.method, "workers": [w.to_json() for w in self.workers]}
+        if self.rejected:
+            out["rejected"] = [{"workerId": w, "reason": r} for w, r in self.rejected]
+        if self.flags:
+            out["flags"] = [f.value for f in self.flags]
+        return out
+
+
+# --------------------------------------------------------------------------------------------- output
+
+
+def is_custom_type(value: Any) -> bool:
+    """Both spellings of the custom task type (``groundtruth/custom``, ``groundTruth/custom``)."""
+    return isinstance(value, str) and value.lower() == CUSTOM_TYPE
+
+
+def output_metadata(job_name: str, *, creation_date: datetime | None = None,
+                    extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``<attr>-metadata`` object, hyphenated lower-case as Ground Truth writes it."""
+    when = (creation_date or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
+    meta: dict[str, Any] = {"type": CUSTOM_TYPE, "job-name": job_name, "human-annotated": "yes",
+                            "creation-date": when.strftime(CREATION_DATE_FORMAT)}
+    meta.update(extra or {})
+    return meta
+
+
+def output_manifest_line(data_object: ManifestLine | Mapping[str, Any], attribute: str,
+                         content: ConsolidatedLabel | Mapping[str, Any], *, job_name: str,
+                         creation_date: datetime | None = None,
+                         metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One output manifest object: the input keys unchanged, then ``<attr>`` and ``<attr>-metadata``."""
+    if not attribute or attribute.endswith(METADATA_SUFFIX):
+        raise ManifestError(f"invalid label attribute name {attribute!r}")
+    base = data_object.data if isinstance(data_object, ManifestLine) else data_object
+    line = {k: v for k, v in base.items() if k not in (attribute, attribute + METADATA_SUFFIX)}
+    line[attribute] = content.to_json() if isinstance(content, ConsolidatedLabel) else dict(content)
+    line[attribute + METADATA_SUFFIX] = output_metadata(job_name, creation_date=creation_date, extra=metadata)
+    return line
+
+
+@dataclass(frozen=True)
+class LabeledObject:
+    """One labelled image from an output manifest, in the form training consumes."""
+
+    source: str
+    """``source`` (Orthanc ID) or ``source-ref`` (object URI)."""
+    labels: tuple[str, ...]
+    values: dict[str, float | None]
+    """Per label: 1.0 present, 0.0 absent, None uncertain or unanswered."""
+    sop_uid: str | None = None
+    study_uid: str | None = None
+    series_uid: str | None = None
+    attribute: str = ""
+    job_name: str | None = None
+    confidence: dict[str, float] = field(default_factory=dict)
+    """Per label, the consolidation confidence where the manifest has one."""
+    worker_response_ref: str | None = None
+    """Set when the label attribute was empty and the answers live in a worker-response file."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Every other key of the line (input keys copied through)."""
+
+    @property
+    def is_source_ref(self) -> bool:
+        return "://" in self.source
+
+
+_VALUES = {FindingState.PRESENT: 1.0, FindingState.ABSENT: 0.0, FindingState.UNCERTAIN: None}
+
+
+def _label_attributes(line: Mapping[str, Any]) -> list[str]:
+    attrs = []
+    for key, value in line.items():
+        if key.endswith(METADATA_SUFFIX) and isinstance(value, Mapping) and is_custom_type(value.get("type")):
+            attr = key[: -len(METADATA_SUFFIX)]
+            if attr in line:
+                attrs.append(attr)
+    return attrs
+
+
+def _votes(answers: Iterable[WorkerAnswer], labels: Sequence[str]) -> dict[str, float | None]:
+    """Per-label majority of raw answers (ties and uncertain-only → None): a reader's fallback only."""
+    present = dict.fromkeys(labels, 0)
+    absent = dict.fromkeys(labels, 0)
+    for answer in answers:
+        for label, state in answer.findings.items():
+            if label in present:
+                if state is FindingState.PRESENT:
+                    present[label] += 1
+                elif state is FindingState.ABSENT:
+                    absent[label] += 1
+    return {label: 1.0 if present[label] > absent[label] else 0.0 if absent[label] > present[label] else None
+            for label in labels}
+
+
+def _answers_from(items: Any, labels: Sequence[str] | None) -> list[WorkerAnswer]:
+    out = []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, Mapping):
+            continue
+        worker = str(item.get("workerId", ""))
+        data = item.get("annotationData", item.get("answerContent", item))
+        content = data.get("content", data) if isinstance(data, Mapping) else data
+        try:
+            out.append(parse_worker_answer(content, worker_id=worker, labels=labels))
+        except AnswerError as exc:
+            logger.info("skipping an unreadable worker answer in an output manifest", extra={"reason": exc.reason})
+    return out
+
+
+def _content_values(content: Any, labels: Sequence[str] | None) -> tuple[dict[str, float | None], dict[str, float]]:
+    """Values and confidences from a label attribute's content, whichever shape it has."""
+    if not isinstance(content, Mapping) or not content:
+        return {}, {}
+    findings = content.get("findings")
+    if isinstance(findings, Mapping) and findings and all(isinstance(v, Mapping) for v in findings.values()):
+        values: dict[str, float | None] = {}
+        confidence: dict[str, float] = {}
+        for label, item in findings.items():
+            try:
+                state = FindingState(str(item.get("value")))
+            except ValueError:
+                values[label] = None
+                continue
+            values[label] = _VALUES[state]
+            if isinstance(item.get("confidence"), int | float):
+                confidence[label] = float(item["confidence"])
+        return values, confidence
+    for key in ("annotationsFromAllWorkers", "annotations", "answers"):
+        if key in content:
+            answers = _answers_from(content[key], labels)
+            known = labels or sorted({k for a in answers for k in a.findings})
+            return _votes(answers, known), {}
+    try:
+        single = parse_worker_answer(content, labels=labels)
+    except AnswerError:
+        return {}, {}
+    known = labels or list(single.findings)
+    return _votes([single], known), {}
+
+
+def labeled_object(line: Mapping[str, Any], *, attribute: str | None = None, labels: Sequence[str] | None = None,
+                   fetch: Callable[[str], bytes] | None = None) -> LabeledObject:
+    """Read one output manifest object (see :func:`read_output_manifest`)."""
+    base = parse_manifest_line(line, where="output manifest line")
+    attrs = _label_attributes(line)
+    if attribute is None:
+        if not attrs:
+            raise ManifestError("output manifest line has no Ground Truth custom label attribute")
+        # A chained job's line carries every earlier job's attribute: take the newest.
+        attribute = max(attrs, key=lambda a: str(line[a + METADATA_SUFFIX].get("creation-date", "")))
+    elif attribute not in line:
+        raise ManifestError(f"output manifest line has no label attribute {attribute!r}")
+    meta = line.get(attribute + METADATA_SUFFIX)
+    meta = meta if isinstance(meta, Mapping) else {}
+    label_set = base.labels or (tuple(labels) if labels else None)
+    values, confidence = _content_values(line[attribute], label_set)
+    ref = meta.get("worker-response-ref", meta.get("worker_response_ref"))
+    if not values and isinstance(ref, str) and fetch is not None:
+        try:
+            response = json.loads(fetch(ref))
+        except ValueError as exc:
+            raise ManifestError(f"worker response {ref} is not valid JSON") from exc
+        answers = _answers_from(response.get("answers") if isinstance(response, Mapping) else None, label_set)
+        values = _votes(answers, label_set or sorted({k for a in answers for k in a.findings}))
+    names = label_set or tuple(values)
+    skip = {SOURCE_KEY, SOURCE_REF_KEY, LABELS_KEY, attribute, attribute + METADATA_SUFFIX}
+    return LabeledObject(
+        source=base.ref, labels=tuple(names), values={n: values.get(n) for n in names},
+        sop_uid=base.sop_uid, study_uid=base.study_uid, series_uid=base.series_uid, attribute=attribute,
+        job_name=meta.get("job-name", meta.get("job_name")), confidence=confidence,
+        worker_response_ref=ref if isinstance(ref, str) else None,
+        extra={k: v for k, v in line.items() if k not in skip})
+
+
+def read_output_manifest(lines: Iterable[str | bytes], *, attribute: str | None = None,
+                         labels: Sequence[str] | None = None,
+                         fetch: Callable[[str], bytes] | None = None) -> Iterator[LabeledObject]:
+    """Read a Ground Truth output manifest (ours or AWS's) as :class:`LabeledObject` rows.
+
+    ``attribute`` picks the label attribute (default: the line's Ground Truth custom attribute, the
+    newest by ``creation-date`` in chained jobs). ``labels`` is the label set when lines carry none.
+    Consolidated content is read as is; raw per-worker answers (``annotationsFromAllWorkers``, the
+    reference sample's pass-through output) are reduced by a per-label majority vote with ties as
+    None; an empty attribute with a ``worker-response-ref`` is resolved through ``fetch(uri)`` if given.
+    """
+    for number, text in enumerate(lines, 1):
+        line = text.decode("utf-8") if isinstance(text, bytes) else text
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except ValueError as exc:
+            raise ManifestError(f"output manifest line {number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(data, Mapping):
+            raise ManifestError(f"output manifest line {number}: expected a JSON object")
+        try:
+            yield labeled_object(data, attribute=attribute, labels=labels, fetch=fetch)
+        except ManifestError as exc:
+            raise ManifestError(f"output manifest line {number}: {exc.description}") from None

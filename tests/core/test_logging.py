@@ -1,0 +1,46 @@
+"""JSON logs never carry tokens, credentials or PHI."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+from dicomlab_core.logging import configure_logging, scrub
+
+
+def test_json_lines_with_redaction() -> None:
+    stream = io.StringIO()
+    configure_logging("DEBUG", service="test", stream=stream)
+    log = logging.getLogger("dicomlab.test")
+    log.info("fetch http://user:pa55word@orthanc:8042/x?token=v1.k1.abc.def&a=1 with Bearer v1.k1.xyz.sig",
+             extra={"PatientName": "DOE^JOHN", "route": "/studies/<study>", "status": 200})
+    log.warning("Authorization: Basic ZGljb21sYWI6c2VjcmV0", extra={"password": "pw"})
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert lines[0]["service"] == "test"
+    assert lines[0]["level"] == "info"
+    assert lines[0]["route"] == "/studies/<study>"
+    assert lines[0]["status"] == 200
+    text = stream.getvalue()
+    for secret in ("pa55word", "v1.k1.abc.def", "v1.k1.xyz.sig", "DOE^JOHN", "ZGljb21sYWI6c2VjcmV0"):
+        assert secret not in text
+    assert lines[0]["PatientName"] == "[redacted]"
+    assert lines[1]["password"] == "[redacted]"
+
+
+def test_exception_is_one_line_without_traceback() -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", stream=stream)
+    try:
+        raise ValueError("bad token=abc123")
+    except ValueError:
+        logging.getLogger("x").exception("failed")
+    (line,) = stream.getvalue().splitlines()
+    record = json.loads(line)
+    assert record["error"].startswith("ValueError")
+    assert "abc123" not in line
+    assert "Traceback" not in line
+
+
+def test_scrub_keeps_ordinary_text() -> None:
+    assert scrub("GET /dicom-web/studies 200") == "GET /dicom-web/studies 200"

@@ -1,0 +1,74 @@
+"""``dicomlab stack up | status | down`` as a user runs it: real processes, real ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dicomlab_cli.processes import free_port, pid_alive
+from dicomlab_cli.stack import DEFAULT_PORTS
+
+
+def run_cli(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "dicomlab_cli.main", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture
+def stack_env(tmp_path: Path) -> dict[str, str]:
+    env = {**os.environ, "DICOMLAB_RUN_DIR": str(tmp_path / "run")}
+    for name in DEFAULT_PORTS:
+        env[f"DICOMLAB_PORT_{name.upper()}"] = str(free_port())
+    return env
+
+
+def test_up_status_down(stack_env: dict[str, str], tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    try:
+        up = run_cli(stack_env, "stack", "up")
+        assert up.returncode == 0, up.stderr
+        assert "orthanc" in up.stdout
+        status = run_cli(stack_env, "stack", "status", "--json")
+        assert status.returncode == 0, status.stdout
+        state = json.loads(status.stdout)
+        assert state["orthanc"]["health"] == "up"
+        assert state["orthanc"]["port"] == int(stack_env["DICOMLAB_PORT_ORTHANC"])
+        creds = run_dir / "credentials.json"
+        assert creds.stat().st_mode & 0o077 == 0
+        password = json.loads(creds.read_text())["orthanc_password"]
+        assert password not in up.stdout + status.stdout
+        # Orthanc refuses anonymous requests: authentication is on.
+        import requests
+
+        anonymous = requests.get(f"http://127.0.0.1:{state['orthanc']['port']}/system", timeout=5)
+        assert anonymous.status_code == 401
+        # Running `up` again is safe: the same processes keep running.
+        again = run_cli(stack_env, "stack", "up")
+        assert again.returncode == 0, again.stderr
+        assert json.loads(run_cli(stack_env, "stack", "status", "--json").stdout) == state
+    finally:
+        down = run_cli(stack_env, "stack", "down")
+    assert down.returncode == 0
+    assert "orthanc" in down.stdout
+    assert not any(pid_alive(item["pid"]) for item in state.values())
+    status = run_cli(stack_env, "stack", "status")
+    assert status.returncode == 1
+    assert "not running" in status.stdout
+
+
+def test_port_taken_gives_a_clear_message(stack_env: dict[str, str]) -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen(1)
+        port = blocker.getsockname()[1]
+        stack_env["DICOMLAB_PORT_ORTHANC"] = str(port)
+        result = run_cli(stack_env, "stack", "up", timeout=60)
+    assert result.returncode == 2
+    assert f"port {port} (for Orthanc HTTP) is already in use" in result.stderr
+    assert "Traceback" not in result.stderr
