@@ -213,9 +213,9 @@ def up(directory: Path | None = None, *, postgres: bool = False, services: tuple
             state.ports[name] = service.port
             state.save(directory)
         if monitoring:
-            from dicomlab_cli import monitoring as mon
+            from dicomlab_cli.monitoring import start as start_monitoring
 
-            for name, (pid, port) in mon.start(directory, state.ports).items():
+            for name, (pid, port) in start_monitoring(directory, state.ports).items():
                 state.pids[name] = pid
                 state.ports[name] = port
             state.save(directory)

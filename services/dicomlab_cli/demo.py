@@ -1,0 +1,276 @@
+"""``dicomlab demo``: the whole loop on the local stack, from synthetic images to a trained model.
+
+1. start the local stack (Orthanc, proxy, manifest, labeling);
+2. generate a synthetic chest X-ray set with known findings and upload it to Orthanc;
+3. build a Ground-Truth-format manifest through the manifest service's HTTP API;
+4. create a self-hosted labeling job with 3 readers and simulate them through the same HTTP API the
+   browser UI uses (realistic reader noise, one unreliable reader);
+5. consolidate and export the output manifest, and write DICOM SR back to Orthanc;
+6. train DenseNet121 on CPU at a small resolution and evaluate it on held-out patients;
+7. print a summary and leave the labeling UI running for a person to try.
+
+Every step is idempotent: a second run reuses what the first one made (same seed, same data, same
+manifest, same job) and only repeats what is missing, so running it again is safe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from dicomlab_cli import stack
+
+logger = logging.getLogger(__name__)
+
+READERS = (("reader1", 0.95), ("reader2", 0.92), ("reader3", 0.70))
+"""Simulated readers and their per-finding accuracy; reader3 is the unreliable one."""
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    patients: int
+    size: int
+    train_size: int
+    epochs: int
+    seed: int
+    readers_per_image: int
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "demo", help="run the whole loop on the local stack: images → manifest → labels → model")
+    parser.add_argument("--patients", type=int, default=150, help="synthetic patients (≈1.6 images each)")
+    parser.add_argument("--size", type=int, default=512, help="synthetic image size in pixels")
+    parser.add_argument("--train-size", type=int, default=128, help="training resolution in pixels")
+    parser.add_argument("--epochs", type=int, default=8, help="training epochs")
+    parser.add_argument("--seed", type=int, default=7, help="seed for data, sampling, readers and training")
+    parser.add_argument("--readers", type=int, default=3, help="readers per image")
+    parser.set_defaults(func=_run)
+
+
+def step(title: str) -> None:
+    print(f"\n==> {title}", flush=True)
+
+
+def progress(label: str) -> Any:
+    """A one-line progress printer: ``progress("uploading")(done, total)``."""
+    started = time.monotonic()
+
+    def report(done: int, total: int) -> None:
+        rate = done / max(time.monotonic() - started, 1e-6)
+        end = "\n" if done >= total else ""
+        print(f"\r    {label}: {done}/{total} ({rate:.0f}/s)", end=end, flush=True)
+
+    return report
+
+
+def _run(args: argparse.Namespace) -> int:
+    options = DemoOptions(patients=args.patients, size=args.size, train_size=args.train_size, epochs=args.epochs,
+                          seed=args.seed, readers_per_image=args.readers)
+    summary = run_demo(options)
+    print_summary(summary)
+    return 0
+
+
+def run_demo(options: DemoOptions) -> dict[str, Any]:
+    """Run every step; returns the summary (also written to ``<run dir>/demo/summary.json``)."""
+    step("starting the local stack")
+    stack.up()
+    ctx, status = stack.require_running()
+    for name, item in status.items():
+        print(f"    {name:<10} {item['health']:<8} http://127.0.0.1:{item['port']}")
+    work = ctx.run_dir / "demo"
+    work.mkdir(parents=True, exist_ok=True)
+
+    truth = load_images(ctx, options, work)
+    manifest = build_manifest(ctx, options)
+    job = label(ctx, options, manifest, truth)
+    export = export_labels(ctx, job)
+    training = train(ctx, options, export, work)
+    summary = {
+        "images": len(truth),
+        "patients": options.patients,
+        "manifest": manifest,
+        "job": job,
+        "export": export,
+        "training": training,
+        "ui": {"url": ctx.url("labeling") + "/", "username": ctx.credentials["admin_username"],
+               "password_file": str(ctx.run_dir / "credentials.json")},
+    }
+    (work / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+# ------------------------------------------------------------------------------------------ steps
+
+def load_images(ctx: stack.LocalContext, options: DemoOptions, work: Path) -> list[dict[str, Any]]:
+    """Generate and upload the synthetic set, unless this exact set is already in Orthanc."""
+    from dicomlab_core.config import Secret
+    from dicomlab_core.orthanc import OrthancClient, OrthancSettings
+    from dicomlab_core.synth import SynthConfig, upload_study_set
+
+    step(f"synthetic chest X-rays: {options.patients} patients at {options.size}² (seed {options.seed})")
+    config = SynthConfig(patients=options.patients, seed=options.seed, rows=options.size, columns=options.size)
+    truth_path = work / f"truth-{options.patients}-{options.size}-{options.seed}.json"
+    client = OrthancClient(OrthancSettings(url=ctx.orthanc_url, username=ctx.orthanc_username,
+                                           password=Secret(ctx.orthanc_password)))
+    if truth_path.exists():
+        records: list[dict[str, Any]] = json.loads(truth_path.read_text())
+        if records and client.lookup_instance(records[-1]["sop_instance_uid"]) is not None:
+            print(f"    already in Orthanc: {len(records)} images (reusing)")
+            return records
+    records = upload_study_set(config, client, workers=2, progress=progress("uploading"))
+    truth_path.write_text(json.dumps(records))
+    print(f"    uploaded {len(records)} images; ground truth in {truth_path}")
+    return records
+
+
+def _service_headers(ctx: stack.LocalContext) -> dict[str, str]:
+    return {"Authorization": f"Bearer {ctx.credentials['service_token']}"}
+
+
+def build_manifest(ctx: stack.LocalContext, options: DemoOptions) -> dict[str, Any]:
+    """Ask the manifest service (HTTP API) for a manifest of every DX/CR image, sampled by seed."""
+    step("building the manifest (manifest service, HTTP API)")
+    name = f"demo-{options.patients}-{options.size}-{options.seed}"
+    base = ctx.url("manifest")
+    headers = _service_headers(ctx)
+    existing = requests.get(f"{base}/manifests/{name}", headers=headers, timeout=30)
+    if existing.status_code == 200:
+        summary: dict[str, Any] = existing.json()
+        print(f"    reusing manifest {name}")
+        return summary
+    response = requests.post(f"{base}/manifests?sync=true", headers=headers, timeout=600,
+                             json={"name": name, "modalities": ["DX", "CR"], "seed": options.seed})
+    if response.status_code != 201:
+        raise RuntimeError(f"manifest service answered {response.status_code}: {response.text[:300]}")
+    job: dict[str, Any] = response.json()
+    result: dict[str, Any] = job.get("result") or job
+    print(f"    manifest written: {json.dumps(result.get('counts', result))[:200]}")
+    return result
+
+
+def manifest_uri(manifest: dict[str, Any]) -> str:
+    for key in ("manifestUri", "manifest_uri", "uri"):
+        value = manifest.get(key)
+        if isinstance(value, str):
+            return value
+    raise RuntimeError(f"the manifest service's answer has no manifest URI: {sorted(manifest)}")
+
+
+class LabelingSession:
+    """A signed-in session against the labeling API (cookie + CSRF), as the browser UI holds one."""
+
+    def __init__(self, base: str, username: str, password: str) -> None:
+        self.base = base
+        self.http = requests.Session()
+        response = self.http.post(f"{base}/api/auth/login", json={"username": username, "password": password},
+                                  timeout=30)
+        if response.status_code != 200:
+            raise RuntimeError(f"login as {username} failed: {response.status_code} {response.text[:200]}")
+        self.http.headers["X-CSRF-Token"] = response.json()["csrfToken"]
+
+    def call(self, method: str, path: str, expect: tuple[int, ...] = (200, 201), **kwargs: Any) -> Any:
+        response = self.http.request(method, f"{self.base}{path}", timeout=600, **kwargs)
+        if response.status_code not in expect:
+            raise RuntimeError(f"{method} {path}: {response.status_code} {response.text[:300]}")
+        return response.json() if response.content else None
+
+
+def reader_password(ctx: stack.LocalContext, username: str) -> str:
+    """A stable password for a simulated reader, derived from the stack's secret (never stored)."""
+    digest = hmac.new(ctx.credentials["session_secret"].encode(), f"demo-reader:{username}".encode(), "sha256")
+    return digest.hexdigest()[:24]
+
+
+def label(ctx: stack.LocalContext, options: DemoOptions, manifest: dict[str, Any],
+          truth: list[dict[str, Any]]) -> dict[str, Any]:
+    """Create the job and its readers, then let the simulated readers label every image."""
+    from dicomlab_labeling.simulate import SimulatedReader, simulate_readers
+
+    step(f"self-hosted labeling: a job with {options.readers_per_image} readers per image")
+    base = ctx.url("labeling")
+    admin = LabelingSession(base, ctx.credentials["admin_username"], ctx.credentials["admin_password"])
+    name = f"demo-{options.patients}-{options.size}-{options.seed}"
+    readers = []
+    for username, accuracy in READERS[: options.readers_per_image]:
+        password = reader_password(ctx, username)
+        admin.call("POST", "/api/admin/users", expect=(201, 409),
+                   json={"username": username, "password": password, "role": "annotator"})
+        readers.append(SimulatedReader(username=username, password=password, accuracy=accuracy))
+    jobs = admin.call("GET", "/api/admin/jobs")["jobs"]
+    job = next((j for j in jobs if j["name"] == name), None)
+    if job is None:
+        job = admin.call("POST", "/api/admin/jobs", json={
+            "name": name, "manifestUri": manifest_uri(manifest), "readersPerImage": options.readers_per_image,
+            "instructions": "Mark each finding present, absent or uncertain; draw a box around what you see.",
+            "strategy": "fewest-answers-first"})
+    findings_by_sop = {r["sop_instance_uid"]: r["findings"] for r in truth}
+    stats = simulate_readers(base, job["id"], readers, findings_by_sop, seed=options.seed,
+                             progress=progress("answers"))
+    agreement = admin.call("GET", f"/api/admin/jobs/{job['id']}/agreement")
+    readers_stats = admin.call("GET", f"/api/admin/jobs/{job['id']}/readers")
+    return {"id": job["id"], "name": name, "simulation": stats, "agreement": agreement,
+            "readers": readers_stats["readers"]}
+
+
+def export_labels(ctx: stack.LocalContext, job: dict[str, Any]) -> dict[str, Any]:
+    """Consolidate, export the output manifest + CSV, and write DICOM SR back to Orthanc."""
+    step("consolidating, exporting the output manifest and writing DICOM SR to Orthanc")
+    admin = LabelingSession(ctx.url("labeling"), ctx.credentials["admin_username"], ctx.credentials["admin_password"])
+    result: dict[str, Any] = admin.call("POST", f"/api/admin/jobs/{job['id']}/export", json={"sr": True})
+    print(f"    output manifest: {result['manifestUri']}")
+    print(f"    CSV:             {result['csvUri']}")
+    if result.get("sr"):
+        print(f"    DICOM SR:        {result['sr']}")
+    return result
+
+
+def train(ctx: stack.LocalContext, options: DemoOptions, export: dict[str, Any], work: Path) -> dict[str, Any]:
+    """Train DenseNet121 on CPU from the exported output manifest, images fetched from Orthanc."""
+    from dicomlab_training import load_train_config, run
+
+    step(f"training DenseNet121 on CPU at {options.train_size}² for {options.epochs} epochs")
+    out = work / f"model-{options.patients}-{options.size}-{options.seed}"
+    config = load_train_config(overrides={
+        "manifest": export["manifestUri"], "out": str(out), "pixels.size": options.train_size,
+        "epochs": options.epochs, "seed": options.seed, "cache_dir": str(ctx.run_dir / "training-cache"),
+        "orthanc.url": ctx.orthanc_url, "orthanc.username": ctx.orthanc_username,
+        "orthanc.password": ctx.orthanc_password, "num_workers": 0, "batch_size": 16,
+    })
+    result = run(config)
+    return {"out": str(out), "best_model": str(result.best_model), "report": str(result.report),
+            "plots": [str(p) for p in result.plots], "per_label_auroc": result.per_label_auroc,
+            "macro_auroc": getattr(result, "macro_auroc", None)}
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    step("done")
+    training = summary["training"]
+    print(f"    images labelled: {summary['images']} ({summary['patients']} patients)")
+    agreement = summary["job"]["agreement"].get("findings", {})
+    if agreement:
+        print("    agreement per finding (kappa):")
+        for label, values in agreement.items():
+            kappa = values.get("kappa")
+            print(f"      {label:<28} {'undefined' if kappa is None else f'{kappa:.2f}'}")
+    print("    held-out AUROC per finding:")
+    for label, auroc in training["per_label_auroc"].items():
+        print(f"      {label:<28} {'undefined' if auroc is None else f'{auroc:.3f}'}")
+    if training.get("macro_auroc") is not None:
+        print(f"    macro AUROC: {training['macro_auroc']:.3f}")
+    print(f"    model:   {training['best_model']}")
+    print(f"    report:  {training['report']}")
+    print(f"    plots:   {', '.join(training['plots'])}")
+    ui = summary["ui"]
+    print(f"\n    labeling UI: {ui['url']}  (user '{ui['username']}', password in {ui['password_file']})")
+    print("    stop everything with: .venv/bin/dicomlab stack down")
+
