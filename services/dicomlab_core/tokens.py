@@ -21,6 +21,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import time
 from collections.abc import Iterable, Sequence
@@ -35,6 +36,7 @@ PROXY_AUDIENCE = "dicomlab-proxy"
 """The audience of tokens that the DICOMweb proxy accepts."""
 MAX_TOKEN_CHARS = 4096
 CLOCK_SKEW_SECONDS = 30
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 class TokenRejection(StrEnum):
@@ -193,7 +195,9 @@ class TokenSigner:
         """The claims of a valid token, else :class:`TokenError` with the reason."""
         if not token:
             raise TokenError(TokenRejection.MISSING)
-        if len(token) > MAX_TOKEN_CHARS:
+        if len(token) > MAX_TOKEN_CHARS or not _TOKEN_CHARS.fullmatch(token):
+            # Only the base64url alphabet and dots: anything else (non-ASCII included, which
+            # would break the ASCII signing input and compare_digest) is malformed, not a crash.
             raise TokenError(TokenRejection.MALFORMED)
         parts = token.split(".")
         if len(parts) != 4 or parts[0] != VERSION:

@@ -1,0 +1,240 @@
+"""Benchmark: Orthanc directly vs the dicomlab proxy (gunicorn) vs the reference sample's NGINX.
+
+Run: ``.venv/bin/python benchmarks/bench_proxy.py [--seconds 6] [--clients 4]``. Starts its own Orthanc,
+the proxy under gunicorn (gthread) and Debian's nginx on free loopback ports, uploads an ~8 MB DICOM
+and a small study, then for each target measures throughput with a pool of client threads
+(``requests`` sessions, keep-alive) for an 8 MB ``/instances/{id}/file``, the same object via WADO-RS,
+and a small QIDO JSON, plus single-client median latency of the QIDO request. Results, with the
+machine's details, go to ``benchmarks/results/proxy.json``. The load generator shares the CPU with
+the servers, so the figures are lower bounds for all three and the ratios are what to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from string import Template
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+import urllib3
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "proxy"))
+
+from proxy_helpers import make_dicom, upload
+
+from dicomlab_cli.processes import GunicornService, OrthancServer, free_port, stop_pid
+from dicomlab_core.tokens import KeyRing, Scope, signer_from_entries
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "proxy.json"
+
+
+def start_nginx(tmp: Path, orthanc: OrthancServer) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    basic = base64.b64encode(f"{orthanc.username}:{orthanc.password.reveal()}".encode()).decode()
+    conf = Template((HERE / "nginx_reference.conf.template").read_text()).substitute(
+        tmp=str(tmp), port=port, basic=basic, orthanc=orthanc.url)
+    (tmp / "nginx.conf").write_text(conf)
+    proc = subprocess.Popen(["/usr/sbin/nginx", "-p", str(tmp), "-c", str(tmp / "nginx.conf")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            requests.get(url + "/system", timeout=1)
+            return proc, url
+        except requests.RequestException:
+            time.sleep(0.1)
+    raise RuntimeError(f"nginx did not start: {(tmp / 'error.log').read_text()}")
+
+
+def _pool(url: str) -> urllib3.HTTPConnectionPool:
+    return urllib3.connection_from_url(url, maxsize=1, block=True)  # type: ignore[return-value]
+
+
+def _path(url: str) -> str:
+    """The origin-form target: Orthanc drops connections that send an absolute-form request line."""
+    parts = urlsplit(url)
+    return parts.path + ("?" + parts.query if parts.query else "")
+
+
+def _headers(headers: dict[str, str], auth: tuple[str, str] | None) -> dict[str, str]:
+    if auth is None:
+        return dict(headers)
+    return {**headers, **urllib3.make_headers(basic_auth=f"{auth[0]}:{auth[1]}")}
+
+
+def load(url: str, headers: dict[str, str], auth: tuple[str, str] | None, clients: int, seconds: float,
+         expect: int) -> dict[str, Any]:
+    """Requests and bytes per second with ``clients`` keep-alive connections for ``seconds``.
+
+    The client is urllib3 reading each body in one call: ``requests``' default 10 KiB
+    ``iter_content`` would make the load generator, not the servers, the bottleneck.
+    """
+    counts = [0] * clients
+    sizes = [0] * clients
+    errors = [0] * clients
+    sent = _headers(headers, auth)
+    deadline = time.perf_counter() + seconds
+
+    def worker(index: int) -> None:
+        pool = _pool(url)
+        path = _path(url)
+        while time.perf_counter() < deadline:
+            response = pool.request("GET", path, headers=sent, retries=urllib3.Retry(1, redirect=0))
+            if response.status != 200 or (expect and len(response.data) != expect):
+                errors[index] += 1
+                continue
+            counts[index] += 1
+            sizes[index] += len(response.data)
+        pool.close()
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    return {"requests_per_s": round(sum(counts) / elapsed, 1), "mb_per_s": round(sum(sizes) / elapsed / 1e6, 1),
+            "requests": sum(counts), "errors": sum(errors)}
+
+
+def latency(targets: dict[str, tuple[str, dict[str, str], tuple[str, str] | None]], path: str,
+            n: int) -> dict[str, dict[str, float]]:
+    """Single-client latency of ``path`` per target, the targets interleaved so drift hits all alike."""
+    pools = {name: (_pool(base), path, _headers(headers, auth))
+             for name, (base, headers, auth) in targets.items()}
+    samples: dict[str, list[float]] = {name: [] for name in targets}
+    for i in range(n + 20):
+        for name, (pool, url, headers) in pools.items():
+            started = time.perf_counter()
+            response = pool.request("GET", url, headers=headers)
+            elapsed = time.perf_counter() - started
+            assert response.status == 200
+            if i >= 20:
+                samples[name].append(elapsed)
+    out = {}
+    for name, values in samples.items():
+        values.sort()
+        out[name] = {"median_ms": round(statistics.median(values) * 1000, 3),
+                     "p90_ms": round(values[int(0.9 * len(values))] * 1000, 3)}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--latency-samples", type=int, default=300)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--chunk-bytes", type=int, default=1024 * 1024, help="the proxy's upstream read size")
+    parser.add_argument("--scenarios", default="large_file,large_wado_rs,large_file_one_client,small_qido")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave results/proxy.json alone")
+    args = parser.parse_args()
+    load_at_start = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="bench-proxy-") as tmpdir:
+        tmp = Path(tmpdir)
+        orthanc = OrthancServer(tmp / "orthanc").start()
+        nginx = proxy = None
+        try:
+            client = orthanc.client()
+            big = upload(client, make_dicom("CT_small.dcm", big_bytes=8 * 1024 * 1024))
+            small = upload(client, make_dicom("MR_small.dcm"))
+            client.close()
+            key = KeyRing.generate_entry("b1")
+            proxy = GunicornService("proxy", "dicomlab_proxy.app:create_app()", tmp, workers=args.workers,
+                                    threads=args.threads, env={
+                                        "DICOMLAB_PROXY__ORTHANC__URL": orthanc.url,
+                                        "DICOMLAB_PROXY__ORTHANC__USERNAME": orthanc.username,
+                                        "DICOMLAB_PROXY__ORTHANC__PASSWORD": orthanc.password.reveal(),
+                                        "DICOMLAB_PROXY__ORTHANC__POOL_SIZE": str(args.threads),
+                                        "DICOMLAB_PROXY__TOKEN_KEYS": key,
+                                        "DICOMLAB_PROXY__RATE_LIMIT_PER_SECOND": "0",
+                                        "DICOMLAB_PROXY__CHUNK_BYTES": str(args.chunk_bytes),
+                                        "DICOMLAB_PROXY__LOG_LEVEL": "WARNING"}).start()
+            (tmp / "nginx").mkdir()
+            nginx, nginx_url = start_nginx(tmp / "nginx", orthanc)
+            token = signer_from_entries([key]).issue(
+                Scope(studies=(big.study, small.study), orthanc_ids=(big.orthanc_id,)), subject="bench",
+                ttl_seconds=3600)
+            targets: dict[str, tuple[str, dict[str, str], tuple[str, str] | None]] = {
+                "direct": (orthanc.url, {}, (orthanc.username, orthanc.password.reveal())),
+                "proxy": (proxy.url, {"Authorization": f"Bearer {token}"}, None),
+                "nginx": (nginx_url, {}, None),
+            }
+            wado = f"/dicom-web/studies/{big.study}/series/{big.series}/instances/{big.sop}"
+            wado_len = len(requests.get(orthanc.url + wado, auth=targets["direct"][2]).content)
+            qido = f"/dicom-web/studies?StudyInstanceUID={small.study}"
+            file_path = f"/instances/{big.orthanc_id}/file"
+            scenarios = {"large_file": (file_path, len(big.data), args.clients),
+                         "large_wado_rs": (wado, wado_len, args.clients),
+                         "large_file_one_client": (file_path, len(big.data), 1),
+                         "small_qido": (qido, 0, args.clients)}
+            results: dict[str, Any] = {}
+            for scenario, (path, size, clients) in scenarios.items():
+                if scenario not in args.scenarios.split(","):
+                    continue
+                results[scenario] = {}
+                for name, (base, headers, auth) in targets.items():
+                    results[scenario][name] = load(base + path, headers, auth, clients, args.seconds, size)
+                    print(scenario, name, results[scenario][name], flush=True)
+            lat = latency(targets, qido, args.latency_samples) if "small_qido" in results else {}
+            print("latency", lat, flush=True)
+        finally:
+            if proxy is not None:
+                proxy.stop()
+            if nginx is not None:
+                stop_pid(nginx.pid)
+            orthanc.stop()
+
+    if args.no_write:
+        return
+
+    def ratio(scenario: str, a: str, b: str, key: str = "mb_per_s") -> float:
+        return round(float(results[scenario][a][key]) / max(float(results[scenario][b][key]), 1e-9), 3)
+
+    summary = {
+        "large_file_proxy_vs_direct": ratio("large_file", "proxy", "direct"),
+        "large_file_proxy_vs_nginx": ratio("large_file", "proxy", "nginx"),
+        "large_wado_rs_proxy_vs_direct": ratio("large_wado_rs", "proxy", "direct"),
+        "large_wado_rs_proxy_vs_nginx": ratio("large_wado_rs", "proxy", "nginx"),
+        "large_file_one_client_proxy_vs_direct": ratio("large_file_one_client", "proxy", "direct"),
+        "large_file_one_client_proxy_vs_nginx": ratio("large_file_one_client", "proxy", "nginx"),
+        "small_qido_proxy_vs_direct": ratio("small_qido", "proxy", "direct", "requests_per_s"),
+        "small_qido_proxy_vs_nginx": ratio("small_qido", "proxy", "nginx", "requests_per_s"),
+        "added_median_latency_ms": round(lat["proxy"]["median_ms"] - lat["direct"]["median_ms"], 3),
+    }
+    targets_met = {
+        "large >= 0.8x direct": min(summary["large_file_proxy_vs_direct"], summary["large_wado_rs_proxy_vs_direct"]) >= 0.8,
+        "large >= 1.5x nginx": min(summary["large_file_proxy_vs_nginx"], summary["large_wado_rs_proxy_vs_nginx"]) >= 1.5,
+        "small >= 0.5x direct": summary["small_qido_proxy_vs_direct"] >= 0.5,
+        "added median latency <= 2 ms": summary["added_median_latency_ms"] <= 2.0,
+    }
+    machine: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+               "cpu_model": next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                                  if line.startswith("model name")), "unknown"),
+               "load_average_at_start": load_at_start, "load_average_at_end": os.getloadavg(),
+               "note": "load generator, Orthanc, proxy and nginx share these CPUs with other work; figures are noisy"}
+    output = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine,
+              "parameters": vars(args), "results": results, "latency": lat, "summary": summary,
+              "targets_met": targets_met}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(output, indent=2) + "\n")
+    print(json.dumps({"summary": summary, "targets_met": targets_met}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,308 @@
+"""The route table: the DICOMweb reads, WADO-URI, ``/instances/{id}/file`` and (optionally) STOW-RS.
+
+Nothing else exists here: Orthanc's REST API, ``/tools/*``, writes and deletes are 404/405 by
+construction. Path parameters are typed by converters (UIDs are digits and dots, Orthanc IDs five
+groups of 8 hex digits), so a route only matches well-formed identifiers. The public DICOMweb root
+equals Orthanc's, so the absolute URLs Orthanc writes (RetrieveURL, BulkDataURI) — built from the
+``Forwarded`` header this proxy sends — resolve back here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+import urllib3
+from flask import Flask, Response, current_app, g, request
+from werkzeug.routing import BaseConverter
+
+from dicomlab_core.errors import BadRequest, NotFound, PayloadTooLarge, ServiceError, UpstreamError
+from dicomlab_proxy import hardening
+from dicomlab_proxy.access import (
+    TOKEN_PARAM,
+    Authenticator,
+    Identity,
+    RateLimiter,
+    bearer_token,
+    require_scope,
+    require_service,
+)
+from dicomlab_proxy.config import PUBLIC_URL, Config
+from dicomlab_proxy.errors import LengthRequired, NotAcceptable, RangeNotSatisfiable, UnsupportedMediaType
+from dicomlab_proxy.metrics import UPSTREAM_ERRORS
+from dicomlab_proxy.observe import log_completion
+from dicomlab_proxy.streaming import Done, Upstream, discard, drain, forward_headers, passed_headers, relay
+
+UID = re.compile(r"[0-9][0-9.]{0,63}")
+_HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+_STUDY_KEYS = frozenset({"studyinstanceuid", "0020000d"})
+_SERIES_KEYS = frozenset({"seriesinstanceuid", "0020000e"})
+_INSTANCE_KEYS = frozenset({"sopinstanceuid", "00080018"})
+
+
+class UidConverter(BaseConverter):
+    regex = UID.pattern
+
+
+class OrthancIdConverter(BaseConverter):
+    regex = r"[0-9a-f]{8}(?:-[0-9a-f]{8}){4}"
+
+
+class FramesConverter(BaseConverter):
+    regex = r"[1-9][0-9]{0,5}(?:,[1-9][0-9]{0,5}){0,255}"
+
+
+class BulkConverter(BaseConverter):
+    regex = r"[0-9A-Fa-f]{8}(?:/[0-9]{1,6}/[0-9A-Fa-f]{8}){0,8}"
+    part_isolating = False
+
+
+@dataclass
+class ProxyState:
+    """What the views need, built once by ``create_app``."""
+
+    config: Config
+    upstream: Upstream
+    auth: Authenticator
+    limiter: RateLimiter
+    forwarded: tuple[str, str] | None
+    """``(host+prefix, scheme)`` from ``public_url``, or None to take them from each request."""
+
+
+def state() -> ProxyState:
+    found: ProxyState = current_app.extensions["dicomlab_proxy"]
+    return found
+
+
+# ------------------------------------------------------------------------------------ identifiers
+
+def _key(name: str) -> str:
+    return "".join(c for c in name.lower() if c.isalnum())
+
+
+def _query_values(args: Mapping[str, Any], keys: frozenset[str]) -> list[str]:
+    values: list[str] = []
+    for name in args:
+        if _key(name) in keys:
+            values.extend(args.getlist(name))  # type: ignore[attr-defined]
+    return values
+
+
+def _one(path_value: str | None, query_values: list[str], what: str) -> str | None:
+    """The single identifier a request names at one level; conflicting or malformed ones are refused."""
+    values = set(query_values)
+    if path_value is not None:
+        values.add(path_value)
+    if len(values) > 1:
+        raise BadRequest(f"conflicting {what} values")
+    for value in values:
+        if not UID.fullmatch(value):
+            raise BadRequest(f"invalid {what}")
+    return next(iter(values), None)
+
+
+def dicomweb_targets(view_args: Mapping[str, str]) -> dict[str, str | None]:
+    """Study, series and instance named by a DICOMweb request's path and query."""
+    return {"study": _one(view_args.get("study"), _query_values(request.args, _STUDY_KEYS), "StudyInstanceUID"),
+            "series": _one(view_args.get("series"), _query_values(request.args, _SERIES_KEYS), "SeriesInstanceUID"),
+            "instance": _one(view_args.get("sop"), _query_values(request.args, _INSTANCE_KEYS), "SOPInstanceUID")}
+
+
+def wado_uri_targets() -> dict[str, str | None]:
+    """Study, series and object UIDs of a WADO-URI request (all three required)."""
+    if request.args.get("requestType") != "WADO":
+        raise BadRequest("requestType=WADO is required")
+    found: dict[str, str | None] = {}
+    for level, key in (("study", "studyuid"), ("series", "seriesuid"), ("instance", "objectuid")):
+        found[level] = _one(None, _query_values(request.args, frozenset({key})), key)
+        if found[level] is None:
+            raise BadRequest(f"{key} is required")
+    return found
+
+
+# ------------------------------------------------------------------------------------ upstream calls
+
+def _forwarded(st: ProxyState) -> tuple[str, str]:
+    if st.forwarded is not None:
+        return st.forwarded
+    host = request.host
+    if not _HOST.match(host):
+        raise BadRequest("invalid Host header")
+    return host, request.scheme
+
+
+def _upstream_headers(st: ProxyState, *, body: bool) -> dict[str, str]:
+    host, proto = _forwarded(st)
+    headers = forward_headers(request.headers, body=body)  # type: ignore[arg-type]
+    # DICOMweb 1.7 reads `Forwarded` (verbatim, prefix included); newer plugins read X-Forwarded-*.
+    headers["Forwarded"] = f"host={host};proto={proto}"
+    headers["X-Forwarded-Host"] = host
+    headers["X-Forwarded-Proto"] = proto
+    return headers
+
+
+def _status_error(status: int) -> ServiceError:
+    if status == HTTPStatus.NOT_FOUND:
+        return NotFound("not found")
+    if status == HTTPStatus.NOT_ACCEPTABLE:
+        return NotAcceptable("no acceptable representation")
+    if status == HTTPStatus.UNSUPPORTED_MEDIA_TYPE:
+        return UnsupportedMediaType("unsupported media type")
+    if status == HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE:
+        return RangeNotSatisfiable("range not satisfiable")
+    if status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
+        UPSTREAM_ERRORS.labels("auth").inc()
+        return UpstreamError("the PACS refused the proxy")
+    if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
+        UPSTREAM_ERRORS.labels("status_5xx").inc()
+        return UpstreamError("the PACS failed")
+    return BadRequest("the PACS refused the request")
+
+
+def _respond(st: ProxyState, upstream: urllib3.BaseHTTPResponse) -> Response:
+    """Turn Orthanc's answer into ours: errors mapped, bodies streamed, HEAD without a body."""
+    if upstream.status >= HTTPStatus.BAD_REQUEST:
+        drain(upstream)
+        raise _status_error(upstream.status)
+    headers = passed_headers(upstream)
+    if request.method == "HEAD" or upstream.status in (HTTPStatus.NO_CONTENT, HTTPStatus.NOT_MODIFIED):
+        if request.method == "HEAD":
+            discard(upstream)
+        else:
+            drain(upstream)
+        response = Response(status=upstream.status, headers=headers)
+        if "Content-Length" in upstream.headers:  # HEAD: the length of the body not sent
+            response.headers["Content-Length"] = upstream.headers["Content-Length"]
+        return response
+    g.proxy_streamed = True
+    body = relay(upstream, st.config.chunk_bytes, g.proxy_started, _access_logger(upstream.status))
+    return Response(body, status=upstream.status, headers=headers, direct_passthrough=True)
+
+
+def _access_logger(status: int) -> Done:
+    method, route = request.method, (request.url_rule.rule if request.url_rule else "unmatched")
+    identity: Identity | None = g.get("proxy_identity")
+
+    def done(sent: int, outcome: str, seconds: float) -> None:
+        log_completion(method, route, status, sent, seconds, outcome, identity)
+
+    return done
+
+
+def _authenticate(st: ProxyState) -> Identity:
+    hardening.check_method_override_params(request.args)
+    identity = st.auth.authenticate(bearer_token(request.headers.get("Authorization"), request.args.get(TOKEN_PARAM)))
+    g.proxy_identity = identity
+    st.limiter.check(identity.key)
+    return identity
+
+
+def _read(targets: Callable[[], dict[str, str | None]]) -> Response:
+    st = state()
+    hardening.check_no_body(request.environ)
+    identity = _authenticate(st)
+    require_scope(identity, **targets())
+    query = hardening.forwardable_query(request.query_string.decode("latin-1"), TOKEN_PARAM)
+    upstream = st.upstream.open("GET", request.path, query=query, headers=_upstream_headers(st, body=False))
+    return _respond(st, upstream)
+
+
+# ------------------------------------------------------------------------------------ views
+
+def dicomweb_read(**view_args: str) -> Response:
+    return _read(lambda: dicomweb_targets(view_args))
+
+
+def wado_uri() -> Response:
+    return _read(wado_uri_targets)
+
+
+def instance_file(oid: str) -> Response:
+    return _read(lambda: {"orthanc_id": oid})
+
+
+def stow(**view_args: str) -> Response:
+    """STOW-RS for service callers only: the body is streamed upstream, never held whole."""
+    st = state()
+    identity = _authenticate(st)
+    require_service(identity)
+    if view_args.get("study") is not None:
+        _one(view_args["study"], [], "StudyInstanceUID")
+    length = request.content_length
+    if length is None or request.headers.get("Transfer-Encoding"):
+        raise LengthRequired("Content-Length is required")
+    if length > st.config.max_stow_bytes:
+        raise PayloadTooLarge("request body too large")
+    if not (request.mimetype or "").lower().startswith("multipart/related"):
+        raise UnsupportedMediaType("STOW-RS takes multipart/related")
+    stream = request.environ["wsgi.input"]
+
+    def body() -> Any:
+        left = length
+        while left > 0:
+            data = stream.read(min(left, st.config.chunk_bytes))
+            if not data:
+                raise BadRequest("request body shorter than Content-Length")
+            left -= len(data)
+            yield data
+
+    headers = _upstream_headers(st, body=True)
+    headers["Content-Length"] = str(length)
+    upstream = st.upstream.open("POST", request.path, headers=headers, body=body(), retry=False)
+    return _respond(st, upstream)
+
+
+def register(app: Flask, config: Config) -> None:
+    """Add the converters and every route; nothing else is reachable."""
+    app.url_map.converters.update(uid=UidConverter, oid=OrthancIdConverter, frames=FramesConverter,
+                                  bulk=BulkConverter)
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
+    read = ["GET", "HEAD"]
+    root = config.dicomweb_root
+    study, series, sop = "/studies/<uid:study>", "/series/<uid:series>", "/instances/<uid:sop>"
+    reads = [
+        "/studies", "/series", "/instances",
+        study, f"{study}/metadata", f"{study}/rendered", f"{study}/thumbnail", f"{study}/series", f"{study}/instances",
+        f"{study}{series}", f"{study}{series}/metadata", f"{study}{series}/rendered", f"{study}{series}/thumbnail",
+        f"{study}{series}/instances",
+        f"{study}{series}{sop}", f"{study}{series}{sop}/metadata", f"{study}{series}{sop}/rendered",
+        f"{study}{series}{sop}/thumbnail", f"{study}{series}{sop}/frames/<frames:frames>",
+        f"{study}{series}{sop}/frames/<frames:frames>/rendered", f"{study}{series}{sop}/bulk/<bulk:tags>",
+    ]
+    for rule in reads:
+        methods = [*read, "POST"] if config.stow_enabled and rule in ("/studies", study) else read
+        app.add_url_rule(root + rule, endpoint="dicomweb:" + rule, view_func=_dispatch, methods=methods,
+                         provide_automatic_options=False)
+    app.add_url_rule(config.wado_root, endpoint="wado-uri", view_func=wado_uri, methods=read,
+                     provide_automatic_options=False)
+    app.add_url_rule("/instances/<oid:oid>/file", endpoint="instance-file", view_func=instance_file, methods=read,
+                     provide_automatic_options=False)
+
+
+def _dispatch(**view_args: str) -> Response:
+    if request.method == "POST":
+        return stow(**view_args)
+    return dicomweb_read(**view_args)
+
+
+def public_forwarded(public_url: str) -> tuple[str, str] | None:
+    """``(host+prefix, scheme)`` for the ``Forwarded`` header, from the configured public URL."""
+    if not public_url:
+        return None
+    match = PUBLIC_URL.match(public_url)
+    assert match is not None  # validated by Config.validate
+    return match.group(2) + match.group(3), match.group(1)
+
+
+def new_state(config: Config) -> ProxyState:
+    from dicomlab_core.tokens import signer_from_entries
+
+    return ProxyState(config=config, upstream=Upstream(config.orthanc, chunk_bytes=config.chunk_bytes),
+                      auth=Authenticator(signer_from_entries(config.token_keys), config.service_tokens),
+                      limiter=RateLimiter(config.rate_limit_per_second, config.rate_limit_burst),
+                      forwarded=public_forwarded(config.public_url))
+
