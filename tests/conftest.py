@@ -8,6 +8,8 @@ moto's server mode over HTTP (the one component that cannot run for real here).
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,9 +41,14 @@ def orthanc_client(orthanc: OrthancServer) -> Iterator[OrthancClient]:
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
     """A real PostgreSQL cluster started for this test run (temp data dir, 'postgres' user as root)."""
-    server = PostgresServer(tmp_path_factory.mktemp("postgres")).start()
+    # As root the cluster runs as 'postgres', which cannot traverse pytest's 0700 temp dirs: use /tmp then.
+    directory = (Path(tempfile.mkdtemp(prefix="dicomlab-pg-")) if os.geteuid() == 0
+                 else tmp_path_factory.mktemp("postgres"))
+    server = PostgresServer(directory).start()
     yield server
     server.stop()
+    if os.geteuid() == 0:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -77,3 +84,32 @@ def s3_bucket(s3_endpoint: str, request: pytest.FixtureRequest) -> str:
 
 def pytest_report_header(config: Any) -> list[str]:
     return [f"orthanc binary: {Path('/usr/sbin/Orthanc').exists()}"]
+
+
+@pytest.fixture(scope="session")
+def synthetic_config() -> Any:
+    """The :class:`~dicomlab_core.synth.SynthConfig` of ``synthetic_set``: 12 patients, 20 images at 256²,
+    a mix of DX/CR, MONOCHROME1/2, VOI windows/LUTs, RLE/JPEG Lossless/JPEG-LS/JPEG 2000 (re-render any image
+    from it with ``dicomlab_core.synth.plan`` + ``make_image``)."""
+    from dicomlab_core.synth import SynthConfig
+
+    return SynthConfig(patients=12, seed=2024, rows=256, columns=256, studies_per_patient=(1, 2),
+                       images_per_study=(1, 1), monochrome1_fraction=0.4, voi_fraction=0.4,
+                       compressed_fraction=0.35)
+
+
+@pytest.fixture(scope="session")
+def synthetic_set(orthanc: OrthancServer, synthetic_config: Any) -> list[dict[str, Any]]:
+    """Upload a small synthetic study set to the session Orthanc once; return its ground truth.
+
+    One record per image (:meth:`dicomlab_core.synth.SynthImage.truth_record`: patient_id, study/series/SOP
+    UIDs, modality, photometric, transfer_syntax, voi, findings as 0/1 per CheXpert label, regions) plus
+    ``orthanc_id``, Orthanc's instance ID.
+    """
+    from dicomlab_core.synth import upload_study_set
+
+    client = orthanc.client()
+    try:
+        return upload_study_set(synthetic_config, client, workers=2)
+    finally:
+        client.close()

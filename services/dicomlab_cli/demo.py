@@ -194,7 +194,7 @@ def reader_password(ctx: stack.LocalContext, username: str) -> str:
 def label(ctx: stack.LocalContext, options: DemoOptions, manifest: dict[str, Any],
           truth: list[dict[str, Any]]) -> dict[str, Any]:
     """Create the job and its readers, then let the simulated readers label every image."""
-    from dicomlab_labeling.simulate import SimulatedReader, simulate_readers
+    from dicomlab_labeling.simulate import simulate_readers
 
     step(f"self-hosted labeling: a job with {options.readers_per_image} readers per image")
     base = ctx.url("labeling")
@@ -205,7 +205,7 @@ def label(ctx: stack.LocalContext, options: DemoOptions, manifest: dict[str, Any
         password = reader_password(ctx, username)
         admin.call("POST", "/api/admin/users", expect=(201, 409),
                    json={"username": username, "password": password, "role": "annotator"})
-        readers.append(SimulatedReader(username=username, password=password, accuracy=accuracy))
+        readers.append((username, password, accuracy))
     jobs = admin.call("GET", "/api/admin/jobs")["jobs"]
     job = next((j for j in jobs if j["name"] == name), None)
     if job is None:
@@ -214,8 +214,14 @@ def label(ctx: stack.LocalContext, options: DemoOptions, manifest: dict[str, Any
             "instructions": "Mark each finding present, absent or uncertain; draw a box around what you see.",
             "strategy": "fewest-answers-first"})
     findings_by_sop = {r["sop_instance_uid"]: r["findings"] for r in truth}
-    stats = simulate_readers(base, job["id"], readers, findings_by_sop, seed=options.seed,
-                             progress=progress("answers"))
+    print(f"    {len(readers)} simulated readers labelling {len(truth)} images through the labeling API "
+          f"(accuracy {', '.join(f'{u}={a:.2f}' for u, _, a in readers)})", flush=True)
+    outcomes = simulate_readers(base, job["id"], readers, findings_by_sop, seed=options.seed)
+    stats = {o.username: {"submitted": o.submitted, "skipped": o.skipped, "errors": len(o.errors)} for o in outcomes}
+    for outcome in outcomes:
+        if outcome.errors:
+            raise RuntimeError(f"reader {outcome.username} hit errors: {outcome.errors[:3]}")
+        print(f"    {outcome.username}: {outcome.submitted} answers submitted", flush=True)
     agreement = admin.call("GET", f"/api/admin/jobs/{job['id']}/agreement")
     readers_stats = admin.call("GET", f"/api/admin/jobs/{job['id']}/readers")
     return {"id": job["id"], "name": name, "simulation": stats, "agreement": agreement,

@@ -284,7 +284,10 @@ class OrthancClient:
     def retrieve_instance(self, study_uid: str, series_uid: str, sop_uid: str) -> bytes:
         """WADO-RS: the DICOM file of one instance, in its stored transfer syntax."""
         path = f"{self.dicomweb}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
-        response = self.request("GET", path, headers={"Accept": 'multipart/related; type="application/dicom"'})
+        # transfer-syntax=* asks for the stored bytes: without it the DICOMweb plugin transcodes to
+        # Explicit VR Little Endian, and answers 500 for syntaxes it cannot decode (JPEG 2000 here).
+        accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+        response = self.request("GET", path, headers={"Accept": accept})
         parts = decode_related(response.content, response.headers.get("Content-Type", ""))
         if len(parts) != 1:
             raise UpstreamError(f"WADO-RS returned {len(parts)} parts for one instance")

@@ -1,0 +1,56 @@
+"""The whole loop at a tiny size, as `make demo` runs it: images → manifest → labels → SR → model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dicomlab_cli.processes import free_port
+from dicomlab_cli.stack import DEFAULT_PORTS
+from dicomlab_core.groundtruth import read_output_manifest
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_end_to_end(tmp_path: Path) -> None:
+    env = {**os.environ, "DICOMLAB_RUN_DIR": str(tmp_path / "run")}
+    for name in DEFAULT_PORTS:
+        env[f"DICOMLAB_PORT_{name.upper()}"] = str(free_port())
+    args = [sys.executable, "-m", "dicomlab_cli.main", "demo", "--patients", "14", "--size", "128",
+            "--train-size", "64", "--epochs", "2", "--seed", "3"]
+    try:
+        first = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900, check=False)
+        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+        summary = json.loads((tmp_path / "run" / "demo" / "summary.json").read_text())
+        # Every image was labelled by 3 readers, consolidated and exported.
+        images = summary["images"]
+        assert images >= 14
+        manifest_path = Path(summary["export"]["manifestUri"].removeprefix("file://"))
+        labelled = list(read_output_manifest(manifest_path.read_text().splitlines()))
+        assert len(labelled) == summary["export"]["images"] == images
+        assert all(obj.values for obj in labelled)
+        # SR written back to the PACS, once per image.
+        assert summary["export"]["sr"]["stored"] + summary["export"]["sr"]["skipped"] == images
+        # A model, a report with per-label AUROC and plots exist.
+        training = summary["training"]
+        assert Path(training["best_model"]).exists()
+        report = json.loads(Path(training["report"]).read_text())
+        assert report
+        assert all(Path(p).exists() for p in training["plots"])
+        assert "labeling UI: http://127.0.0.1:" in first.stdout
+        assert json.loads((tmp_path / "run" / "credentials.json").read_text())["admin_password"] not in first.stdout
+        # Running it again is safe: nothing is uploaded, labelled or exported twice.
+        second = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900, check=False)
+        assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+        assert "already in Orthanc" in second.stdout
+        again = json.loads((tmp_path / "run" / "demo" / "summary.json").read_text())
+        assert again["export"]["sr"]["stored"] == 0
+        assert again["export"]["manifestUri"] == summary["export"]["manifestUri"]
+    finally:
+        subprocess.run([sys.executable, "-m", "dicomlab_cli.main", "stack", "down"], env=env, check=False,
+                       capture_output=True, timeout=120)
