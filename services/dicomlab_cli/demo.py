@@ -16,9 +16,11 @@ manifest, same job) and only repeats what is missing, so running it again is saf
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hmac
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,11 +65,20 @@ def step(title: str) -> None:
 def progress(label: str) -> Any:
     """A one-line progress printer: ``progress("uploading")(done, total)``."""
     started = time.monotonic()
+    interactive = sys.stdout.isatty()
+    shown = [-1]
 
     def report(done: int, total: int) -> None:
+        quarter = 4 * done // max(total, 1)
+        if not interactive and quarter == shown[0] and done < total:
+            return  # in a log, one line per quarter instead of a spinning counter
+        shown[0] = quarter
         rate = done / max(time.monotonic() - started, 1e-6)
-        end = "\n" if done >= total else ""
-        print(f"\r    {label}: {done}/{total} ({rate:.0f}/s)", end=end, flush=True)
+        line = f"    {label}: {done}/{total} ({rate:.0f}/s)"
+        if interactive:
+            print("\r" + line, end="\n" if done >= total else "", flush=True)
+        else:
+            print(line, flush=True)
 
     return report
 
@@ -124,7 +135,7 @@ def load_images(ctx: stack.LocalContext, options: DemoOptions, work: Path) -> li
                                            password=Secret(ctx.orthanc_password)))
     if truth_path.exists():
         records: list[dict[str, Any]] = json.loads(truth_path.read_text())
-        if records and client.lookup_instance(records[-1]["sop_instance_uid"]) is not None:
+        if records and client.lookup_instance(records[-1]["sop_uid"]) is not None:
             print(f"    already in Orthanc: {len(records)} images (reusing)")
             return records
     records = upload_study_set(config, client, workers=2, progress=progress("uploading"))
@@ -159,7 +170,7 @@ def build_manifest(ctx: stack.LocalContext, options: DemoOptions) -> dict[str, A
 
 
 def manifest_uri(manifest: dict[str, Any]) -> str:
-    for key in ("manifestUri", "manifest_uri", "uri"):
+    for key in ("manifest", "manifestUri", "uri"):
         value = manifest.get(key)
         if isinstance(value, str):
             return value
@@ -213,7 +224,7 @@ def label(ctx: stack.LocalContext, options: DemoOptions, manifest: dict[str, Any
             "name": name, "manifestUri": manifest_uri(manifest), "readersPerImage": options.readers_per_image,
             "instructions": "Mark each finding present, absent or uncertain; draw a box around what you see.",
             "strategy": "fewest-answers-first"})
-    findings_by_sop = {r["sop_instance_uid"]: r["findings"] for r in truth}
+    findings_by_sop = {r["sop_uid"]: r["findings"] for r in truth}
     print(f"    {len(readers)} simulated readers labelling {len(truth)} images through the labeling API "
           f"(accuracy {', '.join(f'{u}={a:.2f}' for u, _, a in readers)})", flush=True)
     outcomes = simulate_readers(base, job["id"], readers, findings_by_sop, seed=options.seed)
@@ -242,6 +253,8 @@ def export_labels(ctx: stack.LocalContext, job: dict[str, Any]) -> dict[str, Any
 
 def train(ctx: stack.LocalContext, options: DemoOptions, export: dict[str, Any], work: Path) -> dict[str, Any]:
     """Train DenseNet121 on CPU from the exported output manifest, images fetched from Orthanc."""
+    from dicomlab_core.config import Secret
+    from dicomlab_core.orthanc import OrthancSettings
     from dicomlab_training import load_train_config, run
 
     step(f"training DenseNet121 on CPU at {options.train_size}² for {options.epochs} epochs")
@@ -249,33 +262,40 @@ def train(ctx: stack.LocalContext, options: DemoOptions, export: dict[str, Any],
     config = load_train_config(overrides={
         "manifest": export["manifestUri"], "out": str(out), "pixels.size": options.train_size,
         "epochs": options.epochs, "seed": options.seed, "cache_dir": str(ctx.run_dir / "training-cache"),
-        "orthanc.url": ctx.orthanc_url, "orthanc.username": ctx.orthanc_username,
-        "orthanc.password": ctx.orthanc_password, "num_workers": 0, "batch_size": 16,
+        "num_workers": 0, "batch_size": 16,
     })
+    # Connection settings are not hyperparameters: they never go through the recorded overrides.
+    config = dataclasses.replace(config, orthanc=OrthancSettings(
+        url=ctx.orthanc_url, username=ctx.orthanc_username, password=Secret(ctx.orthanc_password)))
     result = run(config)
-    return {"out": str(out), "best_model": str(result.best_model), "report": str(result.report),
-            "plots": [str(p) for p in result.plots], "per_label_auroc": result.per_label_auroc,
-            "macro_auroc": getattr(result, "macro_auroc", None)}
+    return {"out": result.out, "best_model": result.best_model, "last_model": result.last_model,
+            "report": result.report, "plots": dict(result.plots), "bundle": result.bundle,
+            "per_label_auroc": result.per_label_auroc, "macro_auroc": result.macro_auroc,
+            "micro_auroc": result.micro_auroc, "skipped": result.skipped}
 
 
 def print_summary(summary: dict[str, Any]) -> None:
     step("done")
     training = summary["training"]
-    print(f"    images labelled: {summary['images']} ({summary['patients']} patients)")
+    print(f"    images labelled: {summary['images']} ({summary['patients']} patients), "
+          f"{summary['export']['images']} in the output manifest")
     agreement = summary["job"]["agreement"].get("findings", {})
     if agreement:
-        print("    agreement per finding (kappa):")
+        print("    reader agreement per finding (Fleiss' kappa):")
         for label, values in agreement.items():
-            kappa = values.get("kappa")
+            kappa = values.get("fleissKappa")
             print(f"      {label:<28} {'undefined' if kappa is None else f'{kappa:.2f}'}")
     print("    held-out AUROC per finding:")
     for label, auroc in training["per_label_auroc"].items():
         print(f"      {label:<28} {'undefined' if auroc is None else f'{auroc:.3f}'}")
-    if training.get("macro_auroc") is not None:
-        print(f"    macro AUROC: {training['macro_auroc']:.3f}")
+    for name in ("macro_auroc", "micro_auroc"):
+        if training.get(name) is not None:
+            print(f"    {name.replace('_', ' ').replace('auroc', 'AUROC')}: {training[name]:.3f}")
     print(f"    model:   {training['best_model']}")
+    print(f"    bundle:  {training['bundle']}")
     print(f"    report:  {training['report']}")
-    print(f"    plots:   {', '.join(training['plots'])}")
+    for name, uri in training["plots"].items():
+        print(f"    plot:    {uri}  ({name})")
     ui = summary["ui"]
     print(f"\n    labeling UI: {ui['url']}  (user '{ui['username']}', password in {ui['password_file']})")
     print("    stop everything with: .venv/bin/dicomlab stack down")

@@ -38,10 +38,10 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
         assert summary["export"]["sr"]["stored"] + summary["export"]["sr"]["skipped"] == images
         # A model, a report with per-label AUROC and plots exist.
         training = summary["training"]
-        assert Path(training["best_model"]).exists()
-        report = json.loads(Path(training["report"]).read_text())
+        assert Path(training["best_model"].removeprefix("file://")).exists()
+        report = json.loads(Path(training["report"].removeprefix("file://")).read_text())
         assert report
-        assert all(Path(p).exists() for p in training["plots"])
+        assert all(Path(p.removeprefix("file://")).exists() for p in training["plots"].values())
         assert "labeling UI: http://127.0.0.1:" in first.stdout
         assert json.loads((tmp_path / "run" / "credentials.json").read_text())["admin_password"] not in first.stdout
         # Running it again is safe: nothing is uploaded, labelled or exported twice.
