@@ -17,8 +17,7 @@ The consolidated content of one data object::
 
     {"findings": {"Cardiomegaly": {"value": "present", "confidence": 0.93, "agreement": 0.67, "answers": 3}},
      "method": "dawid-skene",
-     "workers": [{"workerId": "...", "findings": {...}, "rois": [...], "sopInstanceUid": "...",
-                  "timeSpentSeconds": 41.0, "raw": <the answer as received>}],
+     "workers": [{"workerId": "...", "answer": <the answer exactly as received (usually a JSON string)>}],
      "rejected": [{"workerId": "...", "reason": "..."}],
      "flags": ["no-valid-answer"]}
 """
@@ -29,10 +28,11 @@ import json
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple, TypeGuard
 
 from dicomlab_core.errors import BadRequest
 from dicomlab_core.labels import NO_FINDING, FindingState, parse_label_list
@@ -140,7 +140,7 @@ def parse_manifest_line(line: str | bytes | Mapping[str, Any], *, where: str = "
             raise ManifestError(f"{where}: longer than {MAX_MANIFEST_LINE_CHARS} characters")
         try:
             data = json.loads(line)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise ManifestError(f"{where}: not valid JSON ({exc.msg})") from None
     else:
         data = line
@@ -213,7 +213,7 @@ class WorkerAnswer:
     """Seconds the reader spent, as reported by the template."""
     window_level: dict[str, Any] | None = None
     raw: Any = None
-    """The answer as received (decoded from JSON where it was a string)."""
+    """The answer exactly as received: a JSON string stays a string (kept for audit, re-parseable)."""
     shape: str = "dicomlab"
     """``dicomlab`` (our template) or ``reference-sample`` (the three-level encoded shape)."""
 
@@ -240,7 +240,7 @@ _STATE_ALIASES = {"present": FindingState.PRESENT, "absent": FindingState.ABSENT
 
 def _decode(value: Any, what: str) -> Any:
     """``value`` itself, or its JSON decoding when it is a string (the sample nests JSON in strings)."""
-    if isinstance(value, str | bytes):
+    if type(value) is str or isinstance(value, str | bytes):
         try:
             return json.loads(value)
         except ValueError:
@@ -248,7 +248,13 @@ def _decode(value: Any, what: str) -> Any:
     return value
 
 
+_EXACT_STATES: dict[Any, FindingState] = {s.value: s for s in FindingState}
+
+
 def _state(label: str, value: Any) -> FindingState | None:
+    exact = _EXACT_STATES.get(value) if type(value) is str else None
+    if exact is not None:  # the common case, kept cheap: 100,000s of findings per batch
+        return exact
     if isinstance(value, bool):
         return _BOOL_STATES[value]
     if isinstance(value, str):
@@ -269,36 +275,43 @@ def _state(label: str, value: Any) -> FindingState | None:
     raise AnswerError(f"finding {label!r}: state must be present|absent|uncertain")
 
 
+def _is_map(value: Any) -> TypeGuard[Mapping[str, Any]]:
+    """``isinstance(value, Mapping)``, with the JSON case (a dict) first: the ABC check is slow."""
+    return type(value) is dict or isinstance(value, Mapping)
+
+
+def _finite(c: Any) -> bool:
+    return (type(c) is float or type(c) is int) and math.isfinite(c)  # type() excludes bool
+
+
 def _points(value: Any) -> tuple[tuple[float, float], ...]:
-    if not isinstance(value, list) or not value:
+    if type(value) is not list or not value:
         raise AnswerError("ROI points must be a non-empty list of [x, y]")
     out = []
     for point in value:
-        if isinstance(point, Mapping):
-            point = [point.get("x"), point.get("y")]
-        if (not isinstance(point, list | tuple) or len(point) != 2
-                or not all(isinstance(c, int | float) and not isinstance(c, bool) and math.isfinite(c)
-                           for c in point)):
+        if type(point) is not list and _is_map(point):
+            point = (point.get("x"), point.get("y"))
+        if type(point) not in (list, tuple) or len(point) != 2 or not (_finite(point[0]) and _finite(point[1])):
             raise AnswerError("ROI points must be pairs of finite numbers")
         out.append((float(point[0]), float(point[1])))
     return tuple(out)
 
 
 _MIN_POINTS = {RoiTool.RECTANGLE: 2, RoiTool.ELLIPSE: 2, RoiTool.POLYGON: 3}
+_TOOLS: dict[Any, RoiTool] = {t.value: t for t in RoiTool}
 
 
 def _roi(value: Any) -> Roi:
-    if not isinstance(value, Mapping):
+    if not _is_map(value):
         raise AnswerError("each ROI must be an object")
-    try:
-        tool = RoiTool(str(value.get("tool", "")).lower())
-    except ValueError:
-        raise AnswerError(f"ROI tool must be one of {', '.join(t.value for t in RoiTool)}") from None
+    tool = _TOOLS.get(value.get("tool"))
+    if tool is None:
+        raise AnswerError(f"ROI tool must be one of {', '.join(t.value for t in RoiTool)}")
     points = _points(value.get("points"))
     if len(points) < _MIN_POINTS[tool]:
         raise AnswerError(f"a {tool.value} ROI needs at least {_MIN_POINTS[tool]} points")
     finding = value.get("finding")
-    if finding is not None and not isinstance(finding, str):
+    if finding is not None and type(finding) is not str:
         raise AnswerError("ROI finding must be a label name")
     return Roi(tool=tool, points=points, finding=finding)
 
@@ -317,20 +330,22 @@ def _sample_rois(value: Any) -> tuple[Roi, ...]:
     return ()
 
 
-def parse_worker_answer(content: Any, *, worker_id: str = "", labels: Sequence[str] | None = None) -> WorkerAnswer:
+def parse_worker_answer(content: Any, *, worker_id: str = "",
+                        labels: Sequence[str] | AbstractSet[str] | None = None) -> WorkerAnswer:
     """Normalize one worker answer (``annotationData.content`` or a worker-response ``answerContent``).
 
     Accepts our clean object (``findings``/``rois``/``sopInstanceUid``/``timeSpentSeconds``/``windowLevel``),
     the same wrapped as ``{"answer": "<json>"}``, and the reference sample's
     ``{"disease": {label: bool}, "labels": "<json with label list, imageurl, ROI>"}``. With ``labels``,
-    a finding outside the label set is an error. "No Finding" present together with another present
+    a finding outside the label set is an error (a frozenset of labels is fastest for many answers).
+    "No Finding" present together with another present
     finding is an error (the template prevents it; the server checks it).
     """
-    raw = _decode(content, "answer content")
-    answer = raw
-    if isinstance(answer, Mapping) and "findings" not in answer and "disease" not in answer and "answer" in answer:
+    raw = content.decode("utf-8", "replace") if type(content) is bytes else content
+    answer = _decode(content, "answer content")
+    if _is_map(answer) and "findings" not in answer and "disease" not in answer and "answer" in answer:
         answer = _decode(answer["answer"], "'answer' field")
-    if not isinstance(answer, Mapping):
+    if not _is_map(answer):
         raise AnswerError("answer must be a JSON object")
     if "findings" in answer:
         parsed = _parse_clean(answer, worker_id, raw)
@@ -344,31 +359,34 @@ def parse_worker_answer(content: Any, *, worker_id: str = "", labels: Sequence[s
 
 def _parse_clean(answer: Mapping[str, Any], worker_id: str, raw: Any) -> WorkerAnswer:
     findings_in = answer.get("findings")
-    if not isinstance(findings_in, Mapping):
+    if not _is_map(findings_in):
         raise AnswerError("'findings' must be an object of label: state")
     findings: dict[str, FindingState] = {}
+    exact = _EXACT_STATES
     for label, value in findings_in.items():
-        state = _state(str(label), value)
-        if state is not None:
-            findings[str(label)] = state
+        state = exact.get(value) if type(value) is str else None
+        if state is None:
+            state = _state(label, value)
+            if state is None:
+                continue
+        findings[label] = state
     rois_in = answer.get("rois", [])
-    if not isinstance(rois_in, list):
+    if type(rois_in) is not list:
         raise AnswerError("'rois' must be a list")
     sop = answer.get("sopInstanceUid")
-    if sop is not None and not isinstance(sop, str):
+    if sop is not None and type(sop) is not str:
         raise AnswerError("'sopInstanceUid' must be a string")
     spent = answer.get("timeSpentSeconds")
-    if spent is not None and (isinstance(spent, bool) or not isinstance(spent, int | float)
-                              or not math.isfinite(spent) or spent < 0):
+    if spent is not None and not (_finite(spent) and spent >= 0):
         raise AnswerError("'timeSpentSeconds' must be a non-negative number")
     wl = answer.get("windowLevel")
-    return WorkerAnswer(worker_id=worker_id, findings=findings, rois=tuple(_roi(r) for r in rois_in),
-                        sop_uid=sop or None, time_spent=None if spent is None else float(spent),
-                        window_level=dict(wl) if isinstance(wl, Mapping) else None, raw=raw)
+    return WorkerAnswer(worker_id, findings, tuple([_roi(r) for r in rois_in]) if rois_in else (),
+                        sop or None, None if spent is None else float(spent),
+                        dict(wl) if _is_map(wl) else None, raw)
 
 
 def _parse_sample(answer: Mapping[str, Any], worker_id: str, raw: Any,
-                  labels: Sequence[str] | None) -> WorkerAnswer:
+                  labels: Sequence[str] | AbstractSet[str] | None) -> WorkerAnswer:
     findings: dict[str, FindingState] = {}
     disease = answer.get("disease")
     if disease is not None:
@@ -398,9 +416,9 @@ def _parse_sample(answer: Mapping[str, Any], worker_id: str, raw: Any,
     return WorkerAnswer(worker_id=worker_id, findings=findings, rois=rois, raw=raw, shape="reference-sample")
 
 
-def _check(answer: WorkerAnswer, labels: Sequence[str] | None) -> None:
+def _check(answer: WorkerAnswer, labels: Sequence[str] | AbstractSet[str] | None) -> None:
     if labels is not None:
-        allowed = set(labels)
+        allowed = labels if type(labels) is frozenset or isinstance(labels, AbstractSet) else set(labels)
         unknown = [label for label in answer.findings if label not in allowed]
         unknown += [r.finding for r in answer.rois if r.finding is not None and r.finding not in allowed]
         if unknown:
@@ -414,21 +432,23 @@ def _check(answer: WorkerAnswer, labels: Sequence[str] | None) -> None:
 # --------------------------------------------------------------------------------------------- consolidated
 
 
-@dataclass(frozen=True)
-class FindingConsensus:
-    """The consolidated value of one finding on one object."""
+_STATE_TEXT: dict[FindingState, str] = {s: s.value for s in FindingState}
+
+
+class FindingConsensus(NamedTuple):
+    """The consolidated value of one finding on one object (a tuple: 100,000s are built per batch)."""
 
     value: FindingState
     confidence: float
-    """Posterior probability of ``value`` (Dawid–Skene) or the winning vote share (majority)."""
+    """Posterior probability of ``value`` (Dawid–Skene) or the winning vote share (majority), 4 places."""
     agreement: float
-    """Fraction of the readers who answered this finding and agree with ``value``."""
+    """Fraction of the readers who answered this finding and agree with ``value``, 4 places."""
     answers: int
     """How many readers answered this finding (present/absent/uncertain)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"value": self.value.value, "confidence": round(self.confidence, 4),
-                "agreement": round(self.agreement, 4), "answers": self.answers}
+        return {"value": _STATE_TEXT[self.value], "confidence": self.confidence, "agreement": self.agreement,
+                "answers": self.answers}
 
 
 @dataclass(frozen=True)
@@ -444,7 +464,8 @@ class ConsolidatedLabel:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"findings": {k: v.to_json() for k, v in self.findings.items()},
-                               "method": self.method, "workers": [w.to_json() for w in self.workers]}
+                               "method": self.method,
+                               "workers": [{"workerId": w.worker_id, "answer": w.raw} for w in self.workers]}
         if self.rejected:
             out["rejected"] = [{"workerId": w, "reason": r} for w, r in self.rejected]
         if self.flags:
@@ -513,14 +534,15 @@ class LabeledObject:
 _VALUES = {FindingState.PRESENT: 1.0, FindingState.ABSENT: 0.0, FindingState.UNCERTAIN: None}
 
 
-def _label_attributes(line: Mapping[str, Any]) -> list[str]:
+def label_attributes(line: Mapping[str, Any]) -> list[str]:
+    """The Ground Truth custom label attributes of a manifest line (oldest first by ``creation-date``)."""
     attrs = []
     for key, value in line.items():
         if key.endswith(METADATA_SUFFIX) and isinstance(value, Mapping) and is_custom_type(value.get("type")):
             attr = key[: -len(METADATA_SUFFIX)]
             if attr in line:
                 attrs.append(attr)
-    return attrs
+    return sorted(attrs, key=lambda a: str(line[a + METADATA_SUFFIX].get("creation-date", "")))
 
 
 def _votes(answers: Iterable[WorkerAnswer], labels: Sequence[str]) -> dict[str, float | None]:
@@ -544,7 +566,7 @@ def _answers_from(items: Any, labels: Sequence[str] | None) -> list[WorkerAnswer
         if not isinstance(item, Mapping):
             continue
         worker = str(item.get("workerId", ""))
-        data = item.get("annotationData", item.get("answerContent", item))
+        data = item.get("annotationData", item.get("answerContent", item.get("answer", item)))
         content = data.get("content", data) if isinstance(data, Mapping) else data
         try:
             out.append(parse_worker_answer(content, worker_id=worker, labels=labels))
@@ -584,16 +606,50 @@ def _content_values(content: Any, labels: Sequence[str] | None) -> tuple[dict[st
     return _votes([single], known), {}
 
 
+def answer_from_content(content: Any, labels: Sequence[str] | None = None) -> dict[str, Any] | None:
+    """A label attribute's content as one clean answer (``{"findings": {label: state}, "rois": [...]}``).
+
+    Used to show a previous job's label in a review/adjustment task. Consolidated content gives its
+    consensus states and the ROIs drawn for findings that ended up present; raw answers (one, or
+    ``annotationsFromAllWorkers``) give their majority (ties left out) and all their ROIs.
+    None when nothing readable is there.
+    """
+    if not _is_map(content) or not content:
+        return None
+    findings_in = content.get("findings")
+    if _is_map(findings_in) and findings_in and all(_is_map(v) for v in findings_in.values()):
+        findings = {label: str(item.get("value")) for label, item in findings_in.items()
+                    if str(item.get("value")) in _EXACT_STATES}
+        answers = _answers_from([w for w in content.get("workers", []) if _is_map(w)], None)
+        rois = [r.to_json() for a in answers for r in a.rois
+                if r.finding is None or findings.get(r.finding) == "present"]
+        return {"findings": findings, "rois": rois}
+    answers = []
+    for key in ("annotationsFromAllWorkers", "annotations", "answers"):
+        if key in content:
+            answers = _answers_from(content[key], labels)
+            break
+    else:
+        try:
+            answers = [parse_worker_answer(content, labels=labels)]
+        except AnswerError:
+            return None
+    names = labels or sorted({k for a in answers for k in a.findings})
+    votes = _votes(answers, names)
+    states = {label: "present" if v == 1.0 else "absent" for label, v in votes.items() if v is not None}
+    return {"findings": states, "rois": [r.to_json() for a in answers for r in a.rois]}
+
+
 def labeled_object(line: Mapping[str, Any], *, attribute: str | None = None, labels: Sequence[str] | None = None,
                    fetch: Callable[[str], bytes] | None = None) -> LabeledObject:
     """Read one output manifest object (see :func:`read_output_manifest`)."""
     base = parse_manifest_line(line, where="output manifest line")
-    attrs = _label_attributes(line)
+    attrs = label_attributes(line)
     if attribute is None:
         if not attrs:
             raise ManifestError("output manifest line has no Ground Truth custom label attribute")
         # A chained job's line carries every earlier job's attribute: take the newest.
-        attribute = max(attrs, key=lambda a: str(line[a + METADATA_SUFFIX].get("creation-date", "")))
+        attribute = attrs[-1]
     elif attribute not in line:
         raise ManifestError(f"output manifest line has no label attribute {attribute!r}")
     meta = line.get(attribute + METADATA_SUFFIX)
@@ -635,7 +691,7 @@ def read_output_manifest(lines: Iterable[str | bytes], *, attribute: str | None 
             continue
         try:
             data = json.loads(line)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise ManifestError(f"output manifest line {number}: not valid JSON ({exc.msg})") from None
         if not isinstance(data, Mapping):
             raise ManifestError(f"output manifest line {number}: expected a JSON object")

@@ -1,0 +1,151 @@
+"""What the self-hosted labeling API shares per app: database, queue, store, signer; and the JSON views.
+
+Built once when the API blueprint is registered (:func:`setup`): the database is migrated to head
+and the start-up admin is seeded from ``AUTH__ADMIN_USERNAME``/``AUTH__ADMIN_PASSWORD``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Any, cast
+
+from flask import Flask, current_app, request
+from sqlalchemy import text
+
+from dicomlab_core.errors import BadRequest, ServiceUnavailable
+from dicomlab_core.objectstore import ObjectStore, open_store
+from dicomlab_core.orthanc import OrthancClient
+from dicomlab_core.tokens import Scope, TokenSigner
+from dicomlab_labeling.auth import LoginLimit, ensure_admin, set_password_cost
+from dicomlab_labeling.config import LabelingConfig
+from dicomlab_labeling.db import Database
+from dicomlab_labeling.jobs import iso
+from dicomlab_labeling.migrate import upgrade
+from dicomlab_labeling.models import Assignment, Job, Submission, Task, User
+from dicomlab_labeling.queue import Queue
+
+logger = logging.getLogger(__name__)
+
+EXTENSION_KEY = "dicomlab_labeling_api"
+
+
+@dataclass
+class ApiState:
+    config: LabelingConfig
+    db: Database
+    signer: TokenSigner
+    orthanc: OrthancClient
+    session_secret: str
+    queue: Queue = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.queue = Queue(postgres=self.db.is_postgres)
+
+    @cached_property
+    def store(self) -> ObjectStore:
+        return open_store(self.config.store_url)
+
+    @property
+    def login_limit(self) -> LoginLimit:
+        return LoginLimit(self.config.auth.login_max_failures, self.config.auth.login_window_seconds)
+
+    def ping(self) -> None:
+        try:
+            with self.db.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except Exception as exc:
+            raise ServiceUnavailable("the labeling database is unreachable") from exc
+
+    # ------------------------------------------------------------------ views
+
+    def token_ttl(self, job: Job) -> int:
+        """Image tokens live for the lease plus a margin, at most the configured token lifetime."""
+        return max(60, min(self.config.token_ttl_seconds, job.lease_seconds + 300))
+
+    def image_token(self, task: Task, job: Job, subject: str) -> tuple[str, str]:
+        ttl = self.token_ttl(job)
+        scope = Scope(instances=(task.sop_instance_uid,) if task.sop_instance_uid else (),
+                      orthanc_ids=(task.source,))
+        token = self.signer.issue(scope, subject=subject, ttl_seconds=ttl)
+        expires = datetime.fromtimestamp(datetime.now(UTC).timestamp() + ttl, UTC)
+        return token, cast(str, iso(expires))
+
+    def image_json(self, task: Task) -> dict[str, Any]:
+        proxy = self.config.proxy_public_url.rstrip("/")
+        st, se, sop = task.study_instance_uid, task.series_instance_uid, task.sop_instance_uid
+        wado = f"{proxy}/dicom-web/studies/{st}/series/{se}/instances/{sop}" if st and se and sop else None
+        return {"orthancId": task.source, "sopInstanceUid": sop, "studyInstanceUid": st,
+                "seriesInstanceUid": se, "fileUrl": f"{proxy}/instances/{task.source}/file",
+                "wadoRoot": f"{proxy}/dicom-web", "wadoRsUrl": wado,
+                "wadoUri": f"wadors:{wado}/frames/1" if wado else None}
+
+    def patient_json(self, task: Task, job: Job) -> dict[str, Any] | None:
+        if not job.allow_patient_identifiers:
+            return None
+        try:
+            tags = self.orthanc.instance_tags(task.source)
+        except Exception:
+            logger.warning("could not read patient identifiers from Orthanc", extra={"task": task.id})
+            return None
+        return {"name": tags.get("PatientName", ""), "id": tags.get("PatientID", ""),
+                "sex": tags.get("PatientSex", ""), "birthDate": tags.get("PatientBirthDate", "")}
+
+    def assignment_json(self, assignment: Assignment, task: Task, job: Job,
+                        latest: Submission | None = None) -> dict[str, Any]:
+        token, expires = self.image_token(task, job, f"assignment:{assignment.id}")
+        return {"id": assignment.id, "jobId": job.id, "taskId": task.id, "status": assignment.status,
+                "leaseExpiresAt": iso(assignment.expires_at), "leaseSeconds": job.lease_seconds,
+                "labels": list(job.labels), "instructions": job.instructions, "image": self.image_json(task),
+                "token": token, "tokenExpiresAt": expires, "patient": self.patient_json(task, job),
+                "mySubmission": submission_json(latest) if latest is not None else None}
+
+
+def submission_json(submission: Submission) -> dict[str, Any]:
+    return {"id": submission.id, "assignmentId": submission.assignment_id, "version": submission.version,
+            "clientSubmissionId": submission.client_submission_id, "createdAt": iso(submission.created_at),
+            "answer": submission.answer}
+
+
+def user_json(user: User) -> dict[str, Any]:
+    return {"id": user.id, "username": user.username, "role": user.role, "active": user.active,
+            "email": user.email}
+
+
+def state() -> ApiState:
+    return cast(ApiState, current_app.extensions[EXTENSION_KEY])
+
+
+def body() -> dict[str, Any]:
+    """The JSON object of the request (an empty body counts as ``{}``)."""
+    if not request.get_data(cache=True):
+        return {}
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise BadRequest("request body: expected a JSON object")
+    return data
+
+
+def client_ip() -> str:
+    return request.remote_addr or ""
+
+
+def setup(app: Flask, config: LabelingConfig, signer: TokenSigner, orthanc: OrthancClient) -> ApiState:
+    """Create the API state for ``app``: migrate the database, seed the admin."""
+    secret = config.session_secret.reveal()
+    if not secret:
+        # Sessions would not survive a restart nor be shared by gunicorn workers: fine for a test, not more.
+        logger.warning("SESSION_SECRET is not set: using a per-process secret (sessions end on restart)")
+        secret = secrets.token_urlsafe(32)
+    set_password_cost(time_cost=config.auth.password_time_cost, memory_kib=config.auth.password_memory_kib)
+    db = Database(config.sqlalchemy_url, pool_size=config.queue.db_pool_size)
+    upgrade(db)
+    api = ApiState(config=config, db=db, signer=signer, orthanc=orthanc, session_secret=secret)
+    if config.auth.admin_username and config.auth.admin_password:
+        with db.session() as session:
+            ensure_admin(session, config.auth.admin_username, config.auth.admin_password.reveal())
+    app.extensions[EXTENSION_KEY] = api
+    return api

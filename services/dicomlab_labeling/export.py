@@ -1,0 +1,107 @@
+"""Export a job: the Ground Truth output manifest, a CSV, and optionally DICOM SR back to the PACS.
+
+- ``labeling/<job>/manifests/output/output.manifest`` — one line per answered image, the input
+  manifest keys copied through, the consolidated content under the label attribute ``<job>`` and
+  ``<job>-metadata`` (written by :func:`dicomlab_core.groundtruth.output_manifest_line`, the same
+  code the Ground Truth path uses, so training reads both alike).
+- ``labeling/<job>/labels.csv`` — one row per image, one column per finding: 1 present, 0 absent,
+  -1 uncertain, empty when nobody answered the image.
+
+Idempotent: the content depends only on the database (``creation-date`` is the time of the latest
+answer/adjudication of the image, not the export time), so a re-export writes the same bytes; SRs
+use deterministic UIDs (:mod:`dicomlab_labeling.sr`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from dicomlab_core.groundtruth import ConsolidatedLabel, dump_line, output_manifest_line
+from dicomlab_core.labels import FindingState
+from dicomlab_core.objectstore import ObjectStore
+from dicomlab_core.orthanc import OrthancClient
+from dicomlab_labeling import results
+from dicomlab_labeling.config import ConsolidationSettings
+from dicomlab_labeling.models import Job
+
+logger = logging.getLogger(__name__)
+
+CSV_VALUES = {FindingState.PRESENT: "1", FindingState.ABSENT: "0", FindingState.UNCERTAIN: "-1"}
+
+
+def manifest_key(job: Job) -> str:
+    return f"labeling/{job.name}/manifests/output/output.manifest"
+
+
+def csv_key(job: Job) -> str:
+    return f"labeling/{job.name}/labels.csv"
+
+
+def consolidated_items(session: Session, job: Job,
+                       settings: ConsolidationSettings) -> list[tuple[results.TaskAnswers, ConsolidatedLabel]]:
+    """Every task with its final label (consensus, or the adjudication where a reviewer decided)."""
+    labels = list(job.labels)
+    items = results.load(session, job)
+    answered = [i for i in items if i.answers]
+    consolidated = results.consolidate_job(answered, labels, settings)
+    final = {i.task.id: results.apply_adjudication(label, i.adjudication, labels)
+             for i, label in zip(answered, consolidated.labels, strict=True)}
+    out = []
+    for item in items:
+        if item.task.id in final:
+            out.append((item, final[item.task.id]))
+        elif item.adjudication is not None:
+            empty = ConsolidatedLabel(findings={}, method="none")
+            out.append((item, results.apply_adjudication(empty, item.adjudication, labels)))
+    return out
+
+
+def _creation_date(item: results.TaskAnswers) -> Any:
+    stamps = [s.created_at for _, s in item.answers]
+    if item.adjudication is not None:
+        stamps.append(item.adjudication.created_at)
+    return max(stamps)
+
+
+def build(session: Session, job: Job, settings: ConsolidationSettings
+          ) -> tuple[bytes, bytes, list[tuple[results.TaskAnswers, ConsolidatedLabel]]]:
+    """The manifest and CSV bytes, and the final labels (for SR write-back)."""
+    labels = list(job.labels)
+    final = consolidated_items(session, job, settings)
+    by_task = {item.task.id: label for item, label in final}
+    lines = [dump_line(output_manifest_line(item.task.manifest_line, job.name, label, job_name=job.name,
+                                            creation_date=_creation_date(item)))
+             for item, label in final]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["source", "sop_instance_uid", "study_instance_uid", "series_instance_uid", "answers",
+                     "method", *labels])
+    for item in results.load(session, job):
+        label = by_task.get(item.task.id)
+        values = [CSV_VALUES[label.findings[n].value] if label is not None and n in label.findings else ""
+                  for n in labels]
+        writer.writerow([item.task.source, item.task.sop_instance_uid, item.task.study_instance_uid,
+                         item.task.series_instance_uid, len(item.answers), label.method if label else "", *values])
+    manifest = ("\n".join(lines) + "\n" if lines else "").encode("utf-8")
+    return manifest, buffer.getvalue().encode("utf-8"), final
+
+
+def export_job(session: Session, job: Job, *, store: ObjectStore, settings: ConsolidationSettings,
+               orthanc: OrthancClient | None = None) -> dict[str, Any]:
+    """Write the manifest and CSV (and SRs when ``orthanc`` is given); returns where and how many."""
+    manifest, table, final = build(session, job, settings)
+    store.put_bytes(manifest_key(job), manifest, "application/x-ndjson")
+    store.put_bytes(csv_key(job), table, "text/csv")
+    outcome: dict[str, Any] = {"manifestUri": store.uri(manifest_key(job)), "csvUri": store.uri(csv_key(job)),
+                               "images": len(final), "sr": None}
+    if orthanc is not None:
+        from dicomlab_labeling.sr import write_back
+
+        outcome["sr"] = write_back(orthanc, job, final)
+    logger.info("exported labeling job", extra={"job": job.name, "images": len(final)})
+    return outcome

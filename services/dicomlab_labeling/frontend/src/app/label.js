@@ -1,0 +1,168 @@
+// The labeling view: one image at a time from POST /api/jobs/<job>/next, keyboard-driven
+// (Ctrl+Enter submits and opens the next image, Ctrl+S skips), the following image prefetched,
+// the lease kept alive by heartbeats and the proxy token refreshed before it expires.
+import { LabelingViewer, SHORTCUTS } from '../viewer/index.js';
+import { el, replaceChildren } from '../viewer/dom.js';
+import { ApiError, uuid } from './api.js';
+import { describeError, showMessage } from './ui.js';
+
+const TOKEN_MARGIN_MS = 60_000;
+
+export default async function label({ api }) {
+  const jobId = document.body.dataset.jobId;
+  const job = await api('GET', `/api/jobs/${encodeURIComponent(jobId)}`);
+  document.getElementById('dl-job-name').textContent = job.name;
+  document.getElementById('dl-instructions-text').textContent = job.instructions || '';
+  replaceChildren(
+    document.getElementById('dl-shortcuts'),
+    [...SHORTCUTS, ['Ctrl+S', 'Skip this image']].flatMap(([k, what]) => [el('dt', {}, k), el('dd', {}, what)]),
+  );
+  const submitButton = document.getElementById('dl-submit');
+  const skipButton = document.getElementById('dl-skip');
+  const progress = document.getElementById('dl-progress');
+  let current = null; // the assignment on screen
+  let pendingSubmissionId = null; // reused when a submit is retried, so the server sees a duplicate
+  let busy = false;
+  let firstImage = true;
+  let heartbeatTimer = 0;
+  let tokenTimer = 0;
+
+  const viewer = new LabelingViewer(document.getElementById('dl-viewer'), {
+    labels: job.labels,
+    help: false, // the page lists the shortcuts, with its own (Ctrl+S)
+    onSubmit: () => submit(),
+  });
+  window.dicomlabViewer = viewer;
+
+  function stopTimers() {
+    clearInterval(heartbeatTimer);
+    clearTimeout(tokenTimer);
+  }
+
+  function scheduleTokenRefresh(assignment) {
+    clearTimeout(tokenTimer);
+    const expires = Date.parse(assignment.tokenExpiresAt ?? '');
+    if (!Number.isFinite(expires)) return;
+    const delay = Math.max(5_000, expires - Date.now() - TOKEN_MARGIN_MS);
+    tokenTimer = setTimeout(() => refreshToken(assignment), Math.min(delay, 2 ** 31 - 1));
+  }
+
+  async function refreshToken(assignment) {
+    try {
+      const fresh = await api('POST', `/api/assignments/${assignment.id}/token`);
+      assignment.token = fresh.token;
+      assignment.tokenExpiresAt = fresh.tokenExpiresAt;
+      viewer.setToken(fresh.token, assignment.image.fileUrl);
+      scheduleTokenRefresh(assignment);
+    } catch (error) {
+      showMessage(`Could not refresh the image token: ${describeError(error)}`);
+    }
+  }
+
+  function startHeartbeat(assignment) {
+    clearInterval(heartbeatTimer);
+    const every = Math.max(5, Math.min(60, (assignment.leaseSeconds || 900) / 3)) * 1000;
+    heartbeatTimer = setInterval(async () => {
+      try {
+        const result = await api('POST', `/api/assignments/${assignment.id}/heartbeat`);
+        assignment.leaseExpiresAt = result.leaseExpiresAt;
+      } catch (error) {
+        if (error instanceof ApiError && error.status === 409) {
+          showMessage('The lease on this image was lost (it went to another reader). Loading the next image.');
+          next();
+        }
+      }
+    }, every);
+  }
+
+  async function show(assignment) {
+    current = assignment;
+    pendingSubmissionId = null;
+    document.body.dataset.assignmentId = String(assignment.id);
+    await viewer.load({
+      url: assignment.image.fileUrl,
+      token: assignment.token,
+      sopInstanceUid: assignment.image.sopInstanceUid,
+      labels: assignment.labels,
+      previousAnswer: assignment.mySubmission?.answer ?? null,
+    });
+    startHeartbeat(assignment);
+    scheduleTokenRefresh(assignment);
+    if (firstImage) {
+      firstImage = false;
+      const seconds = performance.now() / 1000; // since navigation start
+      api('POST', '/api/ui-metrics', { event: 'time_to_first_image', seconds: Math.round(seconds * 1000) / 1000 }).catch(
+        () => null,
+      );
+    }
+  }
+
+  async function next() {
+    stopTimers();
+    const result = await api('POST', `/api/jobs/${encodeURIComponent(jobId)}/next`, { lookahead: 1 });
+    if (!result) {
+      current = null;
+      document.body.dataset.assignmentId = '';
+      viewer.setStatus('done', 'Nothing left to label in this job. Thank you!');
+      progress.textContent = '';
+      submitButton.disabled = skipButton.disabled = true;
+      return;
+    }
+    await show(result.assignment);
+    for (const upcoming of result.upcoming ?? []) viewer.prefetch({ url: upcoming.image.fileUrl, token: upcoming.token });
+    const fresh = await api('GET', `/api/jobs/${encodeURIComponent(jobId)}`).catch(() => null);
+    if (fresh) progress.textContent = `${fresh.counts.mine} labelled by you · ${fresh.counts.complete}/${fresh.counts.images} images complete`;
+  }
+
+  async function guarded(action) {
+    if (busy) return;
+    busy = true;
+    submitButton.disabled = skipButton.disabled = true;
+    try {
+      await action();
+    } catch (error) {
+      showMessage(describeError(error));
+    } finally {
+      busy = false;
+      submitButton.disabled = skipButton.disabled = !current;
+    }
+  }
+
+  function submit() {
+    return guarded(async () => {
+      if (!current || viewer.validate().length) return;
+      pendingSubmissionId ??= uuid();
+      try {
+        await api('POST', `/api/assignments/${current.id}/submit`, {
+          clientSubmissionId: pendingSubmissionId,
+          answer: viewer.getAnswer(),
+        });
+      } catch (error) {
+        if (!(error instanceof ApiError && error.status === 409)) throw error;
+        showMessage(`${error.message} Loading the next image.`);
+      }
+      showMessage('');
+      await next();
+    });
+  }
+
+  function skip() {
+    return guarded(async () => {
+      if (!current) return;
+      const reason = document.getElementById('dl-skip-reason').value;
+      await api('POST', `/api/assignments/${current.id}/skip`, { reason, abandon: false });
+      await next();
+    });
+  }
+
+  submitButton.addEventListener('click', () => viewer.requestSubmit());
+  skipButton.addEventListener('click', () => skip());
+  document.addEventListener('keydown', (event) => {
+    if (event.ctrlKey && !event.altKey && event.key.toLowerCase() === 's') {
+      event.preventDefault();
+      skip();
+    }
+  });
+  window.addEventListener('pagehide', stopTimers);
+  await guarded(next);
+}

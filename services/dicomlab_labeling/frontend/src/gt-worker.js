@@ -1,0 +1,60 @@
+// Entry of the Ground Truth worker template (templates/gt-worker.liquid.html).
+//
+// The template puts `task.input` (the pre-annotation callback's taskInput) as HTML-escaped JSON into
+// #dicomlab-task[data-task-input]; this module shows the image, keeps the hidden input
+// `answer` of the <crowd-form> filled with the clean answer JSON, and blocks submitting an
+// incomplete answer.
+import { LabelingViewer } from './viewer/index.js';
+
+function parseMaybeJson(value) {
+  if (typeof value !== 'string') return value ?? null;
+  try {
+    return JSON.parse(value);
+  } catch {
+    return null;
+  }
+}
+
+function previousAnswerOf(input) {
+  const prev = parseMaybeJson(input.previousAnswer);
+  if (!prev || typeof prev !== 'object') return null;
+  // A consolidated label attribute or a raw answer: take whatever carries "findings".
+  if (prev.findings) return prev;
+  for (const value of Object.values(prev)) if (value && typeof value === 'object' && value.findings) return value;
+  return null;
+}
+
+async function main() {
+  const host = document.getElementById('dicomlab-task');
+  const form = document.querySelector('crowd-form') ?? document.querySelector('form');
+  const answerInput = document.getElementById('dicomlab-answer');
+  const input = parseMaybeJson(host?.dataset.taskInput) ?? {};
+  const write = (answer) => {
+    answerInput.value = JSON.stringify(answer);
+  };
+  const viewer = new LabelingViewer(document.getElementById('dicomlab-viewer'), {
+    labels: input.labels ?? '',
+    onChange: write,
+    onSubmit: (answer) => {
+      write(answer);
+      if (typeof form?.submit === 'function') form.submit();
+    },
+  });
+  window.dicomlabViewer = viewer; // for the browser tests and for debugging in the worker console
+  form?.addEventListener('submit', (event) => {
+    write(viewer.getAnswer());
+    if (viewer.validate().length) event.preventDefault();
+  });
+  try {
+    await viewer.load({
+      url: input.taskObject,
+      token: input.token,
+      sopInstanceUid: input.sopInstanceUid,
+      previousAnswer: previousAnswerOf(input),
+    });
+  } catch (error) {
+    console.warn('dicomlab: image failed to load', error?.message ?? error);
+  }
+}
+
+main();

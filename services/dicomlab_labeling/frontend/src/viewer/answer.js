@@ -1,0 +1,141 @@
+// The finding model and the answer JSON: pure functions, no Cornerstone, no DOM.
+//
+// The answer is the one clean JSON object that both the Ground Truth worker template and the
+// self-hosted UI submit (parsed by services/dicomlab_core/groundtruth.py):
+//   { findings: { <label>: "present" | "absent" | "uncertain", ...every label... },
+//     rois: [ { tool: "rectangle" | "ellipse" | "polygon", finding: <label>, points: [[x, y], ...],
+//               imageId? } ],
+//     sopInstanceUid, timeSpentSeconds, windowLevel: { center, width } }
+// ROI points are image pixel coordinates (column x, row y; (0, 0) is the top-left corner of the
+// first pixel): rectangle and ellipse = the two opposite corners of the bounding box
+// [[xmin, ymin], [xmax, ymax]] (the ellipse is the one inscribed in that box), polygon = its
+// vertices in drawing order (closed implicitly).
+
+export const NO_FINDING = 'No Finding';
+export const STATES = Object.freeze(['present', 'absent', 'uncertain']);
+export const TOOLS = Object.freeze(['rectangle', 'ellipse', 'polygon']);
+
+/** Labels from a task input: a comma string (GT manifests) or an array; trimmed, unique, non-empty. */
+export function parseLabels(value) {
+  const raw = Array.isArray(value) ? value : String(value ?? '').split(',');
+  const seen = new Set();
+  const labels = [];
+  for (const item of raw) {
+    const label = String(item).trim();
+    if (label && !seen.has(label)) {
+      seen.add(label);
+      labels.push(label);
+    }
+  }
+  return labels;
+}
+
+/**
+ * Per-finding states with "No Finding" exclusive: marking it present clears every other finding
+ * to absent; marking any other finding present or uncertain sets "No Finding" to absent.
+ */
+export class FindingsModel {
+  constructor(labels, initial = {}) {
+    this.labels = parseLabels(labels);
+    this.states = new Map(this.labels.map((label) => [label, 'absent']));
+    for (const [label, state] of Object.entries(initial ?? {})) {
+      if (this.states.has(label) && STATES.includes(state)) this.states.set(label, state);
+    }
+  }
+
+  get(label) {
+    return this.states.get(label);
+  }
+
+  /** Set one finding; returns the labels whose state changed (the exclusivity rule may change others). */
+  set(label, state) {
+    if (!this.states.has(label)) throw new Error(`unknown finding: ${label}`);
+    if (!STATES.includes(state)) throw new Error(`unknown state: ${state}`);
+    const changed = [];
+    const put = (name, value) => {
+      if (this.states.get(name) !== value) {
+        this.states.set(name, value);
+        changed.push(name);
+      }
+    };
+    put(label, state);
+    if (label === NO_FINDING && state !== 'absent') {
+      for (const other of this.labels) if (other !== NO_FINDING) put(other, 'absent');
+    } else if (label !== NO_FINDING && state !== 'absent' && this.states.has(NO_FINDING)) {
+      put(NO_FINDING, 'absent');
+    }
+    return changed;
+  }
+
+  toJSON() {
+    return Object.fromEntries(this.states);
+  }
+
+  /** Problems that block submitting (empty when the answer is complete). */
+  problems() {
+    const problems = [];
+    const decided = this.labels.some((l) => l !== NO_FINDING && this.states.get(l) !== 'absent');
+    const noFinding = this.states.get(NO_FINDING);
+    if (this.states.has(NO_FINDING) && !decided && noFinding === 'absent') {
+      problems.push(`Mark at least one finding, or "${NO_FINDING}".`);
+    }
+    if (noFinding === 'present' && decided) problems.push(`"${NO_FINDING}" excludes every other finding.`);
+    return problems;
+  }
+}
+
+const round = (v) => Math.round(v * 100) / 100;
+
+/** Two opposite corners [[xmin, ymin], [xmax, ymax]] of the points' bounding box. */
+export function boundingCorners(points) {
+  const xs = points.map((p) => p[0]);
+  const ys = points.map((p) => p[1]);
+  return [
+    [round(Math.min(...xs)), round(Math.min(...ys))],
+    [round(Math.max(...xs)), round(Math.max(...ys))],
+  ];
+}
+
+/** Build the answer object (every label present in `findings`; ROIs validated). */
+export function buildAnswer({ findings, rois, sopInstanceUid, startedAt, now = Date.now(), windowLevel }) {
+  const labels = new Set(Object.keys(findings));
+  const cleanRois = [];
+  for (const roi of rois) {
+    if (!TOOLS.includes(roi.tool) || !labels.has(roi.finding)) continue;
+    const out = { tool: roi.tool, finding: roi.finding, points: roi.points.map(([x, y]) => [round(x), round(y)]) };
+    if (roi.imageId) out.imageId = roi.imageId;
+    cleanRois.push(out);
+  }
+  const answer = {
+    findings: { ...findings },
+    rois: cleanRois,
+    sopInstanceUid: sopInstanceUid ?? '',
+    timeSpentSeconds: Math.max(0, Math.round((now - startedAt) / 100) / 10),
+  };
+  if (windowLevel && Number.isFinite(windowLevel.center) && Number.isFinite(windowLevel.width)) {
+    answer.windowLevel = { center: round(windowLevel.center), width: round(windowLevel.width) };
+  }
+  return answer;
+}
+
+// Window presets, CT Hounsfield units. For CT (rescaled to HU) they apply as they are. For CR/DX/other
+// projection images, whose pixel values are not HU, a preset is mapped linearly from the HU span
+// [-1024, 3071] onto the image's own value range [min, max] (after the modality LUT): lung fields
+// (dark) stay near the low end, bone near the high end, and the relative width is kept.
+export const PRESETS = Object.freeze({
+  lung: { label: 'Lung', center: -600, width: 1500 },
+  mediastinum: { label: 'Mediastinum', center: 50, width: 350 },
+  bone: { label: 'Bone', center: 300, width: 2000 },
+});
+const HU_MIN = -1024;
+const HU_SPAN = 4096;
+
+/** The VOI range {lower, upper} for `preset` on an image of `modality` with values in [min, max]. */
+export function presetRange(preset, { modality, min, max }) {
+  const { center, width } = PRESETS[preset];
+  if (modality === 'CT') return { lower: center - width / 2, upper: center + width / 2 };
+  const span = Math.max(1, max - min);
+  const c = min + ((center - HU_MIN) / HU_SPAN) * span;
+  const w = (width / HU_SPAN) * span;
+  return { lower: c - w / 2, upper: c + w / 2 };
+}

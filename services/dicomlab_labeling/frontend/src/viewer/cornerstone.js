@@ -1,0 +1,96 @@
+// One-time set-up of Cornerstone3D (core, tools, DICOM image loader) for this page.
+//
+// Image requests carry `Authorization: Bearer <token>` (set in the loader's beforeSend), never a
+// credential of the PACS. When this bundle is served from another origin than the page (the Ground
+// Truth worker page lives on https://s3.amazonaws.com), the decode web worker cannot be started from
+// our URL directly (workers must be same-origin), so it is started from a same-origin blob: module
+// that imports our worker chunk with CORS.
+
+import * as core from '@cornerstonejs/core';
+import * as tools from '@cornerstonejs/tools';
+import dicomImageLoader from '@cornerstonejs/dicom-image-loader';
+
+let ready = null;
+const tokens = new Map(); // image URL (without the wadouri: prefix) -> bearer token
+let defaultToken = '';
+
+/** The URL a token is kept under: no loader scheme, no fragment, no frame parameter. */
+function tokenKey(urlOrImageId) {
+  return String(urlOrImageId ?? '')
+    .replace(/^(wadouri|dicomweb|wadors):/, '')
+    .split('#')[0]
+    .replace(/[?&]frame=\d+$/, '');
+}
+
+/** Remember the token for one image URL or image id (or the default token when `url` is empty). */
+export function setToken(token, url = '') {
+  if (url) tokens.set(tokenKey(url), token);
+  else defaultToken = token;
+}
+
+function tokenFor(urlOrImageId) {
+  return tokens.get(tokenKey(urlOrImageId)) ?? defaultToken;
+}
+
+function installCrossOriginWorkerShim() {
+  const bundleOrigin = new URL(import.meta.url).origin;
+  if (bundleOrigin === window.location.origin || window.Worker.__dicomlab) return;
+  const NativeWorker = window.Worker;
+  class CrossOriginWorker extends NativeWorker {
+    constructor(url, options = {}) {
+      const target = new URL(String(url), import.meta.url);
+      if (target.origin !== window.location.origin && target.protocol !== 'blob:') {
+        const source = `import ${JSON.stringify(target.href)};`;
+        url = URL.createObjectURL(new Blob([source], { type: 'text/javascript' }));
+        options = { ...options, type: 'module' };
+      }
+      super(url, options);
+    }
+  }
+  CrossOriginWorker.__dicomlab = true;
+  window.Worker = CrossOriginWorker;
+}
+
+/**
+ * Initialise Cornerstone3D once per page. `cpu: true` forces CPU rendering (stack viewports render on
+ * a 2D canvas); by default WebGL is used and Cornerstone falls back to CPU when WebGL is missing.
+ */
+export function initCornerstone({ cpu = false, maxWebWorkers = 1 } = {}) {
+  if (ready) return ready;
+  ready = (async () => {
+    installCrossOriginWorkerShim();
+    await core.init();
+    if (cpu) core.setUseCPURendering(true);
+    dicomImageLoader.init({
+      maxWebWorkers,
+      beforeSend: (_xhr, imageId) => {
+        const token = tokenFor(imageId);
+        return token ? { Authorization: `Bearer ${token}` } : {};
+      },
+    });
+    tools.init();
+    for (const Tool of [
+      tools.WindowLevelTool,
+      tools.PanTool,
+      tools.ZoomTool,
+      tools.RectangleROITool,
+      tools.EllipticalROITool,
+      tools.PlanarFreehandROITool,
+    ]) {
+      tools.addTool(Tool);
+    }
+    return { core, tools };
+  })();
+  return ready;
+}
+
+/** Start downloading and decoding an image into the cache (prefetch of the next task). */
+export async function prefetchImage(imageId) {
+  await initCornerstone();
+  return core.imageLoader.loadAndCacheImage(imageId).then(
+    () => true,
+    () => false,
+  );
+}
+
+export { core, tools };

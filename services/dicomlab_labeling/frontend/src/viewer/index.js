@@ -1,0 +1,679 @@
+// The labeling viewer: one Cornerstone3D stack viewport with W/L, zoom, pan, invert, rotate, flip,
+// rectangle/ellipse/polygon ROIs tied to findings, a findings panel (present/absent/uncertain,
+// "No Finding" exclusive) and keyboard shortcuts. Shared by the Ground Truth worker template
+// (src/gt-worker.js) and the self-hosted pages (src/app/*).
+//
+//   const viewer = new LabelingViewer(element, { labels, onChange, onSubmit });
+//   await viewer.load({ url: proxyFileUrl, token, sopInstanceUid });   // or { imageId, token }
+//   viewer.getAnswer();  // the clean answer object (answer.js)
+
+import { boundingCorners, buildAnswer, FindingsModel, PRESETS, presetRange, STATES, NO_FINDING } from './answer.js';
+import { core, initCornerstone, prefetchImage, setToken, tools } from './cornerstone.js';
+import { el, isTyping, replaceChildren } from './dom.js';
+
+export * from './answer.js';
+export { initCornerstone, prefetchImage, setToken } from './cornerstone.js';
+export { el, replaceChildren, isTyping } from './dom.js';
+
+const TOOL_NAMES = {
+  wl: 'WindowLevel',
+  pan: 'Pan',
+  zoom: 'Zoom',
+  rectangle: 'RectangleROI',
+  ellipse: 'EllipticalROI',
+  polygon: 'PlanarFreehandROI',
+};
+const ROI_TOOL_BY_NAME = { RectangleROI: 'rectangle', EllipticalROI: 'ellipse', PlanarFreehandROI: 'polygon' };
+const STATE_NAMES = { present: 'Present', absent: 'Absent', uncertain: 'Uncertain' };
+
+export const SHORTCUTS = Object.freeze([
+  ['W', 'Window/level tool (left drag)'],
+  ['P', 'Pan tool (also middle drag)'],
+  ['Z', 'Zoom tool (also right drag, wheel)'],
+  ['R / E / G', 'Draw rectangle / ellipse / polygon ROI'],
+  ['1 / 2 / 3', 'Lung / mediastinum / bone window'],
+  ['I', 'Invert'],
+  ['T', 'Rotate 90°'],
+  ['H / V', 'Flip horizontal / vertical'],
+  ['0', 'Reset view'],
+  ['J / K', 'Next / previous finding'],
+  ['Y / N / U', 'Selected finding present / absent / uncertain'],
+  ['F', '"No Finding" present'],
+  ['[ / ]', 'Previous / next finding for new ROIs'],
+  ['Delete', 'Remove the last ROI'],
+  ['Ctrl+Enter', 'Submit'],
+]);
+
+/**
+ * Image id for a proxy URL: `/instances/{id}/file` is a DICOM file (wadouri). `key` makes the id unique
+ * to one viewer (a URL fragment, never sent): Cornerstone ties annotations to image ids, so viewers
+ * showing the same image side by side would otherwise share (and submit) each other's ROIs.
+ */
+export function imageIdFor(url, key = '') {
+  const id = url.startsWith('wadouri:') || url.startsWith('wadors:') ? url : `wadouri:${url}`;
+  return key ? `${id}#${key}` : id;
+}
+
+let counter = 0;
+let engine = null;
+
+function sharedEngine() {
+  if (!engine || engine.hasBeenDestroyed) engine = new core.RenderingEngine('dicomlab-engine');
+  return engine;
+}
+
+export class LabelingViewer {
+  /**
+   * @param {HTMLElement} root  element to render into (its children are replaced)
+   * @param {object} options  labels (array or comma string), readOnly, keyboard (default true),
+   *   onChange(answer), onSubmit(answer), onLoad({ms, imageId}), cpu (force CPU rendering), title
+   */
+  constructor(root, options = {}) {
+    this.root = root;
+    this.options = { keyboard: true, readOnly: false, ...options };
+    this.id = `dl${++counter}`;
+    this.model = new FindingsModel(options.labels ?? [], options.initialFindings);
+    this.roiFinding = this.model.labels.find((l) => l !== NO_FINDING) ?? this.model.labels[0];
+    this.focusIndex = 0;
+    this.findingsByAnnotation = new Map();
+    this.imageId = null;
+    this.sopInstanceUid = '';
+    this.startedAt = Date.now();
+    this.rotation = 0;
+    this.flipH = false;
+    this.flipV = false;
+    this.activeTool = 'wl';
+    this.buildDom();
+    this.onKeyDown = this.onKeyDown.bind(this);
+    if (this.options.keyboard) document.addEventListener('keydown', this.onKeyDown);
+  }
+
+  // ---------------------------------------------------------------- DOM
+  buildDom() {
+    const ro = this.options.readOnly;
+    const button = (text, label, action, extra = {}) =>
+      el('button', { type: 'button', 'aria-label': label, title: label, onclick: action, ...extra }, text);
+    this.toolButtons = {};
+    const toolButton = (key, text, label) => {
+      const b = button(text, label, () => this.setTool(key), { 'aria-pressed': 'false', dataset: { tool: key } });
+      this.toolButtons[key] = b;
+      return b;
+    };
+    const toolbar = el(
+      'div',
+      { class: 'dl-toolbar', role: 'toolbar', 'aria-label': 'Viewer tools' },
+      toolButton('wl', 'W/L', 'Window/level tool (W)'),
+      toolButton('pan', 'Pan', 'Pan tool (P)'),
+      toolButton('zoom', 'Zoom', 'Zoom tool (Z)'),
+      ro ? null : toolButton('rectangle', '▭', 'Rectangle ROI (R)'),
+      ro ? null : toolButton('ellipse', '◯', 'Ellipse ROI (E)'),
+      ro ? null : toolButton('polygon', '⬠', 'Polygon ROI (G)'),
+      el('span', { class: 'dl-sep' }),
+      ...Object.entries(PRESETS).map(([key, p], i) =>
+        button(p.label, `${p.label} window (${i + 1})`, () => this.applyPreset(key), { dataset: { preset: key } }),
+      ),
+      el('span', { class: 'dl-sep' }),
+      button('Invert', 'Invert (I)', () => this.invert()),
+      button('Rotate', 'Rotate 90° (T)', () => this.rotate()),
+      button('Flip H', 'Flip horizontal (H)', () => this.flip('h')),
+      button('Flip V', 'Flip vertical (V)', () => this.flip('v')),
+      button('Reset', 'Reset view (0)', () => this.resetView()),
+    );
+    this.viewportEl = el('div', {
+      class: 'dl-viewport',
+      tabindex: '0',
+      role: 'img',
+      'aria-label': 'DICOM image',
+      oncontextmenu: (e) => e.preventDefault(),
+    });
+    this.statusEl = el('div', { class: 'dl-status', role: 'status', 'aria-live': 'polite' }, 'No image');
+    this.wlEl = el('span', { class: 'dl-wl' });
+    this.roiSelect = el('select', {
+      id: `${this.id}-roi-finding`,
+      onchange: () => {
+        this.roiFinding = this.roiSelect.value;
+      },
+    });
+    for (const label of this.model.labels) this.roiSelect.append(el('option', { value: label }, label));
+    this.roiSelect.value = this.roiFinding ?? '';
+    this.roiList = el('ul', { class: 'dl-roi-list', 'aria-label': 'Regions of interest' });
+    this.findingsEl = el('div', { class: 'dl-findings' });
+    this.findingRows = new Map();
+    this.model.labels.forEach((label, index) => {
+      const name = `${this.id}-f${index}`;
+      const radios = STATES.map((state) =>
+        el(
+          'label',
+          { class: `dl-state dl-${state}` },
+          el('input', {
+            type: 'radio',
+            name,
+            value: state,
+            disabled: ro,
+            checked: this.model.get(label) === state,
+            onchange: () => this.setFinding(label, state),
+          }),
+          STATE_NAMES[state],
+        ),
+      );
+      const row = el(
+        'fieldset',
+        { class: 'dl-finding', dataset: { index: String(index) } },
+        el('legend', {}, label),
+        ...radios,
+      );
+      row.addEventListener('focusin', () => this.focusFinding(index, false));
+      this.findingRows.set(label, row);
+      this.findingsEl.append(row);
+    });
+    const side = el(
+      'div',
+      { class: 'dl-side' },
+      el('h2', {}, 'Findings'),
+      this.findingsEl,
+      el(
+        'div',
+        { class: 'dl-roi-panel' },
+        el('h2', {}, 'ROIs'),
+        ro ? null : el('label', { for: `${this.id}-roi-finding` }, 'Finding for new ROIs '),
+        ro ? null : this.roiSelect,
+        this.roiList,
+      ),
+      this.problemsEl = el('p', { class: 'dl-problems', role: 'alert' }),
+      this.options.help === false
+        ? null
+        : el(
+            'details',
+            { class: 'dl-help' },
+            el('summary', {}, 'Keyboard shortcuts'),
+            el('dl', {}, SHORTCUTS.flatMap(([keys, what]) => [el('dt', {}, keys), el('dd', {}, what)])),
+          ),
+    );
+    const main = el('div', { class: 'dl-main' }, toolbar, this.viewportEl, el('div', { class: 'dl-bar' }, this.statusEl, this.wlEl));
+    this.root.classList.add('dl-viewer');
+    replaceChildren(this.root, main, side);
+    this.focusFinding(0, false);
+    this.markTool();
+  }
+
+  // ---------------------------------------------------------------- Cornerstone
+  async ensureViewport() {
+    if (this.viewport) return this.viewport;
+    await initCornerstone({ cpu: this.options.cpu });
+    const { Enums } = core;
+    // One rendering engine per page, shared by every viewer (one WebGL context; Cornerstone's design).
+    this.engine = sharedEngine();
+    this.viewportId = `${this.id}-vp`;
+    this.engine.enableElement({
+      viewportId: this.viewportId,
+      type: Enums.ViewportType.STACK,
+      element: this.viewportEl,
+      defaultOptions: { background: [0, 0, 0] },
+    });
+    this.viewport = this.engine.getViewport(this.viewportId);
+    const group = tools.ToolGroupManager.createToolGroup(`${this.id}-tools`);
+    for (const name of Object.values(TOOL_NAMES)) group.addTool(name);
+    group.addViewport(this.viewportId, this.engine.id);
+    const { MouseBindings } = tools.Enums;
+    group.setToolActive(TOOL_NAMES.pan, { bindings: [{ mouseButton: MouseBindings.Auxiliary }] });
+    group.setToolActive(TOOL_NAMES.zoom, {
+      bindings: [{ mouseButton: MouseBindings.Secondary }, { mouseButton: MouseBindings.Wheel }],
+    });
+    for (const name of ['rectangle', 'ellipse', 'polygon']) group.setToolPassive(TOOL_NAMES[name]);
+    group.setToolActive(TOOL_NAMES.wl, { bindings: [{ mouseButton: MouseBindings.Primary }] });
+    this.toolGroup = group;
+    const { Events } = tools.Enums;
+    this.onAnnotation = (event) => this.handleAnnotation(event);
+    core.eventTarget.addEventListener(Events.ANNOTATION_COMPLETED, this.onAnnotation);
+    core.eventTarget.addEventListener(Events.ANNOTATION_MODIFIED, this.onAnnotation);
+    core.eventTarget.addEventListener(Events.ANNOTATION_REMOVED, this.onAnnotation);
+    this.viewportEl.addEventListener(core.Enums.Events.VOI_MODIFIED, () => this.showWindowLevel());
+    this.resizeObserver = new ResizeObserver(() => this.engine?.resize(true, true));
+    this.resizeObserver.observe(this.viewportEl);
+    return this.viewport;
+  }
+
+  /**
+   * Show one image. `url`: the proxy URL of the DICOM file (or `imageId`); `token`: the proxy token sent
+   * as a bearer header; `previousAnswer`: an earlier answer to start from (review/adjustment jobs).
+   */
+  async load({ url, imageId, token, sopInstanceUid, previousAnswer, labels } = {}) {
+    const started = performance.now();
+    this.setStatus('loading', 'Loading image…');
+    const id = imageId ?? imageIdFor(url, this.options.isolate ? this.id : '');
+    if (token) setToken(token, id);
+    if (labels) this.setLabels(labels);
+    const viewport = await this.ensureViewport();
+    this.clearAnnotations();
+    this.model = new FindingsModel(this.model.labels, previousAnswer?.findings);
+    this.syncFindings();
+    this.focusFinding(0, false);
+    try {
+      await viewport.setStack([id], 0);
+    } catch (error) {
+      this.setStatus('error', `Could not load the image (${describe(error)})`);
+      throw error;
+    }
+    this.imageId = id;
+    this.rotation = 0;
+    this.flipH = this.flipV = false;
+    viewport.resetCamera();
+    this.ensureVoi();
+    this.initialVoi = { ...viewport.getProperties().voiRange };
+    this.initialInvert = Boolean(viewport.getProperties().invert);
+    viewport.render();
+    const sop = core.metaData.get('sopCommonModule', id);
+    this.sopInstanceUid = sopInstanceUid || sop?.sopInstanceUID || '';
+    this.startedAt = Date.now();
+    this.loadMs = Math.round(performance.now() - started);
+    if (previousAnswer?.rois?.length) this.showRois(previousAnswer.rois);
+    this.setStatus('ready', `Image loaded in ${this.loadMs} ms`);
+    this.showWindowLevel();
+    this.emitChange();
+    this.options.onLoad?.({ ms: this.loadMs, imageId: id });
+    return this.loadMs;
+  }
+
+  /** Prefetch another image into the cache (next task), with its token. */
+  prefetch({ url, imageId, token }) {
+    const id = imageId ?? imageIdFor(url);
+    if (token) setToken(token, id);
+    return prefetchImage(id);
+  }
+
+  /** Replace the token for the current image (silent refresh) or for `url`. */
+  setToken(token, url) {
+    setToken(token, url ? imageIdFor(url) : this.imageId ?? '');
+  }
+
+  setLabels(labels) {
+    const current = this.model.labels.join('\n');
+    const next = new FindingsModel(labels).labels;
+    if (next.join('\n') === current) return;
+    this.model = new FindingsModel(next);
+    this.roiFinding = next.find((l) => l !== NO_FINDING) ?? next[0];
+    this.buildDom();
+    if (this.viewport) {
+      // buildDom replaced the viewport element: re-enable on the new one.
+      this.destroyViewport();
+    }
+  }
+
+  setStatus(state, text) {
+    this.root.dataset.state = state;
+    this.statusEl.textContent = text;
+  }
+
+  // ---------------------------------------------------------------- view operations
+  setTool(key) {
+    if (!this.toolGroup || !TOOL_NAMES[key]) return;
+    if (this.options.readOnly && ROI_TOOL_BY_NAME[TOOL_NAMES[key]]) return;
+    const { MouseBindings } = tools.Enums;
+    this.toolGroup.setToolPassive(TOOL_NAMES[this.activeTool]);
+    this.toolGroup.setToolActive(TOOL_NAMES[key], { bindings: [{ mouseButton: MouseBindings.Primary }] });
+    this.activeTool = key;
+    this.markTool();
+  }
+
+  markTool() {
+    for (const [key, b] of Object.entries(this.toolButtons)) b.setAttribute('aria-pressed', String(key === this.activeTool));
+    this.root.dataset.tool = this.activeTool;
+  }
+
+  imageRange() {
+    const image = this.imageId ? core.cache.getImage(this.imageId) : null;
+    const modality = this.imageId ? core.metaData.get('generalSeriesModule', this.imageId)?.modality : '';
+    const min = image?.minPixelValue ?? 0;
+    const max = image?.maxPixelValue ?? 4095;
+    return { modality, min, max };
+  }
+
+  /** Images without a window (no Window Center/Width, no VOI LUT) get one spanning their value range. */
+  ensureVoi() {
+    const range = this.viewport.getProperties().voiRange;
+    if (range && Number.isFinite(range.lower) && Number.isFinite(range.upper) && range.upper > range.lower) return;
+    const { min, max } = this.imageRange();
+    this.viewport.setProperties({ voiRange: { lower: min, upper: max > min ? max : min + 1 } });
+  }
+
+  applyPreset(key) {
+    if (!this.viewport || !this.imageId) return;
+    this.viewport.setProperties({ voiRange: presetRange(key, this.imageRange()) });
+    this.viewport.render();
+    this.root.dataset.preset = key;
+    this.showWindowLevel();
+  }
+
+  windowLevel() {
+    const range = this.viewport?.getProperties?.().voiRange;
+    if (!range) return null;
+    return { center: (range.upper + range.lower) / 2, width: range.upper - range.lower };
+  }
+
+  showWindowLevel() {
+    const wl = this.windowLevel();
+    this.wlEl.textContent = wl ? `W ${Math.round(wl.width)} / L ${Math.round(wl.center)}` : '';
+  }
+
+  invert() {
+    if (!this.viewport) return;
+    const { invert } = this.viewport.getProperties();
+    this.viewport.setProperties({ invert: !invert });
+    this.viewport.render();
+    this.root.dataset.inverted = String(!invert);
+  }
+
+  rotate() {
+    if (!this.viewport) return;
+    this.rotation = (this.rotation + 90) % 360;
+    this.viewport.setViewPresentation({ rotation: this.rotation });
+    this.viewport.render();
+  }
+
+  flip(axis) {
+    if (!this.viewport) return;
+    if (axis === 'h') this.flipH = !this.flipH;
+    else this.flipV = !this.flipV;
+    this.viewport.setCamera(axis === 'h' ? { flipHorizontal: this.flipH } : { flipVertical: this.flipV });
+    this.viewport.render();
+  }
+
+  zoomBy(factor) {
+    if (!this.viewport) return;
+    this.viewport.setZoom(this.viewport.getZoom() * factor);
+    this.viewport.render();
+  }
+
+  resetView() {
+    if (!this.viewport) return;
+    this.rotation = 0;
+    this.flipH = this.flipV = false;
+    this.viewport.resetCamera();
+    // Not viewport.resetProperties(): it recomputes a VOI from the pixels and throws on some images.
+    this.viewport.setProperties({ voiRange: { ...this.initialVoi }, invert: this.initialInvert });
+    this.ensureVoi();
+    this.viewport.render();
+    delete this.root.dataset.preset;
+    this.root.dataset.inverted = String(this.initialInvert);
+    this.showWindowLevel();
+  }
+
+  // ---------------------------------------------------------------- findings
+  setFinding(label, state) {
+    if (this.options.readOnly) return;
+    this.model.set(label, state);
+    this.syncFindings();
+    this.emitChange();
+  }
+
+  syncFindings() {
+    for (const [label, row] of this.findingRows) {
+      const state = this.model.get(label);
+      for (const input of row.querySelectorAll('input')) input.checked = input.value === state;
+      row.dataset.state = state;
+    }
+    this.problemsEl.textContent = '';
+  }
+
+  focusFinding(index, moveFocus = true) {
+    const rows = [...this.findingRows.values()];
+    if (!rows.length) return;
+    this.focusIndex = (index + rows.length) % rows.length;
+    rows.forEach((row, i) => row.classList.toggle('dl-focused', i === this.focusIndex));
+    if (moveFocus) rows[this.focusIndex].scrollIntoView({ block: 'nearest' });
+  }
+
+  focusedLabel() {
+    return this.model.labels[this.focusIndex];
+  }
+
+  cycleRoiFinding(step) {
+    const labels = this.model.labels.filter((l) => l !== NO_FINDING);
+    if (!labels.length) return;
+    const i = labels.indexOf(this.roiFinding);
+    this.roiFinding = labels[(i + step + labels.length) % labels.length];
+    this.roiSelect.value = this.roiFinding;
+  }
+
+  // ---------------------------------------------------------------- ROIs
+  ourAnnotations() {
+    if (!this.imageId) return [];
+    const all = tools.annotation.state.getAllAnnotations?.() ?? [];
+    return all.filter(
+      (a) => ROI_TOOL_BY_NAME[a.metadata?.toolName] && a.metadata?.referencedImageId === this.imageId && !a.isPreview,
+    );
+  }
+
+  handleAnnotation(event) {
+    const a = event.detail?.annotation;
+    if (!a || !ROI_TOOL_BY_NAME[a.metadata?.toolName]) return;
+    if (event.type === tools.Enums.Events.ANNOTATION_COMPLETED && !this.findingsByAnnotation.has(a.annotationUID)) {
+      if (a.metadata?.referencedImageId !== this.imageId) return;
+      const finding = this.roiFinding;
+      this.findingsByAnnotation.set(a.annotationUID, finding);
+      a.data.label = finding;
+      // Drawing an ROI for a finding says the finding is there (unless the reader said uncertain).
+      if (finding && finding !== NO_FINDING && this.model.get(finding) === 'absent') this.model.set(finding, 'present');
+      this.syncFindings();
+    }
+    this.renderRoiList();
+    this.emitChange();
+  }
+
+  roiPoints(a) {
+    const toImage = (p) => core.utilities.worldToImageCoords(this.imageId, p);
+    const tool = ROI_TOOL_BY_NAME[a.metadata.toolName];
+    if (tool === 'polygon') {
+      const polyline = a.data?.contour?.polyline ?? a.data?.polyline ?? [];
+      return polyline.map(toImage).map(([x, y]) => [x, y]);
+    }
+    const handles = (a.data?.handles?.points ?? []).map(toImage);
+    return handles.length ? boundingCorners(handles) : [];
+  }
+
+  rois() {
+    return this.ourAnnotations()
+      .map((a) => ({
+        uid: a.annotationUID,
+        tool: ROI_TOOL_BY_NAME[a.metadata.toolName],
+        finding: this.findingsByAnnotation.get(a.annotationUID) ?? a.data?.label ?? '',
+        points: this.roiPoints(a),
+        imageId: this.imageId,
+      }))
+      .filter((r) => r.points.length >= 2);
+  }
+
+  renderRoiList() {
+    const items = this.rois().map((roi, i) => {
+      const select = el('select', {
+        'aria-label': `Finding of ROI ${i + 1}`,
+        disabled: this.options.readOnly,
+        onchange: () => {
+          this.findingsByAnnotation.set(roi.uid, select.value);
+          const a = tools.annotation.state.getAnnotation(roi.uid);
+          if (a) a.data.label = select.value;
+          this.viewport?.render();
+          this.emitChange();
+        },
+      });
+      for (const label of this.model.labels) select.append(el('option', { value: label }, label));
+      select.value = roi.finding;
+      return el(
+        'li',
+        { dataset: { tool: roi.tool } },
+        el('span', {}, `${i + 1}. ${roi.tool} `),
+        select,
+        this.options.readOnly
+          ? null
+          : el('button', { type: 'button', 'aria-label': `Remove ROI ${i + 1}`, onclick: () => this.removeRoi(roi.uid) }, '✕'),
+      );
+    });
+    replaceChildren(this.roiList, items);
+  }
+
+  removeRoi(uid) {
+    tools.annotation.state.removeAnnotation(uid);
+    this.findingsByAnnotation.delete(uid);
+    this.viewport?.render();
+    this.renderRoiList();
+    this.emitChange();
+  }
+
+  removeLastRoi() {
+    const rois = this.rois();
+    if (rois.length) this.removeRoi(rois[rois.length - 1].uid);
+  }
+
+  clearAnnotations() {
+    for (const a of this.ourAnnotations()) tools.annotation.state.removeAnnotation(a.annotationUID);
+    this.findingsByAnnotation.clear();
+    this.renderRoiList();
+  }
+
+  /** Draw ROIs of an earlier answer (image pixel coordinates) as annotations. */
+  showRois(rois) {
+    const camera = this.viewport.getCamera();
+    const toWorld = (p) => core.utilities.imageToWorldCoords(this.imageId, p);
+    for (const roi of rois) {
+      const toolName = Object.entries(ROI_TOOL_BY_NAME).find(([, t]) => t === roi.tool)?.[0];
+      if (!toolName || !Array.isArray(roi.points) || roi.points.length < 2) continue;
+      let points;
+      let data;
+      if (roi.tool === 'polygon') {
+        const polyline = roi.points.map(toWorld);
+        data = { handles: { points: [], activeHandleIndex: null, textBox: {} }, contour: { polyline, closed: true } };
+      } else {
+        const [[x0, y0], [x1, y1]] = roi.points;
+        points =
+          roi.tool === 'rectangle'
+            ? [[x0, y0], [x1, y0], [x0, y1], [x1, y1]]
+            : [[(x0 + x1) / 2, y1], [(x0 + x1) / 2, y0], [x0, (y0 + y1) / 2], [x1, (y0 + y1) / 2]];
+        data = { handles: { points: points.map(toWorld), activeHandleIndex: null, textBox: {} } };
+      }
+      data.label = roi.finding;
+      data.cachedStats = {};
+      const uid = core.utilities.uuidv4();
+      tools.annotation.state.addAnnotation(
+        {
+          annotationUID: uid,
+          highlighted: false,
+          invalidated: true,
+          isLocked: Boolean(this.options.readOnly),
+          metadata: {
+            toolName,
+            referencedImageId: this.imageId,
+            FrameOfReferenceUID: this.viewport.getFrameOfReferenceUID(),
+            viewPlaneNormal: camera.viewPlaneNormal,
+            viewUp: camera.viewUp,
+          },
+          data,
+        },
+        this.viewportEl,
+      );
+      this.findingsByAnnotation.set(uid, roi.finding);
+    }
+    this.viewport.render();
+    this.renderRoiList();
+  }
+
+  // ---------------------------------------------------------------- answer
+  getAnswer() {
+    return buildAnswer({
+      findings: this.model.toJSON(),
+      rois: this.rois(),
+      sopInstanceUid: this.sopInstanceUid,
+      startedAt: this.startedAt,
+      windowLevel: this.windowLevel(),
+    });
+  }
+
+  /** Problems that block submitting; shown in the panel. Empty = ready to submit. */
+  validate() {
+    const problems = this.model.problems();
+    if (!this.imageId) problems.push('The image has not loaded.');
+    this.problemsEl.textContent = problems.join(' ');
+    return problems;
+  }
+
+  emitChange() {
+    this.options.onChange?.(this.getAnswer());
+  }
+
+  requestSubmit() {
+    if (this.validate().length) return;
+    this.options.onSubmit?.(this.getAnswer());
+  }
+
+  // ---------------------------------------------------------------- keyboard
+  onKeyDown(event) {
+    if (isTyping(event) || event.altKey || event.metaKey) return;
+    if (event.ctrlKey) {
+      if (event.key === 'Enter') {
+        event.preventDefault();
+        this.requestSubmit();
+      }
+      return;
+    }
+    const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
+    const ro = this.options.readOnly;
+    const actions = {
+      w: () => this.setTool('wl'),
+      p: () => this.setTool('pan'),
+      z: () => this.setTool('zoom'),
+      r: () => this.setTool('rectangle'),
+      e: () => this.setTool('ellipse'),
+      g: () => this.setTool('polygon'),
+      1: () => this.applyPreset('lung'),
+      2: () => this.applyPreset('mediastinum'),
+      3: () => this.applyPreset('bone'),
+      i: () => this.invert(),
+      t: () => this.rotate(),
+      h: () => this.flip('h'),
+      v: () => this.flip('v'),
+      0: () => this.resetView(),
+      '+': () => this.zoomBy(1.25),
+      '-': () => this.zoomBy(0.8),
+      j: () => this.focusFinding(this.focusIndex + 1),
+      k: () => this.focusFinding(this.focusIndex - 1),
+      y: () => !ro && this.setFinding(this.focusedLabel(), 'present'),
+      n: () => !ro && this.setFinding(this.focusedLabel(), 'absent'),
+      u: () => !ro && this.setFinding(this.focusedLabel(), 'uncertain'),
+      f: () => !ro && this.model.labels.includes(NO_FINDING) && this.setFinding(NO_FINDING, 'present'),
+      '[': () => this.cycleRoiFinding(-1),
+      ']': () => this.cycleRoiFinding(1),
+      Delete: () => !ro && this.removeLastRoi(),
+      Backspace: () => !ro && this.removeLastRoi(),
+    };
+    const action = actions[key];
+    if (action) {
+      event.preventDefault();
+      action();
+    }
+  }
+
+  destroyViewport() {
+    if (this.onAnnotation) {
+      const { Events } = tools.Enums;
+      for (const type of [Events.ANNOTATION_COMPLETED, Events.ANNOTATION_MODIFIED, Events.ANNOTATION_REMOVED]) {
+        core.eventTarget.removeEventListener(type, this.onAnnotation);
+      }
+    }
+    this.resizeObserver?.disconnect();
+    if (this.toolGroup) tools.ToolGroupManager.destroyToolGroup(this.toolGroup.id);
+    if (this.viewportId && this.engine?.getViewport(this.viewportId)) this.engine.disableElement(this.viewportId);
+    this.viewport = this.engine = this.toolGroup = null;
+    this.activeTool = 'wl';
+  }
+
+  destroy() {
+    document.removeEventListener('keydown', this.onKeyDown);
+    this.clearAnnotations();
+    this.destroyViewport();
+  }
+}
+
+function describe(error) {
+  if (!error) return 'unknown error';
+  const status = error.status ?? error.request?.status ?? error.error?.status;
+  return status ? `HTTP ${status}` : String(error.message ?? error).slice(0, 120);
+}

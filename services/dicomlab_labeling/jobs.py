@@ -1,0 +1,177 @@
+"""Labeling jobs: created from an input manifest in the object store, one task per image.
+
+A job names its label set (from the request, else the manifest's ``labels``, else the service
+default), how many distinct readers each image needs (default 3), instructions, an optional due
+date, whether readers may see patient identifiers (default no), the queue strategy and the lease.
+Manifest lines are parsed by :mod:`dicomlab_core.groundtruth` and stored whole: export copies every
+input key through to the output manifest unchanged. SOP/study/series UIDs come from the manifest's
+own keys (the manifest service writes them) or, when missing, from Orthanc.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from dicomlab_core.errors import BadRequest, Conflict, NotFound
+from dicomlab_core.groundtruth import ManifestLine, iter_manifest
+from dicomlab_core.labels import parse_label_list
+from dicomlab_core.objectstore import ObjectStore, open_store, split_uri
+from dicomlab_core.orthanc import OrthancClient
+from dicomlab_labeling.models import Assignment, AssignmentStatus, Job, JobStatus, Strategy, Task
+
+logger = logging.getLogger(__name__)
+
+MAX_READERS_PER_IMAGE = 50
+UNCERTAINTY_KEY = "model-uncertainty"
+"""Optional manifest key (0–1) written by model-assisted pre-labeling; drives uncertainty-first."""
+
+
+def iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_time(value: Any, field: str) -> datetime | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"{field}: expected an ISO 8601 date or time")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"{field}: {value[:40]!r} is not an ISO 8601 date or time") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def read_manifest(uri: str, default_store: ObjectStore) -> list[ManifestLine]:
+    """The lines of the manifest at ``uri`` (``s3://``/``file://`` URI, or a key in ``default_store``)."""
+    if "://" in uri:
+        store_url, key = split_uri(uri)
+        store = default_store if store_url.rstrip("/") == default_store.url.rstrip("/") else open_store(store_url)
+    else:
+        store, key = default_store, uri
+    data = store.get_bytes(key)
+    return list(iter_manifest(data.decode("utf-8").splitlines()))
+
+
+def _uids(line: ManifestLine, orthanc: OrthancClient | None) -> tuple[str, str, str]:
+    sop, study, series = line.sop_uid, line.study_uid, line.series_uid
+    if (not sop or not study or not series) and orthanc is not None and line.source:
+        tags = orthanc.instance_tags(line.source)
+        sop = sop or str(tags.get("SOPInstanceUID", ""))
+        study = study or str(tags.get("StudyInstanceUID", ""))
+        series = series or str(tags.get("SeriesInstanceUID", ""))
+    return sop or "", study or "", series or ""
+
+
+def create_job(session: Session, *, name: str, manifest_uri: str, store: ObjectStore,
+               orthanc: OrthancClient | None, default_labels: tuple[str, ...], labels: Any = None,
+               readers_per_image: int = 3, instructions: str = "", due_date: datetime | None = None,
+               allow_patient_identifiers: bool = False, strategy: str = Strategy.FEWEST_ANSWERS_FIRST.value,
+               lease_seconds: int = 900, created_by: int | None = None) -> Job:
+    """Create a job and its tasks from the manifest; raises :class:`BadRequest` naming what is wrong."""
+    name = name.strip() if isinstance(name, str) else ""
+    if not name or len(name) > 100 or not all(c.isalnum() or c in "-_." for c in name):
+        raise BadRequest("name: 1–100 letters, digits, '-', '_' or '.'")
+    if session.scalar(select(Job.id).where(Job.name == name)) is not None:
+        raise Conflict(f"a job named {name!r} exists already")
+    if not isinstance(readers_per_image, int) or not 1 <= readers_per_image <= MAX_READERS_PER_IMAGE:
+        raise BadRequest(f"readersPerImage: an integer from 1 to {MAX_READERS_PER_IMAGE}")
+    if not isinstance(lease_seconds, int) or not 10 <= lease_seconds <= 86400:
+        raise BadRequest("leaseSeconds: an integer from 10 to 86400")
+    strategy = check_strategy(strategy)
+    lines = read_manifest(manifest_uri, store)
+    if not lines:
+        raise BadRequest("manifestUri: the manifest has no lines")
+    label_set = parse_label_list(labels, field="labels") if labels is not None else lines[0].labels or default_labels
+    job = Job(name=name, manifest_uri=manifest_uri, labels=list(label_set), readers_per_image=readers_per_image,
+              instructions=str(instructions or ""), due_date=due_date,
+              allow_patient_identifiers=bool(allow_patient_identifiers), strategy=strategy,
+              lease_seconds=lease_seconds, created_by=created_by)
+    session.add(job)
+    session.flush()
+    seen: set[str] = set()
+    rng = random.Random()
+    for position, line in enumerate(lines):
+        if line.ref in seen:
+            logger.info("skipping a repeated manifest line", extra={"line": position + 1})
+            continue
+        seen.add(line.ref)
+        sop, study, series = _uids(line, orthanc)
+        uncertainty = line.data.get(UNCERTAINTY_KEY)
+        session.add(Task(job_id=job.id, position=position, source=line.ref, sop_instance_uid=sop,
+                         study_instance_uid=study, series_instance_uid=series, manifest_line=dict(line.data),
+                         uncertainty=float(uncertainty) if isinstance(uncertainty, int | float) else None,
+                         random_key=rng.random()))
+    session.flush()
+    return job
+
+
+def check_strategy(value: Any) -> str:
+    try:
+        return Strategy(value).value
+    except ValueError:
+        raise BadRequest(f"strategy: one of {', '.join(s.value for s in Strategy)}") from None
+
+
+def get_job(session: Session, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"no job {job_id}")
+    return job
+
+
+def update_job(session: Session, job: Job, changes: Mapping[str, Any]) -> Job:
+    """Apply a PATCH body (status, instructions, dueDate, strategy, leaseSeconds, allowPatientIdentifiers)."""
+    allowed = {"status", "instructions", "dueDate", "strategy", "leaseSeconds", "allowPatientIdentifiers"}
+    unknown = set(changes) - allowed
+    if unknown:
+        raise BadRequest(f"{sorted(unknown)[0]}: cannot be changed (allowed: {', '.join(sorted(allowed))})")
+    if "status" in changes:
+        try:
+            job.status = JobStatus(changes["status"]).value
+        except ValueError:
+            raise BadRequest(f"status: one of {', '.join(s.value for s in JobStatus)}") from None
+    if "instructions" in changes:
+        job.instructions = str(changes["instructions"] or "")
+    if "dueDate" in changes:
+        job.due_date = parse_time(changes["dueDate"], "dueDate")
+    if "strategy" in changes:
+        job.strategy = check_strategy(changes["strategy"])
+    if "leaseSeconds" in changes:
+        value = changes["leaseSeconds"]
+        if not isinstance(value, int) or not 10 <= value <= 86400:
+            raise BadRequest("leaseSeconds: an integer from 10 to 86400")
+        job.lease_seconds = value
+    if "allowPatientIdentifiers" in changes:
+        job.allow_patient_identifiers = bool(changes["allowPatientIdentifiers"])
+    return job
+
+
+def job_counts(session: Session, job: Job, user_id: int | None = None) -> dict[str, int]:
+    images, complete, answers = session.execute(
+        select(func.count(Task.id),
+               func.coalesce(func.sum(case((Task.answers >= job.readers_per_image, 1), else_=0)), 0),
+               func.coalesce(func.sum(Task.answers), 0))
+        .where(Task.job_id == job.id)).one()
+    counts = {"images": int(images), "complete": int(complete), "answers": int(answers),
+              "needed": int(images) * job.readers_per_image}
+    if user_id is not None:
+        counts["mine"] = int(session.scalar(
+            select(func.count(Assignment.id)).where(Assignment.job_id == job.id, Assignment.user_id == user_id,
+                                                    Assignment.status == AssignmentStatus.SUBMITTED.value)) or 0)
+    return counts
+
+
+def job_json(session: Session, job: Job, user_id: int | None = None) -> dict[str, Any]:
+    return {"id": job.id, "name": job.name, "status": job.status, "labels": list(job.labels),
+            "readersPerImage": job.readers_per_image, "instructions": job.instructions,
+            "dueDate": iso(job.due_date), "allowPatientIdentifiers": job.allow_patient_identifiers,
+            "strategy": job.strategy, "leaseSeconds": job.lease_seconds, "manifestUri": job.manifest_uri,
+            "createdAt": iso(job.created_at), "counts": job_counts(session, job, user_id)}

@@ -1,0 +1,173 @@
+"""The browser UI: the self-hosted pages, the built bundle under ``/static/dist``, the GT worker template.
+
+Pages are thin HTML shells (``templates/ui/*.html``) that load the ``app`` entry of the bundle; the
+script talks to the JSON API (API.md). Every page is sent with a Content-Security-Policy that only
+allows our own scripts, workers from our origin or ``blob:``, and connections to us and the DICOMweb
+proxy. ``/static/dist/*`` files have content-hashed names, so they are cached for a year; they are
+public code (no PHI, no secrets) and carry ``Access-Control-Allow-Origin: *`` so the Ground Truth
+worker page (origin ``https://s3.amazonaws.com``) can load them as CORS module scripts with SRI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Response, abort, redirect, render_template, send_from_directory
+from liquid import Environment
+
+from dicomlab_labeling import ui_assets
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("ui", __name__)
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+GT_TEMPLATE = TEMPLATES / "gt-worker.liquid.html"
+IMMUTABLE = "public, max-age=31536000, immutable"
+PAGES = {
+    "login": "Sign in",
+    "queue": "My queue",
+    "label": "Labeling",
+    "review": "Review",
+    "admin": "Administration",
+}
+
+
+def origin_of(url: str) -> str:
+    """``scheme://host[:port]`` of a URL (the CSP source for the proxy)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
+
+
+def content_security_policy(proxy_url: str) -> str:
+    """The pages' CSP. ``'wasm-unsafe-eval'`` lets the image decoder compile its WASM codecs (JPEG-LS,
+    JPEG 2000, HTJ2K); it allows no JavaScript eval. Inline styles are allowed because Cornerstone
+    positions its canvases and SVG overlays with style attributes."""
+    proxy = origin_of(proxy_url)
+    connect = " ".join(s for s in ("'self'", proxy) if s)
+    img = " ".join(s for s in ("'self'", "blob:", "data:", proxy) if s)
+    return "; ".join(
+        [
+            "default-src 'self'",
+            "script-src 'self' 'wasm-unsafe-eval'",
+            "worker-src 'self' blob:",
+            f"connect-src {connect}",
+            f"img-src {img}",
+            "style-src 'self' 'unsafe-inline'",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        ]
+    )
+
+
+def _proxy_url() -> str:
+    from dicomlab_labeling.app import services
+
+    return services().config.proxy_public_url
+
+
+def _page(name: str, **context: Any) -> Response:
+    assets = ui_assets.manifest().tags_for("app", "/static/dist")
+    html = render_template(f"ui/{name}.html", page=name, title=PAGES[name], assets=assets, **context)
+    response = Response(html, content_type="text/html; charset=utf-8")
+    response.headers["Content-Security-Policy"] = content_security_policy(_proxy_url())
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    return response
+
+
+@bp.get("/")
+def index() -> Response:
+    return redirect("/ui/queue")  # type: ignore[return-value]
+
+
+@bp.get("/ui/login")
+def login() -> Response:
+    return _page("login")
+
+
+@bp.get("/ui/queue")
+def queue() -> Response:
+    return _page("queue")
+
+
+@bp.get("/ui/jobs/<int:job_id>/label")
+def label(job_id: int) -> Response:
+    return _page("label", job_id=job_id)
+
+
+@bp.get("/ui/review")
+def review() -> Response:
+    return _page("review")
+
+
+@bp.get("/ui/admin")
+def admin() -> Response:
+    return _page("admin")
+
+
+@bp.get("/static/dist/<path:filename>")
+def dist(filename: str) -> Response:
+    """A built file; hashed names never change content, so they are immutable."""
+    if any(part.startswith(".") for part in filename.split("/")):
+        abort(HTTPStatus.NOT_FOUND)  # build stamps and Vite's own manifest are not served
+    immutable = filename != ui_assets.MANIFEST_NAME
+    response = send_from_directory(ui_assets.DIST_DIR, filename, max_age=31536000 if immutable else 0)
+    response.headers["Cache-Control"] = IMMUTABLE if immutable else "no-cache"
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    response.headers["Cross-Origin-Resource-Policy"] = "cross-origin"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    if filename.endswith(".wasm"):
+        response.headers["Content-Type"] = "application/wasm"
+    return response
+
+
+# ------------------------------------------------------------------- Ground Truth worker template
+
+
+def render_gt_template(
+    assets_base: str,
+    *,
+    instructions: str = "",
+    manifest: ui_assets.AssetManifest | None = None,
+    source: Path = GT_TEMPLATE,
+) -> str:
+    """The Ground Truth ``.liquid.html`` worker template loading our bundle from ``assets_base``.
+
+    ``assets_base`` is the HTTPS URL where this service's ``/static/dist`` is reachable from the
+    worker's browser (e.g. ``https://label.example.org/static/dist``). Script and CSS tags carry SRI
+    ``integrity`` hashes from the build manifest. The result still contains the Liquid expressions
+    that Ground Truth renders per task (``task.input``).
+    """
+    if not assets_base.startswith(("https://", "http://")):
+        raise ValueError("assets_base must be an absolute http(s) URL")
+    manifest = manifest or ui_assets.manifest()
+    assets = manifest.tags_for("gt-worker", assets_base)
+    env = Environment(autoescape=True)
+    return env.from_string(source.read_text()).render(
+        assets=assets, assets_base=assets_base.rstrip("/"), instructions=instructions
+    )
+
+
+def register_cli(subparsers: Any) -> None:
+    """Add ``gt-template`` to the ``dicomlab labeling`` sub-commands."""
+    parser = subparsers.add_parser("gt-template", help="write the Ground Truth worker template (.liquid.html)")
+    parser.add_argument("--assets-base", required=True, help="public URL of this service's /static/dist")
+    parser.add_argument("--out", type=Path, required=True, help="file to write (e.g. worker.liquid.html)")
+    parser.add_argument("--instructions", default="", help="short instructions shown under the viewer")
+    parser.set_defaults(func=_cli_gt_template)
+
+
+def _cli_gt_template(args: argparse.Namespace) -> int:
+    text = render_gt_template(args.assets_base, instructions=args.instructions)
+    args.out.write_text(text)
+    print(f"wrote {args.out} ({len(text)} bytes); upload it as the labeling job's UiTemplateS3Uri")
+    return 0
