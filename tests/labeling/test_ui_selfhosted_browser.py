@@ -68,7 +68,7 @@ def sign_in(site: dict[str, Any], username: str, password: str) -> tuple[Any, Pa
 
 
 def wait_ready(page: Any, assignment_id: str | None = None) -> str:
-    condition = "document.querySelector('#dl-viewer')?.dataset.state === 'ready'"
+    condition = "document.querySelector('#dl-viewer')?.dataset.state === 'ready' && document.body.dataset.busy === 'false'"
     if assignment_id is not None:
         condition += f" && document.body.dataset.assignmentId !== {json.dumps(assignment_id)}"
     page.wait_for_function(f"() => {condition}", timeout=60_000)
@@ -128,7 +128,11 @@ def test_annotate_review_adjudicate_export(site: dict[str, Any]) -> None:
     assert len(set(ids)) == 4
     # The fourth image is skipped with Ctrl+S; then nothing is left for this reader.
     page.keyboard.press("Control+s")
-    page.wait_for_function("() => document.querySelector('#dl-viewer').dataset.state === 'done'", timeout=30_000)
+    try:
+        page.wait_for_function("() => document.querySelector('#dl-viewer').dataset.state === 'done'", timeout=30_000)
+    except Exception:
+        pytest.fail(f"skip did not finish: {page.locator('#dl-message').text_content()!r} "
+                    f"{page.locator('.dl-status').text_content()!r} {log.errors}")
     assert admin.call("GET", f"/admin/jobs/{job['id']}/progress")[1]["skipped"] == 1
     # The UI reported its time to first image.
     assert any(r["method"] == "POST" and r["url"].endswith("/api/ui-metrics") for r in log.requests)

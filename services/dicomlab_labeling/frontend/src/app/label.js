@@ -117,6 +117,7 @@ export default async function label({ api }) {
   async function guarded(action) {
     if (busy) return;
     busy = true;
+    document.body.dataset.busy = 'true'; // keys pressed meanwhile are ignored (no double submit)
     submitButton.disabled = skipButton.disabled = true;
     try {
       await action();
@@ -124,6 +125,7 @@ export default async function label({ api }) {
       showMessage(describeError(error));
     } finally {
       busy = false;
+      document.body.dataset.busy = 'false';
       submitButton.disabled = skipButton.disabled = !current;
     }
   }
