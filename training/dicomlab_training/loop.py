@@ -1,0 +1,344 @@
+"""The training loop: masked BCE, AMP, DDP, checkpoints every N steps and on SIGTERM, resume.
+
+- Loss: ``BCEWithLogits`` with ``pos_weight`` from the training split's label counts, multiplied by
+  the label mask (uncertain/missing = 0) and divided by (samples × labels) of the *global* batch, so
+  the gradient is the same whether a batch runs in one process, in micro-batches, or over DDP ranks.
+- CUDA: bf16 autocast (fp16 + GradScaler where bf16 is unsupported), channels_last, cudnn.benchmark,
+  optional torch.compile, pinned memory and non-blocking copies. CPU: fp32 unless ``amp=bf16``.
+- Distributed: torchrun's env:// (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_ADDR``), NCCL on GPU,
+  gloo on CPU; rank 0 alone writes checkpoints, models and reports.
+- SIGTERM (spot interruption, pod eviction) sets a flag; after the current step every rank agrees to
+  stop, rank 0 writes a checkpoint and :class:`Interrupted` is raised (exit code 143).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.distributed as torch_dist
+from torch import nn
+from torch.nn import functional as F  # noqa: N812
+
+from dicomlab_training import augment
+from dicomlab_training.checkpoint import Checkpointer, TrainState
+from dicomlab_training.config import TrainConfig
+from dicomlab_training.data import (
+    CachedBatches,
+    EvalSampler,
+    PreparedData,
+    StepSampler,
+    global_batch_size,
+    loader,
+)
+from dicomlab_training.evaluate import evaluate_predictions
+from dicomlab_training.model import Classifier
+
+logger = logging.getLogger(__name__)
+
+
+class Interrupted(Exception):
+    """The run stopped on SIGTERM after writing a checkpoint."""
+
+    exit_code = 143
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+
+def init_distributed(device_type: str) -> DistInfo:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not torch_dist.is_initialized():
+        torch_dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", init_method="env://")
+    return DistInfo(rank=torch_dist.get_rank(), world=torch_dist.get_world_size(),
+                    local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def select_device(config: TrainConfig, dist: DistInfo) -> torch.device:
+    if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("device=cuda but CUDA is not available")
+        torch.cuda.set_device(dist.local_rank)
+        return torch.device("cuda", dist.local_rank)
+    return torch.device("cpu")
+
+
+def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for fp32."""
+    if config.amp == "off":
+        return None
+    if device.type == "cuda":
+        if config.amp == "fp16" or (config.amp == "auto" and not torch.cuda.is_bf16_supported()):
+            return torch.float16
+        return torch.bfloat16
+    return torch.bfloat16 if config.amp == "bf16" else None
+
+
+def masked_bce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, pos_weight: torch.Tensor,
+               denominator: float) -> torch.Tensor:
+    """Sum of the masked, pos-weighted BCE divided by ``denominator`` (global samples × labels)."""
+    loss = F.binary_cross_entropy_with_logits(logits.float(), targets, pos_weight=pos_weight, reduction="none")
+    return (loss * mask).sum() / denominator
+
+
+class _SigtermFlag:
+    def __init__(self) -> None:
+        self.raised = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _SigtermFlag:
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread (e.g. called from a test thread): no handler
+            self._previous = None
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.raised = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _agree(flag: bool, dist: DistInfo, device: torch.device) -> bool:
+    if not dist.enabled:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    torch_dist.all_reduce(value, op=torch_dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig, total_steps: int) -> tuple[Any, Any]:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    warmup = max(0, config.warmup_steps)
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.02 + 0.98 * 0.5 * (1 + float(np.cos(np.pi * progress)))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, dataset: CachedBatches, indices: npt.NDArray[np.int64], config: TrainConfig,
+            dist: DistInfo, device: torch.device, dtype: torch.dtype | None) -> tuple[npt.NDArray[np.int64],
+                                                                                       npt.NDArray[np.float32]]:
+    """Logits for ``indices``, sharded over ranks without duplicates and gathered in index order."""
+    model.eval()
+    sampler = EvalSampler(indices, config.eval_batch_size, world=dist.world, rank=dist.rank)
+    seen: list[npt.NDArray[np.int64]] = []
+    out: list[npt.NDArray[np.float32]] = []
+    for images, _t, _m, idx in loader(dataset, sampler, workers=0, pin=device.type == "cuda"):
+        x = _to_input(images, device, config)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = model(x)
+        out.append(logits.float().cpu().numpy())
+        seen.append(idx.numpy())
+    mine_idx = np.concatenate(seen) if seen else np.zeros(0, np.int64)
+    mine = np.concatenate(out) if out else np.zeros((0, len(dataset.targets[0])), np.float32)
+    if dist.enabled:
+        gathered: list[Any] = [None] * dist.world
+        torch_dist.all_gather_object(gathered, (mine_idx, mine))
+        mine_idx = np.concatenate([g[0] for g in gathered])
+        mine = np.concatenate([g[1] for g in gathered])
+    order = np.argsort(mine_idx, kind="stable")
+    mine_idx, mine = mine_idx[order], mine[order]
+    if len(np.unique(mine_idx)) != len(mine_idx) or len(mine_idx) != len(indices):
+        raise RuntimeError("evaluation shards overlap or miss samples")
+    return mine_idx, mine
+
+
+def _to_input(images: torch.Tensor, device: torch.device, config: TrainConfig) -> torch.Tensor:
+    x = images.to(device, non_blocking=True)
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+    if device.type == "cuda" and config.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def score(data: PreparedData, idx: npt.NDArray[np.int64], logits: npt.NDArray[np.float32],
+          pos_weight: npt.NDArray[np.float32], threshold: float) -> dict[str, Any]:
+    """Evaluation metrics plus the masked loss (same formula as training) for gathered logits."""
+    targets, mask = data.table.targets[idx], data.table.mask[idx]
+    z = logits.astype(np.float64)
+    log_p, log_not_p = -np.logaddexp(0, -z), -np.logaddexp(0, z)
+    bce = -(pos_weight * targets * log_p + (1 - targets) * log_not_p)
+    metrics = evaluate_predictions(1 / (1 + np.exp(-z)), targets, mask, data.table.labels, threshold)
+    metrics["loss"] = float((bce * mask).sum() / max(1, mask.size))
+    return metrics
+
+
+def train(config: TrainConfig, data: PreparedData, model: Classifier, dist: DistInfo, device: torch.device,
+          checkpointer: Checkpointer, on_epoch: Any = None, save_best: Any = None) -> TrainState:
+    """Train ``model`` in place from the last checkpoint (if any) to ``config.epochs``; returns the state."""
+    dataset = CachedBatches(data)
+    global_batch = global_batch_size(config, len(data.split.train), dist.world)
+    sampler = StepSampler(data.split.train, global_batch, world=dist.world, rank=dist.rank,
+                          micro_batches=config.micro_batches, seed=config.seed)
+    total_steps = sampler.steps_per_epoch * config.epochs
+    dtype = amp_dtype(config, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        if config.channels_last:
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model.to(device)
+    optimizer, scheduler = build_optimizer(model, config, total_steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+    state = TrainState()
+    payload = checkpointer.load() if config.resume else None
+    if payload is not None:
+        if payload["config_digest"] != config.digest():
+            raise RuntimeError(f"the checkpoint in {checkpointer.url} was written with other settings; "
+                               "use another output location or resume=false")
+        state = Checkpointer.restore(payload, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+        logger.info("resumed", extra={"epoch": state.epoch, "step": state.global_step})
+    runner: nn.Module = model
+    if config.model.compile and device.type == "cuda":
+        runner = torch.compile(runner)  # type: ignore[assignment]
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        runner = DistributedDataParallel(runner, device_ids=[device.index] if device.type == "cuda" else None)
+    pos_weight = torch.from_numpy(data.pos_weight).to(device)
+    train_loader = loader(dataset, sampler, workers=config.num_workers, pin=device.type == "cuda")
+    micro = config.micro_batches
+    denominator = float(global_batch * len(data.table.labels))
+
+    def write_checkpoint() -> None:
+        if dist.is_main:
+            checkpointer.save(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, state=state,
+                              config_digest=config.digest())
+
+    with _SigtermFlag() as sigterm:
+        while state.epoch < config.epochs:
+            if config.max_steps and state.global_step >= config.max_steps:
+                break
+            sampler.set_epoch(state.epoch, state.step_in_epoch)
+            runner.train()
+            started, images_seen = time.perf_counter(), 0
+            for images, targets, mask, _idx in train_loader:
+                step = state.step_in_epoch
+                params = augment.random_params(global_batch, config.augment,
+                                               augment.batch_generator(config.seed, state.epoch, step))
+                params = params[torch.from_numpy(sampler.positions())]
+                x = _to_input(images, device, config)
+                y, m = targets.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+                b = x.shape[0] // micro
+                step_loss = 0.0
+                for j in range(micro):
+                    part = slice(j * b, (j + 1) * b)
+                    xj = augment.apply(x[part], params[part]) if config.augment.enabled else x[part]
+                    sync = j == micro - 1 or not dist.enabled
+                    context = runner.no_sync() if not sync else _Null()  # type: ignore[operator]
+                    with context:
+                        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                            logits = runner(xj)
+                        loss = masked_bce(logits, y[part], m[part], pos_weight, denominator / dist.world)
+                        scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+                    step_loss += float(loss.detach())
+                if config.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.step_in_epoch += 1
+                state.global_step += 1
+                images_seen += x.shape[0]
+                state.epoch_loss_sum += step_loss  # this rank's share, scaled: the mean over ranks is the global loss
+                state.epoch_loss_steps += 1
+                if config.step_delay:
+                    time.sleep(config.step_delay)
+                stop = _agree(sigterm.raised, dist, device)
+                limit = bool(config.max_steps and state.global_step >= config.max_steps)
+                if stop or (config.checkpoint_every_steps and state.global_step % config.checkpoint_every_steps == 0):
+                    write_checkpoint()
+                if stop:
+                    if dist.enabled:
+                        torch_dist.barrier()
+                    raise Interrupted(f"stopped by SIGTERM at step {state.global_step}")
+                if limit:
+                    break
+            if state.step_in_epoch < sampler.steps_per_epoch:
+                write_checkpoint()
+                break  # max_steps reached inside the epoch
+            seconds = time.perf_counter() - started
+            train_loss = _mean_over_ranks(state.epoch_loss_sum / max(1, state.epoch_loss_steps), dist, device)
+            record: dict[str, Any] = {"epoch": state.epoch, "train_loss": train_loss, "steps": state.global_step,
+                                      "seconds": round(seconds, 3),
+                                      "images_per_second": round(images_seen * dist.world / max(seconds, 1e-9), 2)}
+            if len(data.split.val):
+                sync_buffers(model, dist)
+                idx, logits = predict(model, dataset, data.split.val, config, dist, device, dtype)
+                val = score(data, idx, logits, data.pos_weight, config.threshold)
+                record.update(val_loss=val["loss"], val_macro_auroc=val["macro_auroc"],
+                              val_micro_auroc=val["micro_auroc"],
+                              val_per_label_auroc={k: v["auroc"] for k, v in val["per_label"].items()})
+                metric = val["macro_auroc"] if val["macro_auroc"] is not None else -val["loss"]
+            else:
+                metric = -train_loss
+            state.history.append(record)
+            if metric > state.best_metric:
+                state.best_metric, state.best_epoch = float(metric), state.epoch
+                if dist.is_main and save_best is not None:
+                    save_best(model, state)
+            logger.info("epoch done", extra={k: v for k, v in record.items() if not isinstance(v, dict)})
+            if dist.is_main and on_epoch is not None:
+                on_epoch(record)
+            state.epoch += 1
+            state.step_in_epoch = 0
+            state.epoch_loss_sum, state.epoch_loss_steps = 0.0, 0
+            write_checkpoint()
+    return state
+
+
+def sync_buffers(model: nn.Module, dist: DistInfo) -> None:
+    """Give every rank rank 0's batch-norm statistics (each rank updated its own in the last step)."""
+    if dist.enabled:
+        for buffer in model.buffers():
+            torch_dist.broadcast(buffer, src=0)
+
+
+def _mean_over_ranks(value: float, dist: DistInfo, device: torch.device) -> float:
+    if not dist.enabled:
+        return value
+    tensor = torch.tensor([value], device=device, dtype=torch.float64)
+    torch_dist.all_reduce(tensor)
+    return float(tensor.item()) / dist.world
+
+
+class _Null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
