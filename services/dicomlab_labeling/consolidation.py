@@ -221,24 +221,27 @@ class _Matrix:
     readers: NDArray[np.intp]
     states: NDArray[np.int8]
     worker_ids: list[str]
+    time_spent: NDArray[np.float64]
+    """Seconds per answer, NaN where the template did not report it."""
 
 
 def _matrix(items: Sequence[ObjectAnswers], labels: Sequence[str]) -> _Matrix:
     reader_index: dict[str, int] = {}
     objects: list[int] = []
     readers: list[int] = []
-    rows: list[list[int]] = []
-    codes: dict[FindingState | None, int] = {None: MISSING, P: PRESENT, A: ABSENT, U: UNCERTAIN}
+    flat: list[int] = []  # row after row: one flat list and one conversion, not a list per answer
+    spent: list[float | None] = []
+    code = {None: MISSING, P: PRESENT, A: ABSENT, U: UNCERTAIN}.__getitem__
     for i, item in enumerate(items):
         for answer in item.answers:
             objects.append(i)
             readers.append(reader_index.setdefault(answer.worker_id, len(reader_index)))
-            get = answer.findings.get
             # findings outside the label set are ignored (answers are validated against it when parsed)
-            rows.append([codes[get(label)] for label in labels])
-    states = (np.asarray(rows, dtype=np.int8) if rows else np.full((0, len(labels)), MISSING, dtype=np.int8))
-    return _Matrix(np.asarray(objects, dtype=np.intp), np.asarray(readers, dtype=np.intp),
-                   states.reshape(len(rows), len(labels)), list(reader_index))
+            flat.extend(map(code, map(answer.findings.get, labels)))
+            spent.append(answer.time_spent)
+    states = np.array(flat, dtype=np.int8).reshape(len(objects), len(labels))
+    return _Matrix(np.asarray(objects, dtype=np.intp), np.asarray(readers, dtype=np.intp), states,
+                   list(reader_index), np.array(spent, dtype=np.float64))
 
 
 def consolidate(items: Sequence[ObjectAnswers], labels: Sequence[str],
@@ -369,18 +372,17 @@ def _report(items: Sequence[ObjectAnswers], labels: Sequence[str], m: _Matrix, c
     rejected_by: dict[str, int] = {}
     for r in rejected:
         rejected_by[r.worker_id] = rejected_by.get(r.worker_id, 0) + 1
-    spent: dict[str, list[float]] = {}
-    for item in items:
-        for answer in item.answers:
-            if answer.time_spent is not None:
-                spent.setdefault(answer.worker_id, []).append(answer.time_spent)
+    timed = ~np.isnan(m.time_spent)
+    # bincount adds in answer order, as a Python sum over each reader's answers would
+    time_sum = np.bincount(m.readers[timed], weights=m.time_spent[timed], minlength=n_readers)
+    time_count = np.bincount(m.readers[timed], minlength=n_readers)
     workers: dict[str, WorkerStats] = {}
     for w, worker_id in enumerate(m.worker_ids):
-        times = spent.get(worker_id)
         workers[worker_id] = WorkerStats(
             objects=int(objects[w]), agreement=float(hits[w] / cells[w]) if cells[w] else None,
             reliability=None if np.isnan(reliability[w]) else float(reliability[w]),
-            rejected=rejected_by.pop(worker_id, 0), mean_time_spent=sum(times) / len(times) if times else None)
+            rejected=rejected_by.pop(worker_id, 0),
+            mean_time_spent=float(time_sum[w]) / int(time_count[w]) if time_count[w] else None)
     for worker_id, count in rejected_by.items():  # readers whose every answer was malformed
         workers[worker_id] = WorkerStats(objects=0, agreement=None, reliability=None, rejected=count,
                                          mean_time_spent=None)

@@ -60,12 +60,13 @@ def fit(objects: NDArray[np.intp], readers: NDArray[np.intp], answers: NDArray[n
     every object is scored with them (EM cost is bounded; a reader's reliability is estimated from
     thousands of answers either way).
     """
-    seen_ids = np.unique(objects) if max_fit_objects else objects[:0]
+    # Object ids are 0..n_objects-1, so counting (not sorting, as np.unique would) finds the observed ones.
+    seen_ids = np.flatnonzero(np.bincount(objects, minlength=n_objects)) if max_fit_objects else objects[:0]
     if max_fit_objects and seen_ids.size > max_fit_objects:
         sampled = np.zeros(n_objects, dtype=bool)
         sampled[seen_ids[np.linspace(0, seen_ids.size - 1, max_fit_objects).astype(np.intp)]] = True
         keep = sampled[objects]
-        compact = np.unique(objects[keep], return_inverse=True)[1]  # sample objects numbered 0..k-1
+        compact = (np.cumsum(sampled) - 1)[objects[keep]]  # sample objects numbered 0..k-1 in id order
         model = fit(compact, readers[keep], answers[keep], n_objects=max_fit_objects, n_readers=n_readers,
                     max_iterations=max_iterations, tolerance=tolerance, smoothing=smoothing)
         posterior = _score(objects, readers * 2 + answers.astype(np.intp), model.confusion, model.prior, n_objects)

@@ -24,7 +24,6 @@ on and the request has one) or with the service's own; every data object in the 
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -33,6 +32,7 @@ from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any, Protocol
 
+from dicomlab_core import fastjson
 from dicomlab_core.errors import BadRequest, NotFound, ServiceError, UpstreamError
 from dicomlab_core.groundtruth import (
     METADATA_SUFFIX,
@@ -273,7 +273,9 @@ def load_annotations(data: bytes | list[Any], labels: Sequence[str], ctx: Callba
         entries: Any = data
     else:
         try:
-            entries = json.loads(data)
+            entries = fastjson.loads(data)
+            if isinstance(entries, list) and _float_ids(entries):
+                entries = fastjson.loads_stdlib(data)  # keep a >64-bit integer id exactly as written
         except ValueError as exc:
             raise BadRequest(f"annotation file is not valid JSON ({exc})") from None
     if not isinstance(entries, list):
@@ -307,6 +309,20 @@ def load_annotations(data: bytes | list[Any], labels: Sequence[str], ctx: Callba
         result.rejected[:0] = problems
         objects.append(result)
     return objects
+
+
+def _float_ids(entries: list[Any]) -> bool:
+    """Whether any ``datasetObjectId``/``workerId`` is a float (orjson reads >64-bit integers as floats)."""
+    for entry in entries:
+        if type(entry) is dict:
+            if type(entry.get("datasetObjectId")) is float:
+                return True
+            annotations = entry.get("annotations")
+            if type(annotations) is list:
+                for item in annotations:
+                    if type(item) is dict and type(item.get("workerId")) is float:
+                        return True
+    return False
 
 
 @contextmanager

@@ -5,13 +5,15 @@ What goes in (and nothing else):
 - ``dicomlab_core`` (its Python modules) and the labeling modules the callbacks import
   (:data:`LABELING_MODULES`), not the UI, the database layer or the static assets;
 - the third-party distributions they import at run time (:data:`DISTRIBUTIONS`): numpy (consolidation),
-  requests and its dependencies (Orthanc client), pydicom (``source-ref`` header reads);
+  orjson (annotation files and answers), requests and its dependencies (Orthanc client), pydicom
+  (``source-ref`` header reads);
 - ``BUILD-INFO.json``: versions and wheel tags of everything bundled.
 
-boto3/botocore are left out: the Lambda Python runtime provides them. numpy is the one compiled
-dependency. By default it is copied from the current environment, which only runs on Lambda when its
-wheel tag fits the runtime (python3.11 runs on Amazon Linux 2, glibc 2.26, so a ``manylinux_2_28``
-build will not load there); pass ``--wheel numpy-...-cp311-...manylinux2014_x86_64.whl`` (from
+boto3/botocore are left out: the Lambda Python runtime provides them. numpy and orjson are the compiled
+dependencies (orjson's wheels are manylinux2014, which loads there). By default each is copied from the
+current environment, which only runs on Lambda when its wheel tag fits the runtime (python3.11 runs on
+Amazon Linux 2, glibc 2.26, so a ``manylinux_2_28`` build will not load there); pass
+``--wheel numpy-...-cp311-...manylinux2014_x86_64.whl`` (from
 ``pip download numpy --platform manylinux2014_x86_64 --python-version 3.11 --only-binary=:all:``) to
 bundle that wheel instead. The build warns when a bundled binary tag needs a newer glibc.
 """
@@ -36,7 +38,7 @@ LABELING_MODULES = ("__init__", "agreement", "config", "consolidation", "dawid_s
                     "lambda_handlers")
 """The ``dicomlab_labeling`` modules the two handlers import (checked by the zip import test)."""
 
-DISTRIBUTIONS = ("numpy", "requests", "urllib3", "idna", "charset-normalizer", "certifi", "pydicom")
+DISTRIBUTIONS = ("numpy", "orjson", "requests", "urllib3", "idna", "charset-normalizer", "certifi", "pydicom")
 """Third-party distributions bundled (boto3/botocore come with the Lambda runtime)."""
 
 LAMBDA_GLIBC = (2, 26)

@@ -17,6 +17,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from prometheus_client import Counter
 
+from dicomlab_core import fastjson
 from dicomlab_core.errors import BadRequest, ServiceUnavailable, Unauthorized
 from dicomlab_labeling import gt_callbacks
 from dicomlab_labeling.app import services
@@ -74,7 +75,11 @@ def pre_annotation() -> Response:
 @bp.post("/post-annotation")
 def post_annotation() -> Response:
     response, result = gt_callbacks.post_annotation_with_report(_event(), _context())
-    for label in result.labels:
-        GT_OBJECTS.labels(label.method).inc()
+    methods: dict[str, int] = {}
+    for method in result.columns.methods:  # not result.labels: no typed object per data object
+        methods[method] = methods.get(method, 0) + 1
+    for method, count in methods.items():
+        GT_OBJECTS.labels(method).inc(count)
     GT_REJECTED.inc(len(result.report.rejected))
-    return jsonify(response)
+    # orjson: a batch response is 100s of MB, several times faster to write than with jsonify
+    return Response(fastjson.dumps(response), mimetype="application/json")

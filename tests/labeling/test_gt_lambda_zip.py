@@ -19,7 +19,7 @@ def test_lambda_zip_builds_and_the_handlers_run_from_it(tmp_path: Path, capsys: 
     info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # logs may precede the summary
     names = zipfile.ZipFile(out).namelist()
     assert "dicomlab_labeling/lambda_handlers.py" in names and "dicomlab_core/groundtruth.py" in names
-    assert "numpy/__init__.py" in names and "requests/__init__.py" in names
+    assert "numpy/__init__.py" in names and "requests/__init__.py" in names and "orjson/__init__.py" in names
     assert not any(n.startswith(("boto3/", "botocore/", "flask/", "sqlalchemy/")) for n in names)
     assert not any(n.startswith("dicomlab_labeling/") and n.count("/") > 1 for n in names)  # no UI/static/migrations
     assert not any("__pycache__" in n for n in names)
@@ -27,7 +27,7 @@ def test_lambda_zip_builds_and_the_handlers_run_from_it(tmp_path: Path, capsys: 
     build = json.loads(zipfile.ZipFile(out).read("BUILD-INFO.json"))
     assert build["handlers"] == info["handlers"] == ["dicomlab_labeling.lambda_handlers.pre_annotation",
                                                      "dicomlab_labeling.lambda_handlers.post_annotation"]
-    assert set(info["distributions"]) == {"numpy", "requests", "urllib3", "idna", "charset-normalizer", "certifi",
+    assert set(info["distributions"]) == {"numpy", "orjson", "requests", "urllib3", "idna", "charset-normalizer", "certifi",
                                           "pydicom"}
     assert info["bytes"] < 60 * 1024 * 1024  # Lambda's unzipped limit is 250 MB; the zip stays lean
 
