@@ -18,32 +18,39 @@ from dicomlab_core.config import describe_config
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
 
-COMPONENTS = (
-    ("DICOMweb proxy", "dicomlab_proxy.config", "DICOMLAB_PROXY"),
-    ("Manifest service", "dicomlab_manifest.config", "DICOMLAB_MANIFEST"),
-    ("Labeling service", "dicomlab_labeling.config", "DICOMLAB_LABELING"),
-    ("Training job", "dicomlab_training.config", "DICOMLAB_TRAIN"),
+SERVICES = (
+    ("DICOMweb proxy", "dicomlab_proxy.config", "Config", "PREFIX"),
+    ("Manifest service", "dicomlab_manifest.config", "Config", "PREFIX"),
+    ("Labeling service", "dicomlab_labeling.config", "LabelingConfig", "ENV_PREFIX"),
 )
+
+
+def _row(name: str, type_: str, default: str, required: bool, doc: str) -> str:
+    shown = "**required**" if required else (f"`{default}`" if default else "")
+    return f"| `{name}` | {type_.replace('|', ' / ')} | {shown} | {doc.replace('|', '/')} |"
 
 
 def render() -> str:
     out: list[str] = []
-    for title, module_name, prefix in COMPONENTS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError:
-            continue
-        config_class = getattr(module, "Config", None) or getattr(module, "TrainConfig", None)
-        if config_class is None:
-            continue
-        prefix = getattr(module, "ENV_PREFIX", prefix)
-        out.append(f"### {title} (`{prefix}__*`)\n")
-        out.append("| Variable | Type | Default | Description |")
-        out.append("|---|---|---|---|")
-        for row in describe_config(config_class, prefix):
-            default = "**required**" if row.required else (f"`{row.default}`" if row.default else "")
-            out.append(f"| `{row.env}` | {row.type} | {default} | {row.doc.replace('|', '/')} |")
+    for title, module_name, class_name, prefix_name in SERVICES:
+        module = importlib.import_module(module_name)
+        prefix = getattr(module, prefix_name)
+        out += [f"### {title} (`{prefix}__*`)\n", "| Variable | Type | Default | Description |", "|---|---|---|---|"]
+        out += [_row(r.env, r.type, r.default, r.required, r.doc)
+                for r in describe_config(getattr(module, class_name), prefix)]
         out.append("")
+    from dicomlab_training.config import ENV_PREFIX, TrainConfig
+
+    out += ["### Training job\n",
+            f"Connection settings come from the environment (`{ENV_PREFIX}__ORTHANC__*`, as for the services); "
+            "hyperparameters from a JSON file (`--config run.json`), `--set key=value` or the named flags of "
+            "`dicomlab train run`. Every value is recorded with the run.\n",
+            "| Setting | Type | Default | Description |", "|---|---|---|---|"]
+    for r in describe_config(TrainConfig, ENV_PREFIX):
+        key = r.env.removeprefix(ENV_PREFIX + "__")
+        name = r.env if key.startswith("ORTHANC__") else key.lower().replace("__", ".")
+        out.append(_row(name, r.type, r.default, r.required, r.doc))
+    out.append("")
     return "\n".join(out)
 
 

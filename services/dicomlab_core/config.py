@@ -213,7 +213,7 @@ def describe_config(cls: type, prefix: str, path: tuple[str, ...] = ()) -> list[
 
 def _show_default(value: Any) -> str:
     if isinstance(value, Secret):
-        return "(generated)" if not value else "****"
+        return "****" if value else ""
     if isinstance(value, tuple):
         return ",".join(str(v) for v in value)
     if isinstance(value, enum.Enum):
