@@ -1,0 +1,175 @@
+"""k8s/ (plain manifests outside the chart) and skaffold.yaml.
+
+The standalone training Jobs are what `dicomlab train submit --dry-run` prints for the arguments in
+their header; every core object validates strictly; skaffold builds one artifact per Dockerfile and
+deploys only through the chart, and each profile's values render a valid chart.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from deploy_chart import KUBE_VERSIONS, REPO, render_values, validate_strict
+
+K8S = REPO / "k8s"
+SKAFFOLD = REPO / "skaffold.yaml"
+CRD_KINDS = {"NodePool": "karpenter.sh/v1", "EC2NodeClass": "karpenter.k8s.aws/v1", "ClusterConfig": "eksctl.io/v1alpha5"}
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+@pytest.mark.parametrize("path", sorted(K8S.glob("*.yaml")), ids=lambda p: p.name)
+def test_k8s_objects_validate(path: Path) -> None:
+    docs = documents(path)
+    assert docs
+    for obj in docs:
+        if obj["kind"] in CRD_KINDS:
+            assert obj["apiVersion"] == CRD_KINDS[obj["kind"]]
+            continue
+        for version in KUBE_VERSIONS:
+            validate_strict(obj, version)
+
+
+@pytest.mark.parametrize("name", ["training-job.yaml", "training-multinode.yaml"])
+def test_standalone_training_jobs_are_what_the_launcher_generates(name: str) -> None:
+    from dicomlab_cli.main import build_parser
+
+    launch = pytest.importorskip("dicomlab_training.launch")
+    text = (K8S / name).read_text()
+    match = re.search(r"(?m)^# dicomlab-submit-args: (.+)$", text)
+    assert match, "the header records the generating command"
+    args = build_parser().parse_args(["train", "submit", "--dry-run", *shlex.split(match.group(1))])
+    overrides: dict[str, Any] = {"train_args": tuple(a for a in args.train_args if a != "--")}
+    for field in ("name", "namespace", "image", "nodes", "gpus_per_node", "cpu", "memory", "shm_size",
+                  "service_account", "node_group", "karpenter_nodepool", "capacity_type", "backoff_limit",
+                  "config_map", "orthanc_secret", "orthanc_url", "pushgateway_url"):
+        if getattr(args, field) is not None:
+            overrides[field] = getattr(args, field)
+    expected = launch.build_training_job(launch.spec_from(overrides))
+    assert documents(K8S / name) == [d for d in yaml.safe_load_all(launch.to_yaml(expected)) if d]
+
+
+def test_multinode_job_is_indexed_with_a_headless_rendezvous_service() -> None:
+    service, job = documents(K8S / "training-multinode.yaml")
+    assert service["spec"]["clusterIP"] == "None"
+    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["parallelism"] == job["spec"]["completions"] == 2
+    pod = job["spec"]["template"]["spec"]
+    assert pod["subdomain"] == service["metadata"]["name"]
+    command = pod["containers"][0]["command"]
+    assert command[0] == "torchrun" and any(c.startswith("--rdzv-endpoint=dicomlab-train-multinode-0.") for c in command)
+    assert pod["nodeSelector"]["karpenter.sh/nodepool"] == "gpu"
+
+
+def test_namespace_enforces_restricted_pod_security() -> None:
+    (ns,) = documents(K8S / "namespace.yaml")
+    labels = ns["metadata"]["labels"]
+    for mode in ("enforce", "audit", "warn"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
+
+
+def test_gpu_node_examples_taint_and_label_for_the_training_job() -> None:
+    (cluster,) = documents(K8S / "eks-gpu-nodegroup.yaml")
+    for group in cluster["managedNodeGroups"]:
+        assert {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"} in group["taints"]
+    assert any(g["spot"] for g in cluster["managedNodeGroups"] if "spot" in g)
+    nodepool = next(d for d in documents(K8S / "karpenter-nodepool.yaml") if d["kind"] == "NodePool")
+    assert nodepool["metadata"]["name"] == "gpu"
+    assert nodepool["spec"]["template"]["spec"]["taints"][0]["key"] == "nvidia.com/gpu"
+    keys = {r["key"] for r in nodepool["spec"]["template"]["spec"]["requirements"]}
+    assert "karpenter.sh/capacity-type" in keys
+
+
+# ------------------------------------------------------------------------------------------ skaffold
+
+def skaffold() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(SKAFFOLD.read_text())
+    return loaded
+
+
+def test_skaffold_builds_one_artifact_per_dockerfile_and_deploys_only_the_chart() -> None:
+    config = skaffold()
+    assert re.fullmatch(r"skaffold/v4beta\d+", config["apiVersion"])
+    artifacts = {a["image"]: a["docker"]["dockerfile"] for a in config["build"]["artifacts"]}
+    dockerfiles = {f"docker/{p.name}" for p in (REPO / "docker").glob("*.Dockerfile")}
+    assert set(artifacts.values()) == dockerfiles and len(artifacts) == len(dockerfiles)
+    assert set(config["deploy"]) == {"helm"}, "deploy through the chart only"
+    assert "manifests" not in config or not config["manifests"].get("rawYaml")
+    (release,) = config["deploy"]["helm"]["releases"]
+    assert release["chartPath"] == "charts/dicomlab"
+    templates = " ".join(release["setValueTemplates"].values())
+    for image in artifacts:
+        key = image.replace("-", "_")
+        assert f"IMAGE_REPO_{key}" in templates and f"IMAGE_TAG_{key}" in templates
+    assert {p["name"] for p in config["profiles"]} == {"local", "eks"}
+
+
+def apply_patches(config: dict[str, Any], patches: list[dict[str, Any]]) -> dict[str, Any]:
+    for patch in patches:
+        parts = patch["path"].strip("/").split("/")
+        node: Any = config
+        for part in parts[:-1]:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        assert patch["op"] in ("add", "replace")
+        node[parts[-1]] = patch["value"]
+    return config
+
+
+def profile_values(name: str) -> dict[str, Any]:
+    import helm_python as helm
+
+    config = skaffold()
+    profile = next(p for p in config["profiles"] if p["name"] == name)
+    config = apply_patches(config, profile.get("patches", []))
+    (release,) = config["deploy"]["helm"]["releases"]
+    def fake(variable: str) -> str:
+        """What skaffold puts into {{.VARIABLE}} after a build (IMAGE_REPO_dicomlab_proxy, ...)."""
+        if match := re.fullmatch(r"IMAGE_(REPO|TAG|DIGEST)_(\w+)", variable):
+            image = match.group(2).replace("_", "-")
+            return {"REPO": f"registry.example/{image}", "TAG": "abc1234",
+                    "DIGEST": "sha256:" + "cd" * 32}[match.group(1)]
+        return {"DICOMLAB_DB_HOST": "db.example"}[variable]
+
+    def substitute(template: str) -> str:
+        return re.sub(r"\{\{\.(\w+)\}\}", lambda m: fake(m.group(1)), template)
+
+    values: dict[str, Any] = {}
+    settings = {**{k: substitute(v) for k, v in release["setValueTemplates"].items()}, **release["setValues"]}
+    for key, value in settings.items():
+        parsed = helm.parse_set_string(f"{key}={value}")
+        merge(values, parsed)
+    return values
+
+
+def merge(into: dict[str, Any], other: dict[str, Any]) -> None:
+    for key, value in other.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            merge(into[key], value)
+        else:
+            into[key] = value
+
+
+@pytest.mark.parametrize("profile", ["local", "eks"])
+def test_each_profile_renders_a_valid_chart(profile: str) -> None:
+    values = profile_values(profile)
+    rendered = render_values(values, f"skaffold-{profile}")
+    for obj in rendered.objects:
+        if obj["apiVersion"].startswith(("monitoring.coreos.com", "gateway.networking.k8s.io")):
+            continue
+        validate_strict(obj, KUBE_VERSIONS[-1])
+    images = {c["image"] for _, pod in rendered.pod_specs() for c in pod["containers"]}
+    built = {i.split(":")[0].removeprefix("registry.example/") for i in images if i.startswith("registry.example/")}
+    expected = {"dicomlab-proxy", "dicomlab-manifest", "dicomlab-labeling"} | ({"dicomlab-training"} if profile == "eks" else set())
+    assert built == expected
+    if profile == "eks":
+        assert rendered.of_kind("Job"), "the eks profile enables GPU training"
+        assert all(i.endswith(":abc1234@sha256:" + "cd" * 32) for i in images if i.startswith("registry.example/"))
+        assert rendered.get("ConfigMap", "dicomlab-orthanc")["data"]["ORTHANC__POSTGRESQL__HOST"] == "db.example"
+    else:
+        assert rendered.of_kind("StatefulSet") and not rendered.of_kind("ServiceMonitor")
