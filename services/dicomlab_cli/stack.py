@@ -47,6 +47,10 @@ DEFAULT_PORTS = {"orthanc": 8042, "orthanc_dicom": 4242, "proxy": 8081, "manifes
 """Loopback ports of the local stack (override with ``DICOMLAB_PORT_<NAME>``)."""
 
 
+HEALTH_PATHS = {"orthanc": "/system", "prometheus": "/-/healthy", "pushgateway": "/-/healthy"}
+"""Health endpoints of the components that are not our Flask services (those answer ``/healthz``)."""
+
+
 def run_dir() -> Path:
     return Path(os.environ.get("DICOMLAB_RUN_DIR", ".run")).resolve()
 
@@ -158,7 +162,7 @@ def status(directory: Path | None = None) -> dict[str, Any]:
         if pid_alive(pid):
             health = "unhealthy"
             try:
-                path = "/system" if name == "orthanc" else "/healthz"
+                path = HEALTH_PATHS.get(name, "/healthz")
                 if name == "postgres":
                     health = "up"
                 else:

@@ -192,8 +192,9 @@ class LabelingConfig:
     """Object store root (``file:///path`` or ``s3://bucket/prefix``) for manifests and exports."""
     data_dir: Path = Path("/var/lib/dicomlab/labeling")
     """Local state directory (the default SQLite database lives here)."""
-    database_url: str = ""
-    """SQLAlchemy URL (``postgresql+psycopg://...``); empty = SQLite ``<data_dir>/labeling.db``."""
+    database_url: Secret = Secret("")
+    """SQLAlchemy URL (``postgresql+psycopg://user:password@host/db``; it carries a password, so it is a
+    secret); empty = SQLite ``<data_dir>/labeling.db``."""
     session_secret: Secret = Secret("")
     """Secret for session cookies and CSRF of the self-hosted UI (required for the UI; ≥ 32 chars)."""
     public_url: str = ""
@@ -224,7 +225,7 @@ class LabelingConfig:
     @property
     def sqlalchemy_url(self) -> str:
         """The database URL to use: ``database_url`` or the SQLite default under ``data_dir``."""
-        return self.database_url or f"sqlite:///{self.data_dir / 'labeling.db'}"
+        return self.database_url.reveal() or f"sqlite:///{self.data_dir / 'labeling.db'}"
 
 
 def load() -> LabelingConfig:

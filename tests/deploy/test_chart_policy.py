@@ -453,7 +453,7 @@ def test_services_load_their_config_from_the_chart_env(service: str) -> None:
     assert config.orthanc.password == Secret(secrets[("dicomlab-app", "orthanc-password")])
     if service == "labeling":
         password = secrets[("dicomlab-postgresql", "password")]
-        assert config.database_url == (
+        assert config.database_url.reveal() == (
             f"postgresql+psycopg://dicomlab:{password}@dicomlab-postgresql:5432/labeling?sslmode=disable")
         assert config.proxy_public_url == "https://dicomweb.example.org"
     if service == "proxy":

@@ -38,7 +38,7 @@ def make_config(tmp_path: Path, db_url: str, orthanc: OrthancServer, **queue: An
     return LabelingConfig(
         token_keys=(Secret(KeyRing.generate_entry("k1")),), orthanc=orthanc.settings(),
         proxy_public_url="http://proxy.test:8081", store_url=f"file://{tmp_path / 'store'}",
-        data_dir=tmp_path, database_url=db_url, session_secret=Secret("s" * 40),
+        data_dir=tmp_path, database_url=Secret(db_url), session_secret=Secret("s" * 40),
         auth=AuthSettings(admin_username=ADMIN[0], admin_password=Secret(ADMIN[1]), cookie_secure=False,
                           login_max_failures=5, password_time_cost=1, password_memory_kib=8192),
         queue=QueueSettings(**queue))

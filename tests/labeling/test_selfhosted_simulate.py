@@ -77,7 +77,7 @@ def test_cli_db_user_job_export(tmp_path: Path, orthanc: OrthancServer, syntheti
                                 monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     config = make_config(tmp_path, f"sqlite:///{tmp_path / 'cli.db'}", orthanc)
     env = {"DICOMLAB_LABELING__TOKEN_KEYS": config.token_keys[0].reveal(),
-           "DICOMLAB_LABELING__DATABASE_URL": config.database_url,
+           "DICOMLAB_LABELING__DATABASE_URL": config.database_url.reveal(),
            "DICOMLAB_LABELING__STORE_URL": config.store_url,
            "DICOMLAB_LABELING__ORTHANC__URL": orthanc.url,
            "DICOMLAB_LABELING__ORTHANC__PASSWORD": orthanc.password.reveal(),
