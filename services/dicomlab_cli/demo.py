@@ -44,6 +44,7 @@ class DemoOptions:
     epochs: int
     seed: int
     readers_per_image: int
+    monitoring: bool = False
 
 
 def register(subparsers: Any) -> None:
@@ -55,6 +56,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--epochs", type=int, default=8, help="training epochs")
     parser.add_argument("--seed", type=int, default=7, help="seed for data, sampling, readers and training")
     parser.add_argument("--readers", type=int, default=3, help="readers per image")
+    parser.add_argument("--monitoring", action="store_true", help="also start Prometheus and a Pushgateway")
     parser.set_defaults(func=_run)
 
 
@@ -85,7 +87,7 @@ def progress(label: str) -> Any:
 
 def _run(args: argparse.Namespace) -> int:
     options = DemoOptions(patients=args.patients, size=args.size, train_size=args.train_size, epochs=args.epochs,
-                          seed=args.seed, readers_per_image=args.readers)
+                          seed=args.seed, readers_per_image=args.readers, monitoring=args.monitoring)
     summary = run_demo(options)
     print_summary(summary)
     return 0
@@ -94,7 +96,7 @@ def _run(args: argparse.Namespace) -> int:
 def run_demo(options: DemoOptions) -> dict[str, Any]:
     """Run every step; returns the summary (also written to ``<run dir>/demo/summary.json``)."""
     step("starting the local stack")
-    stack.up()
+    stack.up(monitoring=options.monitoring)
     ctx, status = stack.require_running()
     for name, item in status.items():
         print(f"    {name:<10} {item['health']:<8} http://127.0.0.1:{item['port']}")
@@ -263,6 +265,7 @@ def train(ctx: stack.LocalContext, options: DemoOptions, export: dict[str, Any],
         "manifest": export["manifestUri"], "out": str(out), "pixels.size": options.train_size,
         "epochs": options.epochs, "seed": options.seed, "cache_dir": str(ctx.run_dir / "training-cache"),
         "num_workers": 0, "batch_size": 16,
+        **({"pushgateway_url": ctx.url("pushgateway")} if "pushgateway" in ctx.ports else {}),
     })
     # Connection settings are not hyperparameters: they never go through the recorded overrides.
     config = dataclasses.replace(config, orthanc=OrthancSettings(

@@ -6,7 +6,6 @@ started per test session and reused by every UI test module.
 
 from __future__ import annotations
 
-import atexit
 import io
 import subprocess
 import sys
@@ -23,12 +22,6 @@ from PIL import Image
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
-]
-
 # Stand-in for Ground Truth's crowd-html-elements runtime (unreachable here): a <crowd-form> that, like the
 # real one, renders a Submit button, fires a cancelable "submit" event and then posts every named input
 # of the form as one JSON object (here: kept in window.__crowdSubmitted for the test to read).
@@ -81,26 +74,11 @@ def serve(app: Any, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
         server.server_close()
 
 
-_browser: dict[str, Any] = {}
-
-
 def browser() -> Any:
-    """The session's Chromium (started on first use, closed at interpreter exit)."""
-    if "browser" not in _browser:
-        if not CHROMIUM.exists():
-            pytest.skip("Debian chromium is not installed (make deps)")
-        from playwright.sync_api import sync_playwright
+    """The session's shared Chromium (see ``tests/shared_browser.py``)."""
+    from shared_browser import browser as shared
 
-        playwright = sync_playwright().start()
-        _browser["playwright"] = playwright
-        _browser["browser"] = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-
-        def close() -> None:
-            _browser["browser"].close()
-            playwright.stop()
-
-        atexit.register(close)
-    return _browser["browser"]
+    return shared()
 
 
 @dataclass

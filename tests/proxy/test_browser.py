@@ -15,9 +15,6 @@ from dicomlab_cli.processes import free_port
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
-
 FETCH_IMAGE = """async ([url, token]) => {
   try {
     const response = await fetch(url, {headers: {Authorization: 'Bearer ' + token}});
@@ -55,15 +52,15 @@ def page_server(port: int) -> Iterator[str]:
 
 
 def test_cross_origin_image_allowed_and_blocked(proxy: Proxy, studies: Studies) -> None:
-    from playwright.sync_api import sync_playwright
+    from shared_browser import browser as shared_browser
 
     a = studies.a
     token = proxy.study_token(a)
     image = f"{proxy.url}/dicom-web/studies/{a.study}/series/{a.series}/instances/{a.sop}/rendered"
-    with page_server(ALLOWED_ORIGIN_PORT) as allowed, page_server(free_port()) as other, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+    with page_server(ALLOWED_ORIGIN_PORT) as allowed, page_server(free_port()) as other:
+        context = shared_browser().new_context()
         try:
-            page = browser.new_page()
+            page = context.new_page()
             page.goto(allowed + "/")
             ok = page.evaluate(FETCH_IMAGE, [image, token])
             assert ok["ok"] and ok["status"] == 200 and ok["width"] == 128 and ok["type"] == "image/jpeg", ok
@@ -77,4 +74,4 @@ def test_cross_origin_image_allowed_and_blocked(proxy: Proxy, studies: Studies) 
             blocked = page.evaluate(FETCH_IMAGE, [image, token])
             assert not blocked["ok"] and "Failed to fetch" in blocked["error"], blocked
         finally:
-            browser.close()
+            context.close()
