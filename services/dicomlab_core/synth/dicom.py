@@ -212,6 +212,12 @@ def build_dataset(spec: ImageSpec, stored: npt.NDArray[np.uint16]) -> Dataset:
     ds.LossyImageCompression = "00"
     ds.PixelData = stored.astype("<u2").tobytes()
     ds["PixelData"].VR = "OW"
+    attach_file_meta(ds)
+    return ds
+
+
+def attach_file_meta(ds: Dataset) -> None:
+    """Give ``ds`` the Part-10 file meta of an uncompressed (Explicit VR Little Endian) file."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
@@ -219,7 +225,6 @@ def build_dataset(spec: ImageSpec, stored: npt.NDArray[np.uint16]) -> Dataset:
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = "DICOMLAB_SYNTH"
     ds.file_meta = meta
-    return ds
 
 
 def encode(ds: Dataset, compression: Compression, stored: npt.NDArray[np.uint16] | None = None) -> None:

@@ -13,19 +13,17 @@ import logging
 from enum import StrEnum
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
-    PYDICOM_IMPLEMENTATION_UID,
     BasicTextSRStorage,
     DigitalXRayImageStorageForProcessing,
     EncapsulatedPDFStorage,
-    ExplicitVRLittleEndian,
     GrayscaleSoftcopyPresentationStateStorage,
     MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
 )
 
-from .dicom import MANUFACTURER, SYNTHETIC_NOTICE, make_image
+from .dicom import MANUFACTURER, SYNTHETIC_NOTICE, attach_file_meta, make_image
 from .plan import Compression, Photometric, SynthConfig, Voi, make_uid, plan
 
 logger = logging.getLogger(__name__)
@@ -65,13 +63,7 @@ def _base(seed: int, kind: ExtraKind, sop_class: str, modality: str, study_uid: 
     ds.StudyID = "1"
     ds.SeriesNumber = series_number
     ds.InstanceNumber = 1
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = "DICOMLAB_SYNTH"
-    ds.file_meta = meta
+    attach_file_meta(ds)
     return ds
 
 
