@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -346,6 +347,10 @@ def parse_worker_answer(content: Any, *, worker_id: str = "",
     "No Finding" present together with another present
     finding is an error (the template prevents it; the server checks it).
     """
+    if type(content) is str and type(labels) is frozenset:
+        quick = _parse_template_text(content, worker_id, labels)
+        if quick is not None:
+            return quick
     raw = content.decode("utf-8", "replace") if type(content) is bytes else content
     answer = _decode(content, "answer content")
     if _is_map(answer) and "findings" not in answer and "disease" not in answer and "answer" in answer:
@@ -434,7 +439,94 @@ def _parse_clean_fast(answer: Mapping[str, Any], worker_id: str, raw: Any,
     findings = _plain_findings(findings_in, labels)
     if findings is None:
         return None
-    rois_in = answer.get("rois", [])
+    rois = _plain_rois(answer.get("rois", []), labels)
+    if rois is None:
+        return None
+    sop = answer.get("sopInstanceUid")
+    if sop is not None and type(sop) is not str:
+        return None
+    spent = answer.get("timeSpentSeconds")
+    if spent is not None and not (_finite(spent) and spent >= 0):
+        return None
+    wl = answer.get("windowLevel")
+    return WorkerAnswer(worker_id, findings, rois, sop or None, None if spent is None else float(spent),
+                        None if wl is None else dict(wl) if _is_map(wl) else None, raw)
+
+
+_WS = r"[ \t\n\r]*+"
+_TEMPLATE_TEXT = re.compile(
+    rf'{_WS}\{{{_WS}"findings"{_WS}:{_WS}(\{{[^}}]*+\}}){_WS},{_WS}"rois"{_WS}:{_WS}(\[.*\]){_WS}'
+    rf'(?:,{_WS}"sopInstanceUid"{_WS}:{_WS}"([^"\\\x00-\x1f]*)"{_WS})?'
+    rf'(?:,{_WS}"timeSpentSeconds"{_WS}:{_WS}((?:0|[1-9][0-9]{{0,15}})(?:\.[0-9]{{1,17}})?){_WS})?\}}{_WS}', re.DOTALL)
+"""Our template's answer text (``JSON.stringify`` or ``json.dumps`` spacing, keys in the template's order).
+
+Only the frame is matched here; the findings object and the ROI list are each decoded by the JSON
+parser and must decode alone (a JSON value parses the same alone as inside a document, so a frame
+whose pieces all decode is the document's one reading). The SOP UID is matched without escapes, so
+its text is its value; the time is a JSON number (no leading zeros) that ``float`` reads as JSON does.
+"""
+_TEMPLATE_ROIS: dict[tuple[frozenset[str], str], tuple[Roi, ...] | None] = {}
+"""Memo of ROI list texts (ROIs are immutable, so answers can share them); bounded like the findings memo."""
+_TEMPLATE_FINDINGS: dict[tuple[frozenset[str], str], dict[str, FindingState] | None] = {}
+
+
+def _template_findings(text: str, labels: frozenset[str]) -> dict[str, FindingState] | None:
+    key = (labels, text)
+    known = _TEMPLATE_FINDINGS.get(key, _UNSEEN)
+    if known is _UNSEEN:
+        try:
+            decoded = fastjson.loads(text)
+        except ValueError:
+            decoded = None
+        known = _plain_findings(decoded, labels) if type(decoded) is dict else None
+        if len(_TEMPLATE_FINDINGS) >= _PLAIN_FINDINGS_LIMIT:
+            _TEMPLATE_FINDINGS.clear()
+        _TEMPLATE_FINDINGS[key] = known
+    return None if known is None else dict(known)  # a copy: each answer owns its findings
+
+
+def _template_rois(text: str, labels: frozenset[str]) -> tuple[Roi, ...] | None:
+    key = (labels, text)
+    known = _TEMPLATE_ROIS.get(key, _UNSEEN_ROIS)
+    if known is _UNSEEN_ROIS:
+        try:
+            decoded = fastjson.loads(text)
+        except ValueError:
+            decoded = None
+        known = _plain_rois(decoded, labels)
+        if len(_TEMPLATE_ROIS) >= _PLAIN_FINDINGS_LIMIT:
+            _TEMPLATE_ROIS.clear()
+        _TEMPLATE_ROIS[key] = known
+    return known
+
+
+_UNSEEN_ROIS: tuple[Roi, ...] = (Roi(RoiTool.RECTANGLE, ()),)
+
+
+def _parse_template_text(content: str, worker_id: str, labels: frozenset[str]) -> WorkerAnswer | None:
+    """Our template's answer straight from its text, without decoding it into objects; else None.
+
+    A batch's answers repeat a few thousand findings combinations and ROI lists, so each distinct text
+    is decoded and checked once (as :func:`_parse_clean_fast` would) and memoized. Anything else
+    (another shape, an escape in the SOP UID, a window level, an error) returns None: the decoding
+    path decides. The result equals that path's.
+    """
+    match = _TEMPLATE_TEXT.fullmatch(content)
+    if match is None:
+        return None
+    findings_text, rois_text, sop, spent = match.groups()
+    findings = _template_findings(findings_text, labels)
+    if findings is None:
+        return None
+    rois = () if rois_text == "[]" else _template_rois(rois_text, labels)
+    if rois is None:
+        return None
+    return WorkerAnswer(worker_id, findings, rois, sop or None, None if spent is None else float(spent), None,
+                        content)
+
+
+def _plain_rois(rois_in: Any, labels: frozenset[str]) -> tuple[Roi, ...] | None:
+    """ROIs when every one is plainly valid (see :func:`_parse_clean_fast`), else None."""
     if type(rois_in) is not list:
         return None
     rois: list[Roi] = []
@@ -448,15 +540,7 @@ def _parse_clean_fast(answer: Mapping[str, Any], worker_id: str, raw: Any,
                 or (finding is not None and (type(finding) is not str or finding not in labels))):
             return None
         rois.append(Roi(tool, points, finding))
-    sop = answer.get("sopInstanceUid")
-    if sop is not None and type(sop) is not str:
-        return None
-    spent = answer.get("timeSpentSeconds")
-    if spent is not None and not (_finite(spent) and spent >= 0):
-        return None
-    wl = answer.get("windowLevel")
-    return WorkerAnswer(worker_id, findings, tuple(rois), sop or None, None if spent is None else float(spent),
-                        None if wl is None else dict(wl) if _is_map(wl) else None, raw)
+    return tuple(rois)
 
 
 def _parse_clean(answer: Mapping[str, Any], worker_id: str, raw: Any) -> WorkerAnswer:

@@ -26,6 +26,7 @@ Per finding and object:
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -80,21 +81,22 @@ class ObjectAnswers:
 
 def collect(object_id: str, raw: Iterable[tuple[str, Any]], labels: Sequence[str] | frozenset[str]) -> ObjectAnswers:
     """Parse ``(worker id, answer content)`` pairs; malformed ones (and repeats of a worker) are rejected."""
-    result = ObjectAnswers(object_id)
+    answers: list[WorkerAnswer] = []
+    rejected: list[Rejection] = []
     seen: set[str] = set()
-    allowed = labels if isinstance(labels, frozenset) else frozenset(labels)
+    allowed = labels if type(labels) is frozenset else frozenset(labels)
     for worker_id, content in raw:
         if worker_id in seen:
-            result.rejected.append(Rejection(object_id, worker_id, "a second answer from the same worker"))
+            rejected.append(Rejection(object_id, worker_id, "a second answer from the same worker"))
             continue
         try:
             answer = parse_worker_answer(content, worker_id=worker_id, labels=allowed)
         except AnswerError as exc:
-            result.rejected.append(Rejection(object_id, worker_id, exc.reason))
+            rejected.append(Rejection(object_id, worker_id, exc.reason))
             continue
         seen.add(worker_id)
-        result.answers.append(answer)
-    return result
+        answers.append(answer)
+    return ObjectAnswers(object_id, answers, rejected)
 
 
 @dataclass(frozen=True)
@@ -232,12 +234,27 @@ def _matrix(items: Sequence[ObjectAnswers], labels: Sequence[str]) -> _Matrix:
     flat: list[int] = []  # row after row: one flat list and one conversion, not a list per answer
     spent: list[float | None] = []
     code = {None: MISSING, P: PRESENT, A: ABSENT, U: UNCERTAIN}.__getitem__
+    n_labels = len(labels)
+    every_label = operator.itemgetter(*labels) if n_labels > 1 else None
+    row_codes: dict[tuple[FindingState, ...], tuple[int, ...]] = {}  # a batch repeats a few thousand rows
     for i, item in enumerate(items):
         for answer in item.answers:
             objects.append(i)
             readers.append(reader_index.setdefault(answer.worker_id, len(reader_index)))
             # findings outside the label set are ignored (answers are validated against it when parsed)
-            flat.extend(map(code, map(answer.findings.get, labels)))
+            findings = answer.findings
+            if every_label is not None and len(findings) == n_labels:
+                try:  # the usual answer states every label: one C call, and its codes are memoized
+                    row = every_label(findings)
+                except KeyError:
+                    flat.extend(map(code, map(findings.get, labels)))
+                else:
+                    codes = row_codes.get(row)
+                    if codes is None:
+                        codes = row_codes[row] = tuple(map(code, row))
+                    flat.extend(codes)
+            else:
+                flat.extend(map(code, map(findings.get, labels)))
             spent.append(answer.time_spent)
     states = np.array(flat, dtype=np.int8).reshape(len(objects), len(labels))
     return _Matrix(np.asarray(objects, dtype=np.intp), np.asarray(readers, dtype=np.intp), states,

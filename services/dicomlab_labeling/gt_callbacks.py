@@ -269,30 +269,39 @@ def load_annotations(data: bytes | list[Any], labels: Sequence[str], ctx: Callba
     become rejections of their object; an entry without ``datasetObjectId`` cannot be answered for and
     is skipped with a warning.
     """
-    if isinstance(data, list):
-        entries: Any = data
-    else:
-        try:
-            entries = fastjson.loads(data)
-            if isinstance(entries, list) and _float_ids(entries):
-                entries = fastjson.loads_stdlib(data)  # keep a >64-bit integer id exactly as written
-        except ValueError as exc:
-            raise BadRequest(f"annotation file is not valid JSON ({exc})") from None
+    entries = data if isinstance(data, list) else _decode_file(data)
     if not isinstance(entries, list):
         raise BadRequest("annotation file must be a JSON array")
+    # orjson reads an integer beyond 64 bits as a float; an id that came out a float is taken from the
+    # file re-read by the standard library (rare, so no pass over the whole file looks for one first)
+    exact: list[Any] = []
     objects: list[ObjectAnswers] = []
     allowed = frozenset(labels)
     for index, entry in enumerate(entries):
         if (type(entry) is not dict and not isinstance(entry, Mapping)) or "datasetObjectId" not in entry:
             logger.warning("annotation entry without datasetObjectId skipped", extra={"index": index})
             continue
-        object_id = str(entry["datasetObjectId"])
+        object_id_in = entry["datasetObjectId"]
+        if type(object_id_in) is float and isinstance(data, bytes | str):
+            exact = exact or fastjson.loads_stdlib(data)
+            object_id_in = exact[index]["datasetObjectId"]
+        object_id = str(object_id_in)
         raw: list[tuple[str, Any]] = []
         problems: list[Rejection] = []
         annotations = entry.get("annotations")
-        for item in annotations if isinstance(annotations, list) else []:
+        for number, item in enumerate(annotations if isinstance(annotations, list) else []):
+            if type(item) is dict:  # the usual annotation first, kept cheap: 100,000s per file
+                worker_in = item.get("workerId", "")
+                data_in = item.get("annotationData")
+                if type(worker_in) is str and type(data_in) is dict and "content" in data_in:
+                    raw.append((worker_in, data_in["content"]))
+                    continue
             is_map = type(item) is dict or isinstance(item, Mapping)
-            worker = str(item.get("workerId", "")) if is_map else ""
+            worker_in = item.get("workerId", "") if is_map else ""
+            if type(worker_in) is float and isinstance(data, bytes | str):
+                exact = exact or fastjson.loads_stdlib(data)
+                worker_in = exact[index]["annotations"][number]["workerId"]
+            worker = str(worker_in)
             data_in = item.get("annotationData") if is_map else None
             if type(data_in) is not dict and not isinstance(data_in, Mapping):
                 problems.append(Rejection(object_id, worker, "annotation without annotationData"))
@@ -311,18 +320,11 @@ def load_annotations(data: bytes | list[Any], labels: Sequence[str], ctx: Callba
     return objects
 
 
-def _float_ids(entries: list[Any]) -> bool:
-    """Whether any ``datasetObjectId``/``workerId`` is a float (orjson reads >64-bit integers as floats)."""
-    for entry in entries:
-        if type(entry) is dict:
-            if type(entry.get("datasetObjectId")) is float:
-                return True
-            annotations = entry.get("annotations")
-            if type(annotations) is list:
-                for item in annotations:
-                    if type(item) is dict and type(item.get("workerId")) is float:
-                        return True
-    return False
+def _decode_file(data: bytes) -> Any:
+    try:
+        return fastjson.loads(data)
+    except ValueError as exc:
+        raise BadRequest(f"annotation file is not valid JSON ({exc})") from None
 
 
 @contextmanager
