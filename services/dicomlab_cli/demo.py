@@ -29,6 +29,7 @@ from typing import Any
 import requests
 
 from dicomlab_cli import stack
+from dicomlab_cli.processes import StackError
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ def build_manifest(ctx: stack.LocalContext, options: DemoOptions) -> dict[str, A
     response = requests.post(f"{base}/manifests?sync=true", headers=headers, timeout=600,
                              json={"name": name, "modalities": ["DX", "CR"], "seed": options.seed})
     if response.status_code != 201:
-        raise RuntimeError(f"manifest service answered {response.status_code}: {response.text[:300]}")
+        raise StackError(f"manifest service answered {response.status_code}: {response.text[:300]}")
     job: dict[str, Any] = response.json()
     result: dict[str, Any] = job.get("result") or job
     print(f"    manifest written: {json.dumps(result.get('counts', result))[:200]}")
@@ -176,7 +177,7 @@ def manifest_uri(manifest: dict[str, Any]) -> str:
         value = manifest.get(key)
         if isinstance(value, str):
             return value
-    raise RuntimeError(f"the manifest service's answer has no manifest URI: {sorted(manifest)}")
+    raise StackError(f"the manifest service's answer has no manifest URI: {sorted(manifest)}")
 
 
 class LabelingSession:
@@ -188,13 +189,13 @@ class LabelingSession:
         response = self.http.post(f"{base}/api/auth/login", json={"username": username, "password": password},
                                   timeout=30)
         if response.status_code != 200:
-            raise RuntimeError(f"login as {username} failed: {response.status_code} {response.text[:200]}")
+            raise StackError(f"login as {username} failed: {response.status_code} {response.text[:200]}")
         self.http.headers["X-CSRF-Token"] = response.json()["csrfToken"]
 
     def call(self, method: str, path: str, expect: tuple[int, ...] = (200, 201), **kwargs: Any) -> Any:
         response = self.http.request(method, f"{self.base}{path}", timeout=600, **kwargs)
         if response.status_code not in expect:
-            raise RuntimeError(f"{method} {path}: {response.status_code} {response.text[:300]}")
+            raise StackError(f"{method} {path}: {response.status_code} {response.text[:300]}")
         return response.json() if response.content else None
 
 
@@ -233,11 +234,17 @@ def label(ctx: stack.LocalContext, options: DemoOptions, manifest: dict[str, Any
     stats = {o.username: {"submitted": o.submitted, "skipped": o.skipped, "errors": len(o.errors)} for o in outcomes}
     for outcome in outcomes:
         if outcome.errors:
-            raise RuntimeError(f"reader {outcome.username} hit errors: {outcome.errors[:3]}")
+            raise StackError(f"reader {outcome.username} hit errors: {outcome.errors[:3]}")
         print(f"    {outcome.username}: {outcome.submitted} answers submitted", flush=True)
+    # A second job over the same images, one reader each, left open for a person to try the UI with.
+    try_name = f"{name}-try-it"
+    if not any(j["name"] == try_name for j in jobs):
+        admin.call("POST", "/api/admin/jobs", json={
+            "name": try_name, "manifestUri": manifest_uri(manifest), "readersPerImage": 1, "strategy": "random",
+            "instructions": "Try the viewer: window/level, zoom, ROIs; mark each finding and submit (Ctrl+Enter)."})
     agreement = admin.call("GET", f"/api/admin/jobs/{job['id']}/agreement")
     readers_stats = admin.call("GET", f"/api/admin/jobs/{job['id']}/readers")
-    return {"id": job["id"], "name": name, "simulation": stats, "agreement": agreement,
+    return {"id": job["id"], "name": name, "try_job": try_name, "simulation": stats, "agreement": agreement,
             "readers": readers_stats["readers"]}
 
 
@@ -260,7 +267,8 @@ def train(ctx: stack.LocalContext, options: DemoOptions, export: dict[str, Any],
     from dicomlab_training import load_train_config, run
 
     step(f"training DenseNet121 on CPU at {options.train_size}² for {options.epochs} epochs")
-    out = work / f"model-{options.patients}-{options.size}-{options.seed}"
+    # One folder per data set and training settings: a rerun resumes (or reuses) exactly that run.
+    out = work / f"model-{options.patients}-{options.size}-{options.seed}-{options.train_size}px-{options.epochs}ep"
     config = load_train_config(overrides={
         "manifest": export["manifestUri"], "out": str(out), "pixels.size": options.train_size,
         "epochs": options.epochs, "seed": options.seed, "cache_dir": str(ctx.run_dir / "training-cache"),
@@ -304,5 +312,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         print(f"    plot:    {uri}  ({name})")
     ui = summary["ui"]
     print(f"\n    labeling UI: {ui['url']}  (user '{ui['username']}', password in {ui['password_file']})")
+    print(f"    the job '{summary['job']['try_job']}' waits in 'My queue' for you to label; 'Review' shows the "
+          "simulated readers' disagreements")
     print("    stop everything with: .venv/bin/dicomlab stack down")
 
