@@ -202,16 +202,16 @@ class ConsolidationResult:
         c = self.columns
         names = self.label_names
         text = {s: s.value for s in FindingState}
-        for i, item in enumerate(self.items):
+        for item, states, confidence, agreement, answers, method, flags in zip(
+                self.items, c.states, c.confidence, c.agreement, c.answers, c.methods, c.flags, strict=True):
             findings = {name: {"value": text[v], "confidence": conf, "agreement": agree, "answers": n}
-                        for name, v, conf, agree, n in zip(names, c.states[i], c.confidence[i], c.agreement[i],
-                                                           c.answers[i], strict=True)}
-            out: dict[str, Any] = {"findings": findings, "method": c.methods[i],
+                        for name, v, conf, agree, n in zip(names, states, confidence, agreement, answers, strict=True)}
+            out: dict[str, Any] = {"findings": findings, "method": method,
                                    "workers": [{"workerId": w.worker_id, "answer": w.raw} for w in item.answers]}
             if item.rejected:
                 out["rejected"] = [{"workerId": r.worker_id, "reason": r.reason} for r in item.rejected]
-            if c.flags[i]:
-                out["flags"] = [f.value for f in c.flags[i]]
+            if flags:
+                out["flags"] = [f.value for f in flags]
             yield out
 
 

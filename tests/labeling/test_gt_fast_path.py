@@ -51,6 +51,19 @@ def _odd(rng: random.Random, i: int) -> str:
         {"findings": "present"},
         [1, 2],
     ]
+    texts = [  # our template's text, not quite plain: the text shortcut must leave these to the decoder
+        '{"findings": {"Edema": "present", "Edema": "absent"}, "rois": []}',  # a repeated key: the last wins
+        '{"findings":{"Edema":"present"},"rois":[],"sopInstanceUid":"1.2\\u0033","timeSpentSeconds":3}',
+        '{"findings": {"Edema": "present"}, "rois": [], "timeSpentSeconds": 012}',  # not JSON
+        '{"findings": {"Edema": "present"}, "rois": [], "timeSpentSeconds": 1e3}',
+        '{"findings": {"Edema": "present"}, "rois": [], "timeSpentSeconds": 0.1000000000000000055511151231257827}',
+        '\n {"findings": {"Edema": "absent"}, "rois": [{"tool": "polygon", "points": [[1.0, 2.0]]}], "x": 1}',
+        '{"findings": {"Edema": "absent"}, "rois": [{"tool": "ellipse", "points": [[1.0, 2.0], [3.0, 4.5]]}]} ',
+        '{"findings": {}, "rois": [], "sopInstanceUid": ""}',
+        '{"findings": {"Edema": "absent"}, "rois": ["], \\"sopInstanceUid\\": \\"x"], "sopInstanceUid": "y"}',
+    ]
+    if i % 7 == 6:
+        return texts[i % len(texts)]
     pick = variants[i % len(variants)]
     if i % len(variants) == 3 and i % 2:
         return json.dumps(base).replace('"timeSpentSeconds": 12.5', '"timeSpentSeconds": NaN')
@@ -71,7 +84,9 @@ def _file(n: int = 120) -> bytes:
         for w in range(3):
             kind = rng.random()
             content = (_sample(rng, i) if kind < 0.2 else _odd(rng, i * 3 + w) if kind < 0.5
-                       else '{"findings": {"Edema": "absent"' if kind < 0.53 else json.dumps(_clean(rng, i)))
+                       else '{"findings": {"Edema": "absent"' if kind < 0.53
+                       else json.dumps(_clean(rng, i), separators=(",", ":")) if kind < 0.65  # JSON.stringify
+                       else json.dumps(_clean(rng, i)))
             annotations.append({"workerId": f"reader{rng.randrange(6)}", "annotationData": {"content": content}})
         if i % 17 == 0:
             annotations.append({"workerId": "reader9"})  # no annotationData
@@ -90,20 +105,27 @@ def _run(data: bytes) -> tuple[bytes, dict[str, Any], list[Any]]:
 
 def test_fast_paths_and_the_general_path_consolidate_identically(monkeypatch: pytest.MonkeyPatch) -> None:
     data = _file()
-    used = {"fast": 0}
-    fast = groundtruth._parse_clean_fast
+    used = {"_parse_clean_fast": 0, "_parse_template_text": 0}
 
-    def counting(*args: Any) -> Any:
-        out = fast(*args)
-        used["fast"] += out is not None
-        return out
+    def counting(name: str) -> Any:
+        fast = getattr(groundtruth, name)
 
-    monkeypatch.setattr(groundtruth, "_parse_clean_fast", counting)
+        def count(*args: Any) -> Any:
+            out = fast(*args)
+            used[name] += out is not None
+            return out
+
+        return count
+
+    for name in used:
+        monkeypatch.setattr(groundtruth, name, counting(name))
     quick = _run(data)
-    assert used["fast"] > 100  # the shortcut really took the plain answers
+    assert used["_parse_template_text"] > 100  # the text shortcut really took the plain answers
+    assert used["_parse_clean_fast"] > 10  # and the decoded shortcut those it leaves
     assert quick[0].count(b'"datasetObjectId": "123456789012345678901234567890"') == 1
 
     monkeypatch.setattr(groundtruth, "_parse_clean_fast", lambda *args: None)
+    monkeypatch.setattr(groundtruth, "_parse_template_text", lambda *args: None)
     monkeypatch.setattr(fastjson, "orjson", None)  # the standard library only
     general = _run(data)
     assert quick[0] == general[0]  # the response, byte for byte
