@@ -46,16 +46,17 @@ AGREEMENT = gauge("dicomlab_labeling_agreement_ratio",
                   ("job", "finding"), mode="mostrecent")
 
 _lock = threading.Lock()
-_last_refresh = 0.0
+_last_refresh: dict[int, float] = {}
+"""When each database (engine) last refreshed the gauges: one app's refresh must not suppress another's."""
 
 
 def refresh_queue_gauges(session: Session, *, force: bool = False) -> None:
     """Recompute queue depth and oldest waiting age of every active job (rate-limited)."""
-    global _last_refresh
+    engine = id(session.get_bind())
     with _lock:
-        if not force and time.monotonic() - _last_refresh < REFRESH_SECONDS:
+        if not force and time.monotonic() - _last_refresh.get(engine, -REFRESH_SECONDS) < REFRESH_SECONDS:
             return
-        _last_refresh = time.monotonic()
+        _last_refresh[engine] = time.monotonic()
     now: datetime = utcnow()
     rows = session.execute(
         select(Job.name, Job.readers_per_image, func.count(Task.id), func.coalesce(func.sum(Task.taken), 0),
