@@ -161,6 +161,11 @@ class PostgresServer:
             shutil.chown(self.directory, user)
             shutil.chown(socket_dir, user)
             self.directory.chmod(0o700)
+            reachable = subprocess.run(["test", "-x", str(self.directory)], user=user, check=False)
+            if reachable.returncode != 0:
+                raise StackError(f"PostgreSQL runs as '{user}', which cannot reach {self.directory} (a parent "
+                                 "folder is private): use a run directory it can reach, e.g. "
+                                 "DICOMLAB_RUN_DIR=/var/tmp/dicomlab-run")
         if not (self.data_dir / "PG_VERSION").exists():
             pwfile = self.directory / ".pwfile"
             pwfile.write_text(self.password.reveal() + "\n")

@@ -192,6 +192,7 @@ def up(directory: Path | None = None, *, postgres: bool = False, services: tuple
         if postgres:
             pg = PostgresServer(directory / "postgres", user="dicomlab",
                                 password=Secret(creds["postgres_password"])).start()
+            pg.create_database("labeling")  # the labeling service's database on this cluster
             state.pids["postgres"] = pg.pid or 0
             state.ports["postgres"] = pg.port
             state.save(directory)

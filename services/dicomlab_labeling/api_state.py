@@ -15,6 +15,7 @@ from typing import Any, cast
 
 from flask import Flask, current_app, request
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from dicomlab_core.errors import BadRequest, ServiceUnavailable
 from dicomlab_core.objectstore import ObjectStore, open_store
@@ -145,7 +146,19 @@ def setup(app: Flask, config: LabelingConfig, signer: TokenSigner, orthanc: Orth
     upgrade(db)
     api = ApiState(config=config, db=db, signer=signer, orthanc=orthanc, session_secret=secret)
     if config.auth.admin_username and config.auth.admin_password:
-        with db.session() as session:
-            ensure_admin(session, config.auth.admin_username, config.auth.admin_password.reveal())
+        _seed_admin(db, config.auth.admin_username, config.auth.admin_password.reveal())
     app.extensions[EXTENSION_KEY] = api
     return api
+
+
+def _seed_admin(db: Database, username: str, password: str) -> None:
+    """Create or update the start-up admin; gunicorn workers starting together may race to insert it."""
+    for attempt in range(2):
+        try:
+            with db.session() as session:
+                ensure_admin(session, username, password)
+            return
+        except IntegrityError:
+            if attempt:
+                raise
+            logger.info("another worker created the admin account first; updating it instead")

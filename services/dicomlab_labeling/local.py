@@ -1,7 +1,7 @@
 """How the labeling service joins ``dicomlab stack up``: its environment on the local stack.
 
-The database is the SQLite default under ``<run dir>/labeling`` (the stack creates no PostgreSQL
-database for labeling yet).
+The database is the SQLite default under ``<run dir>/labeling``, or the stack's PostgreSQL database
+``labeling`` when the stack runs with ``--postgres``.
 """
 
 from __future__ import annotations
@@ -28,4 +28,7 @@ def local_env(ctx: LocalContext) -> dict[str, str]:
         "AUTH__ADMIN_PASSWORD": creds["admin_password"],
         "AUTH__COOKIE_SECURE": "false",  # the local stack is plain http on loopback
     }
+    if "postgres" in ctx.ports:
+        env["DATABASE_URL"] = (f"postgresql+psycopg://dicomlab:{creds['postgres_password']}"
+                               f"@127.0.0.1:{ctx.ports['postgres']}/labeling")
     return {prefix + key: value for key, value in env.items()}

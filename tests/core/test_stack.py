@@ -72,3 +72,45 @@ def test_port_taken_gives_a_clear_message(stack_env: dict[str, str]) -> None:
     assert result.returncode == 2
     assert f"port {port} (for Orthanc HTTP) is already in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_up_with_postgres_serves_labeling_from_postgresql(stack_env: dict[str, str]) -> None:
+    """``--postgres``: Orthanc's index and the labeling database on a real PostgreSQL, workers racing at start."""
+    import shutil
+    import tempfile
+
+    import requests
+
+    # As root PostgreSQL runs as 'postgres', which cannot enter pytest's private temp folders.
+    tmp_path = Path(tempfile.mkdtemp(prefix="dicomlab-stack-pg-"))
+    tmp_path.chmod(0o755)
+    stack_env["DICOMLAB_RUN_DIR"] = str(tmp_path / "run")
+    try:
+        up = run_cli(stack_env, "stack", "up", "--postgres")
+        assert up.returncode == 0, up.stderr
+        state = json.loads(run_cli(stack_env, "stack", "status", "--json").stdout)
+        assert {"postgres", "orthanc", "labeling"} <= set(state)
+        assert all(item["health"] == "up" for item in state.values()), state
+        creds = json.loads((tmp_path / "run" / "credentials.json").read_text())
+        login = requests.post(f"http://127.0.0.1:{state['labeling']['port']}/api/auth/login", timeout=10,
+                              json={"username": creds["admin_username"], "password": creds["admin_password"]})
+        assert login.status_code == 200, login.text
+        env = {**os.environ, "PGPASSWORD": creds["postgres_password"]}
+        users = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(state["postgres"]["port"]), "-U", "dicomlab",
+                                "-d", "labeling", "-tAc", "SELECT count(*) FROM users"],
+                               env=env, capture_output=True, text=True, check=True)
+        assert users.stdout.strip() == "1"
+        assert "postgresql-index" in (tmp_path / "run" / "orthanc" / "orthanc.log").read_text()
+    finally:
+        run_cli(stack_env, "stack", "down")
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_postgres_in_a_private_folder_gives_a_clear_message(stack_env: dict[str, str], tmp_path: Path) -> None:
+    import os as _os
+
+    if _os.geteuid() != 0:
+        pytest.skip("only root hands PostgreSQL to the 'postgres' account")
+    result = run_cli(stack_env, "stack", "up", "--postgres", timeout=60)
+    assert result.returncode == 2
+    assert "cannot reach" in result.stderr and "DICOMLAB_RUN_DIR" in result.stderr
