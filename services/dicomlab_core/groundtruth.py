@@ -33,7 +33,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, NamedTuple, TypeGuard
+from typing import Any, NamedTuple, TypeGuard, TypeVar
 
 from dicomlab_core import fastjson
 from dicomlab_core.errors import BadRequest
@@ -470,37 +470,41 @@ _TEMPLATE_ROIS: dict[tuple[frozenset[str], str], tuple[Roi, ...] | None] = {}
 _TEMPLATE_FINDINGS: dict[tuple[frozenset[str], str], dict[str, FindingState] | None] = {}
 
 
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _bounded_memo(cache: dict[_K, _V], key: _K, compute: Callable[[], _V]) -> _V:
+    """``cache[key]``, computed on first use; the cache is emptied when it reaches its bound."""
+    try:
+        return cache[key]
+    except KeyError:
+        pass
+    value = compute()
+    if len(cache) >= _PLAIN_FINDINGS_LIMIT:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
+def _decode_or_none(text: str) -> Any:
+    try:
+        return fastjson.loads(text)
+    except ValueError:
+        return None
+
+
 def _template_findings(text: str, labels: frozenset[str]) -> dict[str, FindingState] | None:
-    key = (labels, text)
-    known = _TEMPLATE_FINDINGS.get(key, _UNSEEN)
-    if known is _UNSEEN:
-        try:
-            decoded = fastjson.loads(text)
-        except ValueError:
-            decoded = None
-        known = _plain_findings(decoded, labels) if type(decoded) is dict else None
-        if len(_TEMPLATE_FINDINGS) >= _PLAIN_FINDINGS_LIMIT:
-            _TEMPLATE_FINDINGS.clear()
-        _TEMPLATE_FINDINGS[key] = known
+    def compute() -> dict[str, FindingState] | None:
+        decoded = _decode_or_none(text)
+        return _plain_findings(decoded, labels) if type(decoded) is dict else None
+
+    known = _bounded_memo(_TEMPLATE_FINDINGS, (labels, text), compute)
     return None if known is None else dict(known)  # a copy: each answer owns its findings
 
 
 def _template_rois(text: str, labels: frozenset[str]) -> tuple[Roi, ...] | None:
-    key = (labels, text)
-    known = _TEMPLATE_ROIS.get(key, _UNSEEN_ROIS)
-    if known is _UNSEEN_ROIS:
-        try:
-            decoded = fastjson.loads(text)
-        except ValueError:
-            decoded = None
-        known = _plain_rois(decoded, labels)
-        if len(_TEMPLATE_ROIS) >= _PLAIN_FINDINGS_LIMIT:
-            _TEMPLATE_ROIS.clear()
-        _TEMPLATE_ROIS[key] = known
-    return known
-
-
-_UNSEEN_ROIS: tuple[Roi, ...] = (Roi(RoiTool.RECTANGLE, ()),)
+    return _bounded_memo(_TEMPLATE_ROIS, (labels, text), lambda: _plain_rois(_decode_or_none(text), labels))
 
 
 def _parse_template_text(content: str, worker_id: str, labels: frozenset[str]) -> WorkerAnswer | None:
