@@ -56,6 +56,8 @@ class Config:
     """Requests a token may make in a burst above the sustained rate; default 200."""
     chunk_bytes: int = 1024 * 1024
     """Size of each upstream read while streaming, in bytes; default 1 MiB."""
+    zero_copy: bool = True
+    """Move large bodies of known length socket to socket with splice(2) (Linux, gunicorn, no TLS); default true."""
     ready_timeout: float = 2.0
     """Seconds ``/readyz`` waits for Orthanc; default 2."""
     wado_root: str = "/wado"

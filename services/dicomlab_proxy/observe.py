@@ -48,8 +48,11 @@ def observe(response: Response) -> Response:
 
 
 def log_completion(method: str, route: str, status: int, sent: int, seconds: float, outcome: str,
-                   identity: Identity | None) -> None:
-    """One access-log line and the byte/duration metrics for a finished (or abandoned) response."""
+                   identity: Identity | None, relay: str | None = None) -> None:
+    """One access-log line and the byte/duration metrics for a finished (or abandoned) response.
+
+    ``relay`` says how a streamed body travelled: ``splice`` (kernel, zero-copy) or ``copy``.
+    """
     RESPONSE_BYTES.labels(route).inc(sent)
     STREAM_DURATION.labels(route, outcome).observe(seconds)
     if outcome == "aborted":
@@ -58,5 +61,5 @@ def log_completion(method: str, route: str, status: int, sent: int, seconds: flo
         "%s %s %d", method, route, status,
         extra={"method": method, "route": route, "status": status, "bytes": sent,
                "duration_ms": round(seconds * 1000, 2), "outcome": outcome,
-               "token_id": identity.key if identity is not None else None},
+               "token_id": identity.key if identity is not None else None, "relay": relay},
     )

@@ -34,7 +34,18 @@ from dicomlab_proxy.config import PUBLIC_URL, Config
 from dicomlab_proxy.errors import LengthRequired, NotAcceptable, RangeNotSatisfiable, UnsupportedMediaType
 from dicomlab_proxy.metrics import UPSTREAM_ERRORS
 from dicomlab_proxy.observe import log_completion
-from dicomlab_proxy.streaming import Done, Upstream, discard, drain, forward_headers, passed_headers, relay
+from dicomlab_proxy.streaming import (
+    Done,
+    Upstream,
+    discard,
+    drain,
+    forward_headers,
+    passed_headers,
+    relay,
+    splice_client,
+    splice_relay,
+    splice_source,
+)
 
 UID = re.compile(r"[0-9][0-9.]{0,63}")
 _HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
@@ -178,16 +189,22 @@ def _respond(st: ProxyState, upstream: urllib3.BaseHTTPResponse) -> Response:
             response.headers["Content-Length"] = upstream.headers["Content-Length"]
         return response
     g.proxy_streamed = True
-    body = relay(upstream, st.config.chunk_bytes, g.proxy_started, _access_logger(upstream.status))
+    client = splice_client(request.environ) if st.config.zero_copy else None
+    source = splice_source(upstream) if client is not None else None
+    if client is not None and source is not None:
+        done = _access_logger(upstream.status, "splice")
+        body = splice_relay(upstream, source, client, st.config.orthanc.read_timeout, g.proxy_started, done)
+    else:
+        body = relay(upstream, st.config.chunk_bytes, g.proxy_started, _access_logger(upstream.status, "copy"))
     return Response(body, status=upstream.status, headers=headers, direct_passthrough=True)
 
 
-def _access_logger(status: int) -> Done:
+def _access_logger(status: int, relay_mode: str) -> Done:
     method, route = request.method, (request.url_rule.rule if request.url_rule else "unmatched")
     identity: Identity | None = g.get("proxy_identity")
 
     def done(sent: int, outcome: str, seconds: float) -> None:
-        log_completion(method, route, status, sent, seconds, outcome, identity)
+        log_completion(method, route, status, sent, seconds, outcome, identity, relay_mode)
 
     return done
 

@@ -7,12 +7,24 @@ with ``decode_content=False`` and yielded as they are: multipart boundaries, com
 lengths stay byte-identical. When the client goes away, the WSGI server closes the iterator and the
 upstream connection is dropped (not returned half-read to the pool); when Orthanc goes away
 mid-body, :class:`~dicomlab_proxy.errors.StreamBroken` makes the server cut the client connection.
+
+Large bodies of known length take a zero-copy path where the server allows it (:func:`splice_relay`):
+the bytes move from Orthanc's socket to the client's socket inside the kernel (``splice(2)``
+through a pipe) instead of being copied into Python and back. On an 8 MB ``/instances/{id}/file``
+this is what brings the proxy close to direct Orthanc throughput (see ``benchmarks/bench_proxy.py``).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
+import fcntl
 import logging
+import os
+import select
+import socket
+import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
@@ -34,6 +46,12 @@ from dicomlab_core.errors import UpstreamError, UpstreamTimeout
 from dicomlab_core.orthanc import OrthancSettings
 from dicomlab_proxy.errors import StreamBroken
 from dicomlab_proxy.metrics import UPSTREAM_ERRORS
+
+SPLICE_MIN_BYTES = 256 * 1024
+"""Bodies at least this long take the zero-copy path; shorter ones are cheaper to copy once."""
+PIPE_BYTES = 1024 * 1024
+"""Pipe capacity asked for the splice path (Linux's default unprivileged ``pipe-max-size``)."""
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 logger = logging.getLogger(__name__)
 
@@ -197,3 +215,147 @@ def relay(response: urllib3.BaseHTTPResponse, chunk_bytes: int, started: float, 
         else:
             discard(response)
         done(sent, outcome, time.perf_counter() - started)
+
+
+# ------------------------------------------------------------------------------------ zero copy
+
+def splice_client(environ: Mapping[str, Any]) -> socket.socket | None:
+    """The client's plain TCP socket when the WSGI server exposes it, else None (copy instead).
+
+    gunicorn puts the connection in ``environ["gunicorn.socket"]`` and writes the status line and
+    headers on the first body write, so the rest of the body may go to the socket directly. A TLS
+    socket never qualifies: splicing would bypass the encryption.
+    """
+    sock = environ.get("gunicorn.socket")
+    if not hasattr(os, "splice") or not isinstance(sock, socket.socket) or isinstance(sock, ssl.SSLSocket):
+        return None
+    return sock
+
+
+def splice_source(response: urllib3.BaseHTTPResponse) -> tuple[socket.socket, Any, int] | None:
+    """``(socket, buffered reader, length)`` of an upstream body that can be spliced, else None.
+
+    Only a plain-TCP body with a ``Content-Length`` (no chunked framing) of at least
+    :data:`SPLICE_MIN_BYTES` qualifies. The reader is http.client's buffer over the socket: it may
+    already hold the first bytes of the body, read along with the headers.
+    """
+    length = response.headers.get("Content-Length", "")
+    if not length.isdigit() or int(length) < SPLICE_MIN_BYTES or "Transfer-Encoding" in response.headers:
+        return None
+    connection = getattr(response, "connection", None)
+    sock = getattr(connection, "sock", None)
+    reader = getattr(getattr(response, "_fp", None), "fp", None)  # urllib3 2.x: the http.client response's reader
+    if not isinstance(sock, socket.socket) or isinstance(sock, ssl.SSLSocket) or not hasattr(reader, "read1"):
+        return None
+    return sock, reader, int(length)
+
+
+class _ClientGone(Exception):
+    def __init__(self, error: OSError) -> None:
+        self.error = error
+
+
+def _wait(fd: int, event: int, timeout: float) -> bool:
+    poller = select.poll()
+    poller.register(fd, event | select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(timeout * 1000))
+
+
+def _fill(upstream: int, pipe_in: int, want: int, timeout: float) -> int:
+    """Move up to ``want`` bytes from the upstream socket into the pipe; 0 means Orthanc closed early."""
+    while True:
+        try:
+            return os.splice(upstream, pipe_in, want, flags=os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK)
+        except BlockingIOError:
+            if not _wait(upstream, select.POLLIN, timeout):
+                raise TimeoutError("upstream read timed out") from None
+
+
+def _flush(pipe_out: int, client: int, count: int, timeout: float) -> None:
+    """Move exactly ``count`` bytes from the pipe to the client socket."""
+    while count:
+        try:
+            count -= os.splice(pipe_out, client, count, flags=os.SPLICE_F_MOVE)
+        except BlockingIOError:
+            if not _wait(client, select.POLLOUT, timeout):
+                raise _ClientGone(BrokenPipeError(errno.EPIPE, "client stopped reading")) from None
+        except OSError as exc:
+            raise _ClientGone(exc) from None
+
+
+def splice_relay(response: urllib3.BaseHTTPResponse, source: tuple[socket.socket, Any, int], client: socket.socket,
+                 timeout: float, started: float, done: Done) -> Iterator[bytes]:
+    """Like :func:`relay`, with the body moved socket to socket by the kernel.
+
+    The first (empty) item makes the server send the status line and headers; the body then goes
+    straight to ``client``. Failures end as in :func:`relay`: Orthanc
+    failing raises :class:`StreamBroken`, the client leaving re-raises its socket error, which the
+    server treats as the dropped connection it is.
+    """
+    upstream, reader, length = source
+    sent = 0
+    outcome = "aborted"
+    pipe_out = pipe_in = -1
+    try:
+        yield b""
+        try:
+            try:
+                head = reader.read1(min(length, 64 * 1024))  # what http.client buffered with the headers
+            except OSError as exc:
+                raise _upstream_broken(exc, sent) from None
+            if not head:
+                raise _upstream_broken(ConnectionResetError(errno.ECONNRESET, "closed early"), sent)
+            try:
+                client.sendall(head)
+            except OSError as exc:
+                raise _ClientGone(exc) from None
+            sent = len(head)
+            pipe_out, pipe_in = os.pipe2(os.O_CLOEXEC)
+            with contextlib.suppress(OSError):  # the default 64 KiB pipe still works, with more calls
+                fcntl.fcntl(pipe_in, _F_SETPIPE_SZ, PIPE_BYTES)
+            while sent < length:
+                try:
+                    moved = _fill(upstream.fileno(), pipe_in, min(length - sent, PIPE_BYTES), timeout)
+                except OSError as exc:
+                    raise _upstream_broken(exc, sent) from None
+                if moved == 0:
+                    raise _upstream_broken(ConnectionResetError(errno.ECONNRESET, "closed early"), sent)
+                _flush(pipe_out, client.fileno(), moved, timeout)
+                sent += moved
+        except _ClientGone as gone:
+            raise gone.error from None
+        outcome = "complete"
+    except StreamBroken:
+        outcome = "upstream_error"
+        raise
+    finally:
+        for fd in (pipe_out, pipe_in):
+            if fd >= 0:
+                os.close(fd)
+        if outcome == "complete":
+            _release_spliced(response)
+        else:
+            discard(response)
+        done(sent, outcome, time.perf_counter() - started)
+
+
+def _release_spliced(response: urllib3.BaseHTTPResponse) -> None:
+    """Return the connection of a fully spliced body to the pool (it sits at the next message).
+
+    The kernel read the body behind http.client's back, so its response is closed by hand first.
+    Reuse matters: a fresh connection per large object costs Orthanc and the proxy ~0.5 ms each
+    (handshake, and TCP buffers that have to grow again).
+    """
+    reader = getattr(response, "_fp", None)
+    if reader is None or getattr(reader, "will_close", True):
+        discard(response)
+        return
+    reader.close()
+    response.release_conn()
+
+
+def _upstream_broken(error: OSError, sent: int) -> StreamBroken:
+    kind = "read_timeout" if isinstance(error, TimeoutError) else "midstream"
+    UPSTREAM_ERRORS.labels(kind).inc()
+    logger.warning("upstream failed mid-stream after %d bytes: %s", sent, type(error).__name__)
+    return StreamBroken("upstream failed mid-stream")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import io
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -96,6 +97,12 @@ class _QuietHandler(WSGIRequestHandler):
     def log_request(self, *args: Any, **kwargs: Any) -> None:  # the dev server would log query strings
         pass
 
+    def make_environ(self) -> Any:
+        """Expose the connection as gunicorn does, so in-process tests take the proxy's zero-copy path too."""
+        environ = super().make_environ()
+        environ["gunicorn.socket"] = self.connection
+        return environ
+
 
 @contextmanager
 def serve(app: Any, port: int = 0) -> Iterator[BaseWSGIServer]:
@@ -120,6 +127,8 @@ class Recorder:
     slow: bool = False
     truncate_at: int = 0
     """When > 0: announce the full length, send this many bytes, then close (an upstream dying mid-body)."""
+    stall_at: int = 0
+    """When > 0: send this many bytes, then go silent without closing (an upstream hanging mid-body)."""
     aborted: threading.Event = field(default_factory=threading.Event)
 
 
@@ -139,7 +148,8 @@ def recording_upstream(recorder: Recorder) -> Iterator[str]:
             pass
 
         def do_GET(self) -> None:
-            recorder.requests.append({"method": "GET", "target": self.path, "headers": dict(self.headers)})
+            recorder.requests.append({"method": "GET", "target": self.path, "headers": dict(self.headers),
+                                      "peer": self.client_address})
             body = recorder.body
             if self.headers.get("If-None-Match") == recorder.etag:
                 self.send_response(304)
@@ -170,10 +180,11 @@ def recording_upstream(recorder: Recorder) -> Iterator[str]:
                 self.close_connection = True
             try:
                 for offset in range(0, len(body), step):
+                    if recorder.stall_at and offset >= recorder.stall_at:
+                        recorder.aborted.wait(30)  # silent until the test ends (or 30 s)
+                        return
                     self.wfile.write(body[offset:offset + step])
                     if recorder.slow:
-                        import time
-
                         time.sleep(0.05)
             except (BrokenPipeError, ConnectionResetError):
                 recorder.aborted.set()

@@ -84,6 +84,7 @@ def test_under_gunicorn(orthanc: OrthancServer, studies: Studies, key_entry: str
         log = service.log_path.read_text()
         assert token not in log and orthanc.password.reveal() not in log
         assert '"route": "/instances/<oid:oid>/file"' in log
+        assert '"relay": "splice"' in log  # gunicorn exposes its socket: large bodies go zero-copy
     finally:
         service.stop()
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +22,7 @@ from dicomlab_core.config import Secret
 from dicomlab_core.multipart import decode_related
 from dicomlab_core.orthanc import OrthancSettings
 from dicomlab_core.tokens import Scope
+from dicomlab_proxy.streaming import splice_client
 
 OID = "0a1b2c3d-0a1b2c3d-0a1b2c3d-0a1b2c3d-0a1b2c3d"
 
@@ -66,6 +69,16 @@ def test_range_etag_and_304_pass_through(recorded: Any) -> None:
     assert recorder.requests[-1]["headers"]["Range"] == "bytes=100-199"
     cached = requests.get(url, headers={**headers, "If-None-Match": '"v1"'})
     assert cached.status_code == 304 and cached.headers["ETag"] == '"v1"' and not cached.content
+
+
+def test_spliced_bodies_keep_the_upstream_connection(recorded: Any) -> None:
+    """After a zero-copy body the pooled connection sits at the next message and is reused."""
+    recorder, p = recorded
+    headers = p.headers(p.token(Scope(orthanc_ids=(OID,))))
+    for _ in range(3):
+        response = requests.get(f"{p.url}/instances/{OID}/file", headers=headers)
+        assert response.content == recorder.body
+    assert len({r["peer"] for r in recorder.requests[-3:]}) == 1
 
 
 def _aborts() -> float:
@@ -144,3 +157,68 @@ def test_orthanc_stopped_mid_stream(start_proxy: Callable[..., Any], tmp_path: P
             assert after.status_code == 502
     finally:
         server.stop()
+
+
+def _relay_lines(caplog: pytest.LogCaptureFixture, count: int) -> list[logging.LogRecord]:
+    """The access-log records of streamed bodies (written when the last byte has left: wait a moment)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        lines = [r for r in caplog.records if r.name == "dicomlab.access" and getattr(r, "relay", None)]
+        if len(lines) >= count:
+            return lines
+        time.sleep(0.02)
+    raise AssertionError(f"expected {count} access-log lines with a relay mode")
+
+
+@pytest.mark.parametrize("zero_copy", [True, False], ids=["splice", "copy"])
+def test_both_relays_are_byte_identical(start_proxy: Callable[..., Any], studies: Studies,
+                                        caplog: pytest.LogCaptureFixture, zero_copy: bool) -> None:
+    caplog.set_level(logging.INFO, logger="dicomlab.access")
+    big = studies.big
+    path = f"/dicom-web/studies/{big.study}/series/{big.series}/instances/{big.sop}"
+    with start_proxy(zero_copy=zero_copy) as p:
+        headers = p.headers(p.study_token(big))
+        via = requests.get(f"{p.url}/instances/{big.orthanc_id}/file", headers=headers)
+        wado = requests.get(p.url + path, headers=headers)
+        small = requests.get(f"{p.url}/instances/{studies.a.orthanc_id}/file", headers=p.headers(p.study_token(studies.a)))
+    assert via.content == big.data and decode_related(wado.content, wado.headers["Content-Type"]) == [big.data]
+    assert small.content == studies.a.data
+    lines = _relay_lines(caplog, 3)
+    large_mode = "splice" if zero_copy else "copy"
+    assert [(r.bytes, r.relay, r.outcome) for r in lines] == [  # type: ignore[attr-defined]
+        (len(big.data), large_mode, "complete"), (len(wado.content), large_mode, "complete"),
+        (len(studies.a.data), "copy", "complete")]  # small bodies are cheaper to copy
+
+
+@pytest.mark.parametrize("zero_copy", [True, False], ids=["splice", "copy"])
+def test_upstream_stall_mid_body_is_cut_within_the_timeout(start_proxy: Callable[..., Any], zero_copy: bool) -> None:
+    recorder = Recorder(body=os.urandom(6 * 1024 * 1024), stall_at=1024 * 1024)
+    before = REGISTRY.get_sample_value("dicomlab_proxy_upstream_errors_total", {"kind": "read_timeout"}) or 0
+    try:
+        with recording_upstream(recorder) as url, start_proxy(
+                orthanc=OrthancSettings(url=url, password=Secret("pw"), read_timeout=0.5), zero_copy=zero_copy) as p:
+            started = time.monotonic()
+            response = requests.get(f"{p.url}/instances/{OID}/file", stream=True, timeout=10,
+                                    headers=p.headers(p.token(Scope(orthanc_ids=(OID,)))))
+            received = b""
+            with pytest.raises(requests.exceptions.RequestException):
+                for chunk in response.iter_content(256 * 1024):
+                    received += chunk
+            assert recorder.body.startswith(received) and len(received) < len(recorder.body)
+            assert time.monotonic() - started < 5
+    finally:
+        recorder.aborted.set()
+    after = REGISTRY.get_sample_value("dicomlab_proxy_upstream_errors_total", {"kind": "read_timeout"})
+    assert after == before + 1
+
+
+def test_only_plain_tcp_sockets_are_spliced() -> None:
+    plain = socket.socket()
+    wrapped = ssl.create_default_context().wrap_socket(socket.socket(), server_hostname="proxy.example")
+    try:
+        assert splice_client({"gunicorn.socket": plain}) is plain
+        assert splice_client({"gunicorn.socket": wrapped}) is None  # splicing would bypass the encryption
+        assert splice_client({}) is None  # another WSGI server: the bytes are copied
+    finally:
+        plain.close()
+        wrapped.close()
