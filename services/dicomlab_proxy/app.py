@@ -28,6 +28,9 @@ def create_app(config: Config | None = None) -> Flask:
         config = load()
         configure_logging(config.log_level, service=observe.SERVICE)
     logger.info("proxy configuration", extra={"config": masked(config)})
+    # Defence in depth: urllib3 (libraries use it; the proxy has its own client) logs request lines, query
+    # included, at DEBUG, and tokens and QIDO terms must never reach a log.
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
     app = Flask(__name__)
     state = routes.new_state(config)
     app.extensions["dicomlab_proxy"] = state

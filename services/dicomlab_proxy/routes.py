@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-import urllib3
 from flask import Flask, Response, current_app, g, request
 from werkzeug.routing import BaseConverter
 
@@ -36,7 +35,6 @@ from dicomlab_proxy.metrics import UPSTREAM_ERRORS
 from dicomlab_proxy.observe import log_completion
 from dicomlab_proxy.streaming import (
     Done,
-    Upstream,
     discard,
     drain,
     forward_headers,
@@ -46,6 +44,8 @@ from dicomlab_proxy.streaming import (
     splice_relay,
     splice_source,
 )
+from dicomlab_proxy.upstream import Response as UpstreamResponse
+from dicomlab_proxy.upstream import Upstream
 
 UID = re.compile(r"[0-9][0-9.]{0,63}")
 _HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
@@ -147,7 +147,7 @@ def _forwarded(st: ProxyState) -> tuple[str, str]:
 
 def _upstream_headers(st: ProxyState, *, body: bool) -> dict[str, str]:
     host, proto = _forwarded(st)
-    headers = forward_headers(request.headers, body=body)  # type: ignore[arg-type]
+    headers = forward_headers(request.environ, body=body)
     # DICOMweb 1.7 reads `Forwarded` (verbatim, prefix included); newer plugins read X-Forwarded-*.
     headers["Forwarded"] = f"host={host};proto={proto}"
     headers["X-Forwarded-Host"] = host
@@ -173,7 +173,7 @@ def _status_error(status: int) -> ServiceError:
     return BadRequest("the PACS refused the request")
 
 
-def _respond(st: ProxyState, upstream: urllib3.BaseHTTPResponse) -> Response:
+def _respond(st: ProxyState, upstream: UpstreamResponse) -> Response:
     """Turn Orthanc's answer into ours: errors mapped, bodies streamed, HEAD without a body."""
     if upstream.status >= HTTPStatus.BAD_REQUEST:
         drain(upstream)
