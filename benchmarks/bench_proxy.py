@@ -6,7 +6,9 @@ and a small study, then for each target measures throughput with a pool of clien
 (``requests`` sessions, keep-alive) for an 8 MB ``/instances/{id}/file``, the same object via WADO-RS,
 and a small QIDO JSON, plus single-client median latency of the QIDO request. Results, with the
 machine's details, go to ``benchmarks/results/proxy.json``. The load generator shares the CPU with
-the servers, so the figures are lower bounds for all three and the ratios are what to read.
+the servers, so the figures are lower bounds for all three and the ratios are what to read — with
+the CPU each process spent per request (from ``/proc``), which says why: on a machine where every
+process competes for the same cores, throughput follows the sum of those costs.
 """
 
 from __future__ import annotations
@@ -75,12 +77,29 @@ def _headers(headers: dict[str, str], auth: tuple[str, str] | None) -> dict[str,
     return {**headers, **urllib3.make_headers(basic_auth=f"{auth[0]}:{auth[1]}")}
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by a process and its direct children (gunicorn/nginx workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def load(url: str, headers: dict[str, str], auth: tuple[str, str] | None, clients: int, seconds: float,
-         expect: int) -> dict[str, Any]:
+         expect: int, servers: dict[str, int] | None = None) -> dict[str, Any]:
     """Requests and bytes per second with ``clients`` keep-alive connections for ``seconds``.
 
     The client is urllib3 reading each body in one call: ``requests``' default 10 KiB
-    ``iter_content`` would make the load generator, not the servers, the bottleneck.
+    ``iter_content`` would make the load generator, not the servers, the bottleneck. ``servers``
+    (name -> pid) adds each server's CPU milliseconds per request, and the load generator's own.
     """
     counts = [0] * clients
     sizes = [0] * clients
@@ -100,6 +119,9 @@ def load(url: str, headers: dict[str, str], auth: tuple[str, str] | None, client
             sizes[index] += len(response.data)
         pool.close()
 
+    servers = servers or {}
+    cpu_before = {name: tree_cpu_seconds(pid) for name, pid in servers.items()}
+    own_before = time.process_time()
     started = time.perf_counter()
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
     for t in threads:
@@ -107,8 +129,11 @@ def load(url: str, headers: dict[str, str], auth: tuple[str, str] | None, client
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - started
+    done = max(sum(counts), 1)
+    cpu = {name: round((tree_cpu_seconds(pid) - cpu_before[name]) * 1000 / done, 3) for name, pid in servers.items()}
+    cpu["load_generator"] = round((time.process_time() - own_before) * 1000 / done, 3)
     return {"requests_per_s": round(sum(counts) / elapsed, 1), "mb_per_s": round(sum(sizes) / elapsed / 1e6, 1),
-            "requests": sum(counts), "errors": sum(errors)}
+            "requests": sum(counts), "errors": sum(errors), "cpu_ms_per_request": cpu}
 
 
 def latency(targets: dict[str, tuple[str, dict[str, str], tuple[str, str] | None]], path: str,
@@ -189,7 +214,10 @@ def main() -> None:
                     continue
                 results[scenario] = {}
                 for name, (base, headers, auth) in targets.items():
-                    results[scenario][name] = load(base + path, headers, auth, clients, args.seconds, size)
+                    servers = {"orthanc": orthanc.pid, **({"proxy": proxy.pid} if name == "proxy" else {}),
+                               **({"nginx": nginx.pid} if name == "nginx" else {})}
+                    results[scenario][name] = load(base + path, headers, auth, clients, args.seconds, size,
+                                                   {k: v for k, v in servers.items() if v is not None})
                     print(scenario, name, results[scenario][name], flush=True)
             lat = latency(targets, qido, args.latency_samples) if "small_qido" in results else {}
             print("latency", lat, flush=True)
@@ -216,6 +244,10 @@ def main() -> None:
         "small_qido_proxy_vs_direct": ratio("small_qido", "proxy", "direct", "requests_per_s"),
         "small_qido_proxy_vs_nginx": ratio("small_qido", "proxy", "nginx", "requests_per_s"),
         "added_median_latency_ms": round(lat["proxy"]["median_ms"] - lat["direct"]["median_ms"], 3),
+        "proxy_cpu_ms_per_large_file": results["large_file"]["proxy"]["cpu_ms_per_request"]["proxy"],
+        "orthanc_cpu_ms_per_large_file": results["large_file"]["direct"]["cpu_ms_per_request"]["orthanc"],
+        "nginx_cpu_ms_per_large_file": results["large_file"]["nginx"]["cpu_ms_per_request"]["nginx"],
+        "proxy_cpu_ms_per_small_qido": results["small_qido"]["proxy"]["cpu_ms_per_request"]["proxy"],
     }
     targets_met = {
         "large >= 0.8x direct": min(summary["large_file_proxy_vs_direct"], summary["large_wado_rs_proxy_vs_direct"]) >= 0.8,
