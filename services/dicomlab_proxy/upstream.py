@@ -42,6 +42,8 @@ READ_BUFFER = 64 * 1024
 _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-5][0-9][0-9])(?: [^\r\n]*)?\r?\n")
 _SAFE_TARGET = re.compile(r"[\x21-\x7e]+")
 _UNSAFE_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+"""An HTTP header name (RFC 9110 token)."""
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
@@ -287,7 +289,7 @@ class Upstream:
             raise BadRequest("invalid request target")
         lines = [f"{method} {target} HTTP/1.1\r\nHost: {self._host_header}\r\n", self._auth]
         for name, value in headers.items():
-            if _UNSAFE_VALUE.search(value) or _UNSAFE_VALUE.search(name) or ":" in name:
+            if _UNSAFE_VALUE.search(value) or not _TOKEN.fullmatch(name):
                 raise BadRequest(f"invalid {name} header")
             lines.append(f"{name}: {value}\r\n")
         lines.append("\r\n")
@@ -334,6 +336,9 @@ class Upstream:
             conn.close()
             UPSTREAM_ERRORS.labels("protocol").inc()
             raise UpstreamError("the PACS connection failed") from exc
+        except BaseException:  # e.g. a request body that ended early: the connection is in an unknown state
+            conn.close()
+            raise
 
     def ping(self, timeout: float) -> bool:
         """Whether Orthanc answers ``/system`` with 200 within ``timeout`` seconds (for ``/readyz``)."""

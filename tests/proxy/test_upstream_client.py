@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,12 +28,17 @@ class Script:
     answer: Answer
     connections: int = 0
     heads: list[bytes] = field(default_factory=list)
+    ended: list[int] = field(default_factory=list)
+    """Connections the client closed (EOF seen), by number."""
 
 
 def _read_head(conn: socket.socket) -> bytes:
     data = b""
     while b"\r\n\r\n" not in data:
-        piece = conn.recv(65536)
+        try:
+            piece = conn.recv(65536)
+        except ConnectionResetError:  # the client closed with our answer unread: a reset, not a FIN
+            piece = b""
         if not piece:
             return b""
         data += piece
@@ -49,6 +55,7 @@ def scripted(answer: Answer) -> Iterator[tuple[Upstream, Script]]:
             for index in range(100):
                 head = _read_head(conn)
                 if not head:
+                    script.ended.append(number)
                     return
                 script.heads.append(head)
                 raw = script.answer(number, index, head)
@@ -208,3 +215,20 @@ def test_request_smuggling_attempts_never_leave_the_proxy(path: str, query: str,
         with pytest.raises(BadRequest):
             upstream.open("GET", path, query=query, headers=headers)
         assert script.heads == []
+
+
+def test_a_request_body_that_fails_midway_leaves_no_connection_behind() -> None:
+    def body() -> Iterator[bytes]:
+        yield b"--part"
+        raise BadRequest("request body shorter than Content-Length")
+
+    with scripted(lambda c, i, head: _ok(b"x")) as (upstream, script):
+        with pytest.raises(BadRequest) as caught:
+            upstream.open("POST", "/studies", headers={"Content-Length": "100"}, body=body(), retry=False)
+        deadline = time.monotonic() + 2
+        while not script.ended and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert script.ended == [1] and caught.value  # closed at once, though the traceback still holds it
+        response = upstream.open("GET", "/x")
+        assert _body(response) == b"x" and script.connections == 2
+        response.release()
