@@ -177,13 +177,24 @@ def _json_string(value: str) -> str:
     return f'"{value}"' if _PLAIN(value) else json.dumps(value, ensure_ascii=False)
 
 
+def line_parts(series: SeriesInfo, study: StudyInfo, labels_json: str, patient_key: str) -> tuple[str, str]:
+    """The two constant parts of the manifest lines of one series: a line is
+    ``'{"source": ' + source + parts[0] + sop_instance_uid + parts[1]`` (values as JSON strings).
+
+    Built once per series, so that a line costs two small string checks and one concatenation.
+    """
+    return (f', "labels": {labels_json}, "study-uid": {_json_string(study.study_uid)}, '
+            f'"series-uid": {_json_string(series.series_uid)}, "sop-instance-uid": ',
+            f', "patient-key": {_json_string(patient_key)}}}')
+
+
 def manifest_line(instance: InstanceInfo, series: SeriesInfo, study: StudyInfo, labels_json: str,
-                  patient_key: str) -> str:
+                  patient_key: str, parts: tuple[str, str] | None = None) -> str:
     """One Ground Truth input line: ``source`` and ``labels`` first, then dicomlab's own keys.
 
     Formatted directly (the hot path of a build); byte-identical to ``json.dumps`` of the same dict
-    with ``separators=(", ", ": ")``, which the tests check. ``labels_json`` is the JSON string already.
+    with ``separators=(", ", ": ")``, which the tests check. ``labels_json`` is the JSON string already;
+    ``parts`` are this series' :func:`line_parts` where the caller keeps them.
     """
-    return (f'{{"source": {_json_string(instance.orthanc_id)}, "labels": {labels_json}, '
-            f'"study-uid": {_json_string(study.study_uid)}, "series-uid": {_json_string(series.series_uid)}, '
-            f'"sop-instance-uid": {_json_string(instance.sop_uid)}, "patient-key": {_json_string(patient_key)}}}')
+    middle, tail = parts or line_parts(series, study, labels_json, patient_key)
+    return f'{{"source": {_json_string(instance.orthanc_id)}{middle}{_json_string(instance.sop_uid)}{tail}'

@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,33 +16,45 @@ from typing import Any
 import pytest
 from manifest_support import Population, build, make_config, manifest_bytes, manifest_lines
 
-from dicomlab_core.errors import UpstreamError
+from dicomlab_core.errors import NotFound, UpstreamError
 from dicomlab_core.objectstore import ObjectStoreError
 from dicomlab_core.orthanc import OrthancClient
 
 
 class FailingClient(OrthancClient):
-    """The real client, except that the ``nth`` request whose path contains ``marker`` fails once."""
+    """The real client, except that the ``nth`` request whose path contains ``marker`` fails once.
 
-    def __init__(self, *args: Any, marker: str, nth: int, **kwargs: Any) -> None:
+    ``bulk=False``: answer ``/tools/bulk-content`` with 404, as an Orthanc without it would, so that
+    the listing falls back to one request per study and per series.
+    """
+
+    def __init__(self, *args: Any, marker: str, nth: int, bulk: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.marker, self.nth, self.seen = marker, nth, 0
+        self.marker, self.nth, self.seen, self.bulk = marker, nth, 0, bulk
+        self.lock = threading.Lock()  # the builder's workers share the client
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        if not self.bulk and path == "/tools/bulk-content":
+            raise NotFound("not found in Orthanc: POST /tools/bulk-content")
         if self.marker in path:
-            self.seen += 1
-            if self.seen == self.nth:
+            with self.lock:
+                self.seen += 1
+                fail = self.seen == self.nth
+            if fail:
                 raise UpstreamError(f"Orthanc at {self.settings.base} is unreachable: ConnectionError")
         return super().request(method, path, **kwargs)
 
 
-@pytest.mark.parametrize(("marker", "nth"), [("/studies", 3), ("/instances", 7), ("/metadata/SopClassUid", 5),
-                                             ("/series", 4)])
+@pytest.mark.parametrize(("marker", "nth", "bulk"), [
+    ("/studies", 3, True), ("/tools/bulk-content", 2, True), ("/tools/bulk-content", 5, True),
+    ("/instances", 7, False), ("/metadata/SopClassUid", 5, False), ("/series", 4, False),
+])
 def test_resume_after_orthanc_failure_gives_the_bytes_of_an_uninterrupted_run(
-        population: Population, make_service: Any, marker: str, nth: int) -> None:
+        population: Population, make_service: Any, marker: str, nth: int, bulk: bool) -> None:
+    """With bulk content and with the per-study/per-series fallback (the reference uses bulk content)."""
     reference = make_service()
     expected = build(reference, "ref", name="reference", seed=9, max_count=60, exclude_manifests=[])
-    flaky = FailingClient(population.server.settings(retries=0), marker=marker, nth=nth)
+    flaky = FailingClient(population.server.settings(retries=0), marker=marker, nth=nth, bulk=bulk)
     service = make_service(client=flaky)
     with pytest.raises(UpstreamError, match="unreachable"):
         build(service, "crash", name="resumed", seed=9, max_count=60)
@@ -75,7 +88,7 @@ def test_orthanc_stopped_mid_listing_then_restarted(tmp_path: Path, population: 
             calls = 0
 
             def request(self, method: str, path: str, **kwargs: Any) -> Any:
-                if path.startswith("/studies") and "/series" in path:
+                if path == "/tools/bulk-content":
                     StopsOrthanc.calls += 1
                     if StopsOrthanc.calls == 4:
                         server.stop()

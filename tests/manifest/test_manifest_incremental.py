@@ -119,3 +119,29 @@ def test_many_new_instances_in_an_existing_series_are_read_from_the_index_tail(
     summary = build(tail, "t1", name="tail-new", since_manifest="tail-base")
     assert sorted(sops(manifest_lines(tail, "tail-new"))) == sorted(i.sop_uid for i in added)
     assert summary["instances"] == 30
+
+
+def test_incremental_build_without_bulk_content_gives_the_same_bytes(fresh_orthanc: OrthancServer,
+                                                                     make_service: Any) -> None:
+    """New studies and many new instances in an existing series: bulk content and the fallback agree."""
+    from manifest_support import manifest_bytes
+    from test_manifest_listing import RecordingClient
+
+    client = fresh_orthanc.client()
+    head = upload(client, study("SAME", {"DX": 2}))
+    service = make_service(server=fresh_orthanc)
+    build(service, "s0", name="same-base", allow_empty=True)
+    more = study("SAME", {"DX": 25}, series_uid=head[0].series_uid, study_uid=head[0].study_uid, start=3)
+    added = upload(client, study("SAME2", {"DX": 3, "CR": 2, "PR": 1}) + more)
+    client.close()
+    bulk = RecordingClient(fresh_orthanc.settings(retries=0))
+    fallback = RecordingClient(fresh_orthanc.settings(retries=0), bulk=False)
+    fast = build(make_service(server=fresh_orthanc, client=bulk), "s1", name="same-bulk", since_manifest="same-base")
+    slow = build(make_service(server=fresh_orthanc, client=fallback, changes_page_size=1000), "s2",
+                 name="same-fallback", since_manifest="same-base")
+    assert manifest_bytes(service, "same-bulk") == manifest_bytes(service, "same-fallback")
+    assert fast["counts"] == slow["counts"] and fast["skipped"] == slow["skipped"]
+    assert sorted(sops(manifest_lines(service, "same-bulk"))) == sorted(
+        i.sop_uid for i in added if i.modality in ("DX", "CR"))
+    assert "/instances/{id}" not in bulk.routes()  # new instances of old series: read by ID in bulk
+    assert fallback.routes()["/instances"] == 1  # the fallback reads them from the tail of the index
