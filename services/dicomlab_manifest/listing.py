@@ -48,10 +48,10 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from dicomlab_core import fastjson
 from dicomlab_core.errors import NotFound
@@ -127,6 +127,8 @@ class InstanceInfo(NamedTuple):
 INSTANCE_ORDER = itemgetter(3, 2)
 """The sort key of :class:`InstanceInfo` (Instance Number, SOP Instance UID) as a C-level getter."""
 
+T = TypeVar("T")
+
 ORJSON_MAX_BYTES = 1 << 20
 """Biggest answer decoded with orjson (an instance chunk is ~450 KB; a page's series list can be more)."""
 
@@ -148,6 +150,17 @@ def _to_int(value: Any, default: int) -> int:
         return int(value if type(value) is str else str(value).strip())  # int() strips whitespace itself
     except (TypeError, ValueError):
         return default
+
+
+def _each_present(ids: Sequence[str], fetch: Callable[[str], T]) -> dict[str, T]:
+    """``fetch`` for each ID, one request each (the fallback without bulk content); gone ones are left out."""
+    found: dict[str, T] = {}
+    for resource_id in ids:
+        try:
+            found[resource_id] = fetch(resource_id)
+        except NotFound:
+            continue
+    return found
 
 
 def series_batches(series: Sequence[SeriesInfo], size: int = BULK_INSTANCES) -> Iterator[list[SeriesInfo]]:
@@ -225,13 +238,7 @@ class OrthancIndex:
         """
         items = self._bulk_content(study_ids, "Series", metadata=False) if study_ids else []
         if items is None:
-            found: dict[str, list[SeriesInfo]] = {}
-            for study_id in study_ids:
-                try:
-                    found[study_id] = self.series_of(study_id)
-                except NotFound:
-                    continue
-            return found
+            return _each_present(study_ids, self.series_of)
         grouped: dict[str, list[SeriesInfo]] = {}
         for item in items:
             series = SeriesInfo.from_json(item)
@@ -258,13 +265,7 @@ class OrthancIndex:
         """
         items = self._bulk_content(series_ids, "Instance", metadata=sop_class) if series_ids else []
         if items is None:
-            found: dict[str, list[InstanceInfo]] = {}
-            for series_id in series_ids:
-                try:
-                    found[series_id] = self.instances_of(series_id, sop_class=sop_class)
-                except NotFound:
-                    continue
-            return found
+            return _each_present(series_ids, lambda series_id: self.instances_of(series_id, sop_class=sop_class))
         grouped: dict[str, list[InstanceInfo]] = {}
         for item in items:
             instance = InstanceInfo.from_json(item)
@@ -285,13 +286,7 @@ class OrthancIndex:
         """The SOP Class UIDs of several instances by instance ID (an instance that is gone has no entry)."""
         items = self._bulk_content(instance_ids, "Instance", metadata=True) if instance_ids else []
         if items is None:
-            found: dict[str, str] = {}
-            for instance_id in instance_ids:
-                try:
-                    found[instance_id] = self.sop_class(instance_id)
-                except NotFound:
-                    continue
-            return found
+            return _each_present(instance_ids, self.sop_class)
         return {item["ID"]: str(item.get("Metadata", {}).get("SopClassUid", "")).strip() for item in items}
 
     # ------------------------------------------------------------------ changes feed
@@ -343,11 +338,7 @@ class OrthancIndex:
             chunk = instance_ids[start:start + BULK_INSTANCES]
             items = self._bulk_content(chunk, "Instance", metadata=False)
             if items is None:
-                for instance_id in chunk:
-                    try:
-                        found[instance_id] = self.instance(instance_id)
-                    except NotFound:
-                        continue
+                found.update(_each_present(chunk, self.instance))
             else:
                 found.update((info.orthanc_id, info) for info in map(InstanceInfo.from_json, items))
         return found

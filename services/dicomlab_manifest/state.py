@@ -167,8 +167,8 @@ class JobState:
                         (json.dumps(asdict(self.progress)),))
         self.db.commit()
 
-    def part_lines(self) -> Iterator[tuple[int, bytes]]:
-        """The committed lines as (sample hash, line bytes without the newline's prefix)."""
+    def _committed(self) -> Iterator[bytes]:
+        """The raw spool lines up to the last checkpoint (``hash<TAB>line``)."""
         self._part.flush()
         with self.part_path.open("rb") as handle:
             remaining = self.progress.part_bytes
@@ -176,19 +176,18 @@ class JobState:
                 remaining -= len(raw)
                 if remaining < 0:
                     break
-                digest, _, line = raw.partition(b"\t")
-                yield int(digest, 16), line
+                yield raw
+
+    def part_lines(self) -> Iterator[tuple[int, bytes]]:
+        """The committed lines as (sample hash, line bytes without the newline's prefix)."""
+        for raw in self._committed():
+            digest, _, line = raw.partition(b"\t")
+            yield int(digest, 16), line
 
     def part_lines_only(self) -> Iterator[bytes]:
         """The committed lines without their sample hashes (no number parsed: the unsampled final write)."""
-        self._part.flush()
-        with self.part_path.open("rb") as handle:
-            remaining = self.progress.part_bytes
-            for raw in handle:
-                remaining -= len(raw)
-                if remaining < 0:
-                    break
-                yield raw[raw.index(b"\t") + 1:]
+        for raw in self._committed():
+            yield raw[raw.index(b"\t") + 1:]
 
     def save_result(self, result: dict[str, object]) -> None:
         tmp = self.directory / ".result.json.tmp"
