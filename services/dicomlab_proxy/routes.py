@@ -35,7 +35,6 @@ from dicomlab_proxy.metrics import UPSTREAM_ERRORS
 from dicomlab_proxy.observe import log_completion
 from dicomlab_proxy.streaming import (
     Done,
-    discard,
     drain,
     forward_headers,
     passed_headers,
@@ -181,7 +180,7 @@ def _respond(st: ProxyState, upstream: UpstreamResponse) -> Response:
     headers = passed_headers(upstream)
     if request.method == "HEAD" or upstream.status in (HTTPStatus.NO_CONTENT, HTTPStatus.NOT_MODIFIED):
         if request.method == "HEAD":
-            discard(upstream)
+            upstream.discard()
         else:
             drain(upstream)
         response = Response(status=upstream.status, headers=headers)
@@ -318,7 +317,7 @@ def public_forwarded(public_url: str) -> tuple[str, str] | None:
 def new_state(config: Config) -> ProxyState:
     from dicomlab_core.tokens import signer_from_entries
 
-    return ProxyState(config=config, upstream=Upstream(config.orthanc, chunk_bytes=config.chunk_bytes),
+    return ProxyState(config=config, upstream=Upstream(config.orthanc),
                       auth=Authenticator(signer_from_entries(config.token_keys), config.service_tokens),
                       limiter=RateLimiter(config.rate_limit_per_second, config.rate_limit_burst),
                       forwarded=public_forwarded(config.public_url))

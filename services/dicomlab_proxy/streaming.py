@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import io
 import logging
 import os
 import select
@@ -68,11 +69,6 @@ def forward_headers(environ: Mapping[str, Any], *, body: bool) -> dict[str, str]
 def passed_headers(response: Response) -> list[tuple[str, str]]:
     """The response headers clients get from Orthanc's answer (no Server, cookies, WWW-Authenticate)."""
     return [(name, response.headers[name]) for name in PASSED_RESPONSE_HEADERS if name in response.headers]
-
-
-def discard(response: Response) -> None:
-    """Drop an upstream response without reading its body (the connection is closed, not reused)."""
-    response.discard()
 
 
 def drain(response: Response, limit: int = 64 * 1024) -> None:
@@ -136,7 +132,7 @@ def splice_client(environ: Mapping[str, Any]) -> socket.socket | None:
     return sock
 
 
-def splice_source(response: Response) -> tuple[socket.socket, Any, int] | None:
+def splice_source(response: Response) -> tuple[socket.socket, io.BufferedReader, int] | None:
     """``(socket, buffered reader, length)`` of an upstream body that can be spliced, else None.
 
     Only a plain-TCP body framed by ``Content-Length`` (not chunked) of at least
@@ -183,14 +179,14 @@ def _flush(pipe_out: int, client: int, count: int, timeout: float) -> None:
             raise _ClientGone(exc) from None
 
 
-def splice_relay(response: Response, source: tuple[socket.socket, Any, int], client: socket.socket,
+def splice_relay(response: Response, source: tuple[socket.socket, io.BufferedReader, int], client: socket.socket,
                  timeout: float, started: float, done: Done) -> Iterator[bytes]:
     """Like :func:`relay`, with the body moved socket to socket by the kernel.
 
     The first (empty) item makes the server send the status line and headers; the body then goes
-    straight to ``client``. Failures end as in :func:`relay`: Orthanc
-    failing raises :class:`StreamBroken`, the client leaving re-raises its socket error, which the
-    server treats as the dropped connection it is.
+    straight to ``client``. Failures end as in :func:`relay`: Orthanc failing raises
+    :class:`StreamBroken`; the client leaving re-raises its socket error, which the server treats
+    as the dropped connection it is.
     """
     upstream, reader, length = source
     sent = 0
@@ -200,7 +196,7 @@ def splice_relay(response: Response, source: tuple[socket.socket, Any, int], cli
         yield b""
         try:
             try:
-                head = reader.read1(min(length, 64 * 1024))  # what http.client buffered with the headers
+                head = reader.read1(min(length, 64 * 1024))  # what the reader buffered with the headers
             except OSError as exc:
                 raise _upstream_broken(exc, sent) from None
             if not head:

@@ -196,9 +196,8 @@ class Response:
 class Upstream:
     """Orthanc at a fixed address, with credentials added here and a thread-safe connection pool."""
 
-    def __init__(self, settings: OrthancSettings, *, chunk_bytes: int) -> None:
+    def __init__(self, settings: OrthancSettings) -> None:
         self.settings = settings
-        self.chunk_bytes = chunk_bytes
         parts = urlsplit(settings.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"unsupported upstream URL scheme {parts.scheme!r}")

@@ -77,7 +77,7 @@ def scripted(answer: Answer) -> Iterator[tuple[Upstream, Script]]:
     threading.Thread(target=accept, daemon=True).start()
     settings = OrthancSettings(url=f"http://127.0.0.1:{server.getsockname()[1]}", username="u",
                                password=Secret("secret-pw"), connect_timeout=1.0, read_timeout=1.0)
-    upstream = Upstream(settings, chunk_bytes=65536)
+    upstream = Upstream(settings)
     try:
         yield upstream, script
     finally:
