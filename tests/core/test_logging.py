@@ -44,3 +44,18 @@ def test_exception_is_one_line_without_traceback() -> None:
 
 def test_scrub_keeps_ordinary_text() -> None:
     assert scrub("GET /dicom-web/studies 200") == "GET /dicom-web/studies 200"
+
+
+def test_quick_check_never_skips_what_a_scrubber_would_change() -> None:
+    """The one-scan shortcut in ``scrub`` must let through every text some scrubber would redact."""
+    from dicomlab_core.logging import _SCRUBBERS
+
+    samples = ["Authorization: BEARER abc.def", "basic Zm9vOmJhcg==", "/x?access_token=1", "/x?X-Amz-Signature=ab",
+               "/x?X-Amz-Credential=AK/1", "/x?a=1&sig=zz", "/wado?token=v1.a.b.c", "s3://key:secret@host/b",
+               'password="hunter2"', "Secret: s3cr3t", '"token": "abc"', "GET /dicom-web/studies 200"]
+    for text in samples:
+        slow = text
+        for pattern, replacement in _SCRUBBERS:
+            slow = pattern.sub(replacement, slow)
+        assert scrub(text) == slow, text
+    assert sum(scrub(t) != t for t in samples) == len(samples) - 1
