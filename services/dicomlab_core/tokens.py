@@ -36,6 +36,8 @@ PROXY_AUDIENCE = "dicomlab-proxy"
 """The audience of tokens that the DICOMweb proxy accepts."""
 MAX_TOKEN_CHARS = 4096
 CLOCK_SKEW_SECONDS = 30
+VERIFIED_CACHE_SIZE = 1024
+"""Verified tokens a signer remembers (each at most ``MAX_TOKEN_CHARS``): a few MiB at worst."""
 _TOKEN_CHARS = re.compile(r"[A-Za-z0-9_.-]+")
 
 
@@ -169,9 +171,12 @@ class Claims:
 class TokenSigner:
     """Issues and verifies tokens with a :class:`KeyRing`."""
 
-    def __init__(self, keyring: KeyRing, *, clock: Any = time.time) -> None:
+    def __init__(self, keyring: KeyRing, *, clock: Any = time.time, cache_size: int = VERIFIED_CACHE_SIZE) -> None:
         self.keyring = keyring
         self._clock = clock
+        self._cache_size = cache_size
+        self._verified: dict[str, Claims] = {}
+        """Tokens whose signature and payload checked out, by the whole token text (signature included)."""
 
     def _sign(self, kid: str, signing_input: str) -> str:
         return _b64encode(hmac.new(self.keyring.keys[kid], signing_input.encode("ascii"), hashlib.sha256).digest())
@@ -192,7 +197,30 @@ class TokenSigner:
         return f"{signing_input}.{self._sign(kid, signing_input)}"
 
     def verify(self, token: str | None, *, audience: str = PROXY_AUDIENCE) -> Claims:
-        """The claims of a valid token, else :class:`TokenError` with the reason."""
+        """The claims of a valid token, else :class:`TokenError` with the reason.
+
+        A viewer presents the same token for every frame, so a token whose signature checked out is
+        remembered (bounded, by its whole text): the next time only expiry, validity start and
+        audience are checked, and those always are.
+        """
+        claims = self._verified.get(token) if token else None
+        if claims is None:
+            claims = self._decode(token)
+            if len(self._verified) >= self._cache_size:
+                self._verified.clear()  # rare, atomic and cheap: re-verifying costs tens of microseconds
+            assert token is not None
+            self._verified[token] = claims
+        now = self._clock()
+        if now >= claims.expires_at:
+            raise TokenError(TokenRejection.EXPIRED)
+        if claims.issued_at > now + CLOCK_SKEW_SECONDS:
+            raise TokenError(TokenRejection.NOT_YET_VALID)
+        if claims.audience != audience:
+            raise TokenError(TokenRejection.WRONG_AUDIENCE)
+        return claims
+
+    def _decode(self, token: str | None) -> Claims:
+        """Format, key, signature and payload checks: the claims as signed, not yet checked against time."""
         if not token:
             raise TokenError(TokenRejection.MISSING)
         if len(token) > MAX_TOKEN_CHARS or not _TOKEN_CHARS.fullmatch(token):
@@ -219,13 +247,6 @@ class TokenSigner:
             aud, sub, jti = str(payload["aud"]), str(payload["sub"]), str(payload["jti"])
         except (KeyError, TypeError, ValueError):
             raise TokenError(TokenRejection.MALFORMED) from None
-        now = self._clock()
-        if now >= exp:
-            raise TokenError(TokenRejection.EXPIRED)
-        if iat > now + CLOCK_SKEW_SECONDS:
-            raise TokenError(TokenRejection.NOT_YET_VALID)
-        if aud != audience:
-            raise TokenError(TokenRejection.WRONG_AUDIENCE)
         extra = payload.get("ext", {})
         return Claims(subject=sub, audience=aud, issued_at=iat, expires_at=exp,
                       scope=Scope.from_json(payload.get("scope", {})), token_id=jti,

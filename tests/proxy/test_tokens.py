@@ -75,6 +75,34 @@ def test_expiry_not_yet_valid_and_audience() -> None:
     assert info.value.reason is TokenRejection.WRONG_AUDIENCE
 
 
+def test_a_remembered_token_is_still_checked_for_time_and_audience() -> None:
+    entry, clock = KeyRing.generate_entry(), Clock()
+    s = signer(entry, clock=clock)
+    token = s.issue(Scope(studies=("1.2",)), subject="r", ttl_seconds=10)
+    assert s.verify(token).subject == "r"  # now remembered
+    with pytest.raises(TokenError) as info:
+        s.verify(token, audience="labeling")
+    assert info.value.reason is TokenRejection.WRONG_AUDIENCE
+    tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    with pytest.raises(TokenError) as info:
+        s.verify(tampered)  # the memory is keyed by the whole text, signature included
+    assert info.value.reason is TokenRejection.BAD_SIGNATURE
+    clock.now += 10
+    with pytest.raises(TokenError) as info:
+        s.verify(token)
+    assert info.value.reason is TokenRejection.EXPIRED
+
+
+def test_the_memory_of_verified_tokens_is_bounded() -> None:
+    entry = KeyRing.generate_entry()
+    s = TokenSigner(KeyRing.parse([entry]), clock=Clock(), cache_size=3)
+    tokens = [s.issue(Scope(), subject=f"r{i}", ttl_seconds=60) for i in range(10)]
+    for token in tokens:
+        assert s.verify(token).subject == f"r{tokens.index(token)}"
+        assert len(s._verified) <= 3
+    assert s.verify(tokens[0]).subject == "r0"  # forgotten ones verify again from scratch
+
+
 def test_scope_levels() -> None:
     scope = Scope(studies=("1.1",), series=("2.2",), instances=("3.3",), orthanc_ids=("abc",))
     assert scope.allows(study="1.1", series="anything")
