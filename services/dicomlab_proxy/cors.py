@@ -24,6 +24,7 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
     "X-Frame-Options": "DENY",
 }
+_EXPOSED = ", ".join(EXPOSED_HEADERS)
 
 
 class Cors:
@@ -53,12 +54,23 @@ class Cors:
         return response
 
     def decorate(self, response: Response, origin: str | None, *, preflight: bool = False) -> Response:
-        """Add CORS (for an allowed origin) and security headers to any response but a refused preflight."""
-        response.vary.add("Origin")
+        """Add CORS (for an allowed origin) and security headers to any response but a refused preflight.
+
+        Runs on every response, so the headers already present are looked at once, not per header.
+        """
+        headers = response.headers
+        present = {name.lower() for name, _ in headers}
+        added: list[tuple[str, str]] = []
+        if "vary" in present:
+            response.vary.add("Origin")
+        else:
+            added.append(("Vary", "Origin"))
         if self.allowed(origin) and not (preflight and response.status_code >= 400):
             assert origin is not None
-            response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Access-Control-Expose-Headers"] = ", ".join(EXPOSED_HEADERS)
-        for key, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(key, value)
+            for name, value in (("Access-Control-Allow-Origin", origin), ("Access-Control-Expose-Headers", _EXPOSED)):
+                if name.lower() in present:
+                    del headers[name]
+                added.append((name, value))
+        added += [(key, value) for key, value in SECURITY_HEADERS.items() if key.lower() not in present]
+        headers.extend(added)
         return response

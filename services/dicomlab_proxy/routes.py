@@ -9,6 +9,7 @@ equals Orthanc's, so the absolute URLs Orthanc writes (RetrieveURL, BulkDataURI)
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -48,9 +49,9 @@ from dicomlab_proxy.upstream import Upstream
 
 UID = re.compile(r"[0-9][0-9.]{0,63}")
 _HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
-_STUDY_KEYS = frozenset({"studyinstanceuid", "0020000d"})
-_SERIES_KEYS = frozenset({"seriesinstanceuid", "0020000e"})
-_INSTANCE_KEYS = frozenset({"sopinstanceuid", "00080018"})
+_LEVEL_OF_KEY = {"studyinstanceuid": "study", "0020000d": "study", "seriesinstanceuid": "series",
+                 "0020000e": "series", "sopinstanceuid": "instance", "00080018": "instance"}
+"""Query keys (normalized by :func:`_key`) that name an identifier, and its level."""
 
 
 class UidConverter(BaseConverter):
@@ -89,6 +90,7 @@ def state() -> ProxyState:
 
 # ------------------------------------------------------------------------------------ identifiers
 
+@functools.lru_cache(maxsize=1024)
 def _key(name: str) -> str:
     return "".join(c for c in name.lower() if c.isalnum())
 
@@ -116,9 +118,14 @@ def _one(path_value: str | None, query_values: list[str], what: str) -> str | No
 
 def dicomweb_targets(view_args: Mapping[str, str]) -> dict[str, str | None]:
     """Study, series and instance named by a DICOMweb request's path and query."""
-    return {"study": _one(view_args.get("study"), _query_values(request.args, _STUDY_KEYS), "StudyInstanceUID"),
-            "series": _one(view_args.get("series"), _query_values(request.args, _SERIES_KEYS), "SeriesInstanceUID"),
-            "instance": _one(view_args.get("sop"), _query_values(request.args, _INSTANCE_KEYS), "SOPInstanceUID")}
+    named: dict[str, list[str]] = {"study": [], "series": [], "instance": []}
+    for name, value in request.args.items(multi=True):
+        level = _LEVEL_OF_KEY.get(_key(name))
+        if level is not None:
+            named[level].append(value)
+    return {"study": _one(view_args.get("study"), named["study"], "StudyInstanceUID"),
+            "series": _one(view_args.get("series"), named["series"], "SeriesInstanceUID"),
+            "instance": _one(view_args.get("sop"), named["instance"], "SOPInstanceUID")}
 
 
 def wado_uri_targets() -> dict[str, str | None]:
