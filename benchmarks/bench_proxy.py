@@ -1,14 +1,16 @@
 """Benchmark: Orthanc directly vs the dicomlab proxy (gunicorn) vs the reference sample's NGINX.
 
 Run: ``.venv/bin/python benchmarks/bench_proxy.py [--seconds 6] [--clients 4]``. Starts its own Orthanc,
-the proxy under gunicorn (gthread) and Debian's nginx on free loopback ports, uploads an ~8 MB DICOM
-and a small study, then for each target measures throughput with a pool of client threads
-(``requests`` sessions, keep-alive) for an 8 MB ``/instances/{id}/file``, the same object via WADO-RS,
-and a small QIDO JSON, plus single-client median latency of the QIDO request. Results, with the
-machine's details, go to ``benchmarks/results/proxy.json``. The load generator shares the CPU with
-the servers, so the figures are lower bounds for all three and the ratios are what to read — with
-the CPU each process spent per request (from ``/proc``), which says why: on a machine where every
-process competes for the same cores, throughput follows the sum of those costs.
+the proxy under gunicorn (gthread) and two Debian nginx on free loopback ports — the reference sample's
+configuration (default proxy buffering) and one tuned for streaming (buffering off, 1 MiB buffers,
+upstream keep-alive), which shows what one more hop costs on this machine with no Python in it. It
+uploads an ~8 MB DICOM and a small study, then for each target measures throughput with a pool of
+client threads (urllib3, keep-alive) for an 8 MB ``/instances/{id}/file``, the same object via
+WADO-RS, and a small QIDO JSON, plus single-client median latency of the QIDO request. Results, with
+the machine's details, go to ``benchmarks/results/proxy.json``. The load generator shares the CPU
+with the servers, so the figures are lower bounds for all of them and the ratios are what to read —
+with the CPU each process spent per request (from ``/proc``), which says why: on a machine where
+every process competes for the same cores, throughput follows the sum of those costs.
 """
 
 from __future__ import annotations
@@ -43,11 +45,12 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "proxy.json"
 
 
-def start_nginx(tmp: Path, orthanc: OrthancServer) -> tuple[subprocess.Popen[bytes], str]:
+def start_nginx(tmp: Path, orthanc: OrthancServer, template: str) -> tuple[subprocess.Popen[bytes], str]:
+    tmp.mkdir()
     port = free_port()
     basic = base64.b64encode(f"{orthanc.username}:{orthanc.password.reveal()}".encode()).decode()
-    conf = Template((HERE / "nginx_reference.conf.template").read_text()).substitute(
-        tmp=str(tmp), port=port, basic=basic, orthanc=orthanc.url)
+    conf = Template((HERE / template).read_text()).substitute(
+        tmp=str(tmp), port=port, basic=basic, orthanc=orthanc.url, orthanc_host=urlsplit(orthanc.url).netloc)
     (tmp / "nginx.conf").write_text(conf)
     proc = subprocess.Popen(["/usr/sbin/nginx", "-p", str(tmp), "-c", str(tmp / "nginx.conf")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -95,11 +98,11 @@ def tree_cpu_seconds(pid: int) -> float:
 
 def load(url: str, headers: dict[str, str], auth: tuple[str, str] | None, clients: int, seconds: float,
          expect: int, servers: dict[str, int] | None = None) -> dict[str, Any]:
-    """Requests and bytes per second with ``clients`` keep-alive connections for ``seconds``.
+    """Requests, bytes and CPU seconds of ``clients`` keep-alive connections busy for ``seconds`` (one slice).
 
     The client is urllib3 reading each body in one call: ``requests``' default 10 KiB
     ``iter_content`` would make the load generator, not the servers, the bottleneck. ``servers``
-    (name -> pid) adds each server's CPU milliseconds per request, and the load generator's own.
+    (name -> pid) adds the CPU each server spent, and the load generator's own.
     """
     counts = [0] * clients
     sizes = [0] * clients
@@ -129,11 +132,20 @@ def load(url: str, headers: dict[str, str], auth: tuple[str, str] | None, client
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - started
-    done = max(sum(counts), 1)
-    cpu = {name: round((tree_cpu_seconds(pid) - cpu_before[name]) * 1000 / done, 3) for name, pid in servers.items()}
-    cpu["load_generator"] = round((time.process_time() - own_before) * 1000 / done, 3)
-    return {"requests_per_s": round(sum(counts) / elapsed, 1), "mb_per_s": round(sum(sizes) / elapsed / 1e6, 1),
-            "requests": sum(counts), "errors": sum(errors), "cpu_ms_per_request": cpu}
+    cpu = {name: tree_cpu_seconds(pid) - cpu_before[name] for name, pid in servers.items()}
+    cpu["load_generator"] = time.process_time() - own_before
+    return {"requests": sum(counts), "bytes": sum(sizes), "errors": sum(errors), "seconds": elapsed, "cpu": cpu}
+
+
+def rates(slices: list[dict[str, Any]]) -> dict[str, Any]:
+    """Throughput and CPU milliseconds per request over all of a target's slices."""
+    requests = sum(s["requests"] for s in slices)
+    seconds = sum(s["seconds"] for s in slices)
+    done = max(requests, 1)
+    cpu = {name: round(sum(s["cpu"][name] for s in slices) * 1000 / done, 3) for name in slices[0]["cpu"]}
+    return {"requests_per_s": round(requests / seconds, 1),
+            "mb_per_s": round(sum(s["bytes"] for s in slices) / seconds / 1e6, 1),
+            "requests": requests, "errors": sum(s["errors"] for s in slices), "cpu_ms_per_request": cpu}
 
 
 def latency(targets: dict[str, tuple[str, dict[str, str], tuple[str, str] | None]], path: str,
@@ -160,7 +172,8 @@ def latency(targets: dict[str, tuple[str, dict[str, str], tuple[str, str] | None
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--seconds", type=float, default=6.0, help="load per target and scenario")
+    parser.add_argument("--rounds", type=int, default=3, help="slices the seconds are split into, targets alternating")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--latency-samples", type=int, default=300)
     parser.add_argument("--workers", type=int, default=2)
@@ -173,7 +186,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-proxy-") as tmpdir:
         tmp = Path(tmpdir)
         orthanc = OrthancServer(tmp / "orthanc").start()
-        nginx = proxy = None
+        nginx = tuned = proxy = None
         try:
             client = orthanc.client()
             big = upload(client, make_dicom("CT_small.dcm", big_bytes=8 * 1024 * 1024))
@@ -190,8 +203,8 @@ def main() -> None:
                                         "DICOMLAB_PROXY__RATE_LIMIT_PER_SECOND": "0",
                                         "DICOMLAB_PROXY__CHUNK_BYTES": str(args.chunk_bytes),
                                         "DICOMLAB_PROXY__LOG_LEVEL": "WARNING"}).start()
-            (tmp / "nginx").mkdir()
-            nginx, nginx_url = start_nginx(tmp / "nginx", orthanc)
+            nginx, nginx_url = start_nginx(tmp / "nginx", orthanc, "nginx_reference.conf.template")
+            tuned, tuned_url = start_nginx(tmp / "nginx_tuned", orthanc, "nginx_tuned.conf.template")
             token = signer_from_entries([key]).issue(
                 Scope(studies=(big.study, small.study), orthanc_ids=(big.orthanc_id,)), subject="bench",
                 ttl_seconds=3600)
@@ -199,7 +212,9 @@ def main() -> None:
                 "direct": (orthanc.url, {}, (orthanc.username, orthanc.password.reveal())),
                 "proxy": (proxy.url, {"Authorization": f"Bearer {token}"}, None),
                 "nginx": (nginx_url, {}, None),
+                "nginx_tuned": (tuned_url, {}, None),
             }
+            pids = {"proxy": proxy.pid, "nginx": nginx.pid, "nginx_tuned": tuned.pid}
             wado = f"/dicom-web/studies/{big.study}/series/{big.series}/instances/{big.sop}"
             wado_len = len(requests.get(orthanc.url + wado, auth=targets["direct"][2]).content)
             qido = f"/dicom-web/studies?StudyInstanceUID={small.study}"
@@ -212,20 +227,25 @@ def main() -> None:
             for scenario, (path, size, clients) in scenarios.items():
                 if scenario not in args.scenarios.split(","):
                     continue
-                results[scenario] = {}
-                for name, (base, headers, auth) in targets.items():
-                    servers = {"orthanc": orthanc.pid, **({"proxy": proxy.pid} if name == "proxy" else {}),
-                               **({"nginx": nginx.pid} if name == "nginx" else {})}
-                    results[scenario][name] = load(base + path, headers, auth, clients, args.seconds, size,
-                                                   {k: v for k, v in servers.items() if v is not None})
-                    print(scenario, name, results[scenario][name], flush=True)
+                # The targets take turns in short slices, so that drift (Orthanc's own cost varies from
+                # one minute to the next, and so does other work on the machine) hits all of them alike.
+                slices: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+                for _ in range(args.rounds):
+                    for name, (base, headers, auth) in targets.items():
+                        servers = {"orthanc": orthanc.pid, **({name: pids[name]} if name in pids else {})}
+                        slices[name].append(load(base + path, headers, auth, clients, args.seconds / args.rounds,
+                                                 size, servers))
+                results[scenario] = {name: rates(found) for name, found in slices.items()}
+                for name, figures in results[scenario].items():
+                    print(scenario, name, figures, flush=True)
             lat = latency(targets, qido, args.latency_samples) if "small_qido" in results else {}
             print("latency", lat, flush=True)
         finally:
             if proxy is not None:
                 proxy.stop()
-            if nginx is not None:
-                stop_pid(nginx.pid)
+            for server in (nginx, tuned):
+                if server is not None:
+                    stop_pid(server.pid)
             orthanc.stop()
 
     if args.no_write:
@@ -243,7 +263,14 @@ def main() -> None:
         "large_file_one_client_proxy_vs_nginx": ratio("large_file_one_client", "proxy", "nginx"),
         "small_qido_proxy_vs_direct": ratio("small_qido", "proxy", "direct", "requests_per_s"),
         "small_qido_proxy_vs_nginx": ratio("small_qido", "proxy", "nginx", "requests_per_s"),
+        # The floor of one more hop on this machine: a C proxy tuned for streaming, against direct Orthanc.
+        "large_file_nginx_tuned_vs_direct": ratio("large_file", "nginx_tuned", "direct"),
+        "large_file_one_client_nginx_tuned_vs_direct": ratio("large_file_one_client", "nginx_tuned", "direct"),
+        "large_wado_rs_nginx_tuned_vs_direct": ratio("large_wado_rs", "nginx_tuned", "direct"),
+        "large_wado_rs_direct_vs_nginx": ratio("large_wado_rs", "direct", "nginx"),
+        "large_file_proxy_vs_nginx_tuned": ratio("large_file", "proxy", "nginx_tuned"),
         "added_median_latency_ms": round(lat["proxy"]["median_ms"] - lat["direct"]["median_ms"], 3),
+        "nginx_tuned_added_median_latency_ms": round(lat["nginx_tuned"]["median_ms"] - lat["direct"]["median_ms"], 3),
         "proxy_cpu_ms_per_large_file": results["large_file"]["proxy"]["cpu_ms_per_request"]["proxy"],
         "orthanc_cpu_ms_per_large_file": results["large_file"]["direct"]["cpu_ms_per_request"]["orthanc"],
         "nginx_cpu_ms_per_large_file": results["large_file"]["nginx"]["cpu_ms_per_request"]["nginx"],
