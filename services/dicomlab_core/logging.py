@@ -16,6 +16,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from dicomlab_core import fastjson
+
 PHI_FIELDS = frozenset({
     "PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "patient_name", "patient_id",
     "birth_date", "password", "token", "authorization", "secret", "access_key", "secret_key",
@@ -52,11 +54,20 @@ class JsonFormatter(logging.Formatter):
     def __init__(self, service: str = "") -> None:
         super().__init__()
         self.service = service
+        self._second: tuple[int, str] = (-1, "")
+        """The last whole second formatted, and its text (one ``strftime`` per second, not per line)."""
+
+    def _timestamp(self, record: logging.LogRecord) -> str:
+        second, text = self._second
+        if int(record.created) != second:
+            second = int(record.created)
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = (second, text)
+        return f"{text}.{int(record.msecs):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": self._timestamp(record),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": scrub(record.getMessage()),
@@ -77,7 +88,10 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[0] is not None:
             # The type and message only: tracebacks can carry request data.
             payload["error"] = f"{record.exc_info[0].__name__}: {scrub(str(record.exc_info[1]))}"
-        return json.dumps(payload, ensure_ascii=False)
+        try:
+            return fastjson.dumps(payload).decode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: ASCII escapes still make a valid line
+            return json.dumps(payload)
 
 
 def configure_logging(level: str = "INFO", *, service: str = "", stream: TextIO | None = None) -> None:

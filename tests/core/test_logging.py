@@ -59,3 +59,15 @@ def test_quick_check_never_skips_what_a_scrubber_would_change() -> None:
             slow = pattern.sub(replacement, slow)
         assert scrub(text) == slow, text
     assert sum(scrub(t) != t for t in samples) == len(samples) - 1
+
+
+def test_every_record_makes_one_valid_line() -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", stream=stream)
+    log = logging.getLogger("dicomlab.test")
+    log.info("lone surrogate \ud800 in a message", extra={"huge": 2**70, "nested": {"a": [1, 2]}, "ratio": 0.5})
+    log.info("plain", extra={"name_in_utf8": "Zoë"})
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert len(lines) == 2
+    assert lines[0]["huge"] == 2**70 and lines[0]["nested"] == '{"a": [1, 2]}' and lines[0]["ratio"] == 0.5
+    assert lines[1]["name_in_utf8"] == "Zoë" and lines[1]["ts"].endswith("Z") and len(lines[1]["ts"]) == 24
