@@ -35,8 +35,13 @@ def route_label() -> str:
     return rule.rule if rule is not None else "unmatched"
 
 
-def install_common(app: Flask, *, service: str, ready: ReadyCheck | None = None) -> None:
-    """Register error handlers, ``/healthz``, ``/readyz``, ``/metrics`` and request metrics/logging."""
+def install_common(app: Flask, *, service: str, ready: ReadyCheck | None = None,
+                   observe_requests: bool = True) -> None:
+    """Register error handlers, ``/healthz``, ``/readyz``, ``/metrics`` and request metrics/logging.
+
+    ``observe_requests=False`` leaves the request metrics and access log to the app (the proxy, whose
+    bodies are still streaming when ``after_request`` runs, records them when the last byte has left).
+    """
     register_error_handlers(app)
 
     @app.get("/healthz")
@@ -56,6 +61,9 @@ def install_common(app: Flask, *, service: str, ready: ReadyCheck | None = None)
     def metrics() -> Response:
         body, content_type = render_latest()
         return Response(body, content_type=content_type)
+
+    if not observe_requests:
+        return
 
     @app.before_request
     def _start_timer() -> None:

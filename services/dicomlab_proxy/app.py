@@ -51,7 +51,7 @@ def create_app(config: Config | None = None) -> Flask:
                                   request.headers.get("Access-Control-Request-Method"))
         return None
 
-    install_common(app, service=observe.SERVICE, ready=ready)
+    install_common(app, service=observe.SERVICE, ready=ready, observe_requests=False)
     routes.register(app, config)
 
     @app.after_request

@@ -2,10 +2,9 @@
 
 :func:`dicomlab_core.web.install_common` observes requests in ``after_request``, which for a
 streamed body runs before a single byte is sent: it would log no size and no real duration. The
-proxy therefore takes over for its own requests (``after_request`` hooks run in reverse order of
-registration, so :func:`observe` runs first and consumes the start time the common hook looks for):
-the request counter and the time-to-headers histogram are recorded at the same point, and the
-access log line plus bytes and time-to-last-byte are written when the relay ends.
+proxy therefore installs it with ``observe_requests=False`` and records its own requests: the request
+counter and the time-to-headers histogram in ``after_request``, and the access log line plus bytes
+and time-to-last-byte when the relay ends.
 
 The access log holds the route template, never the path or query (UIDs, tokens), and the token
 id (``jti``), never the token or the subject's name.
@@ -33,8 +32,7 @@ def start() -> None:
 
 def observe(response: Response) -> Response:
     """Record the request at header time; log now unless a relay will log when it ends."""
-    common_start = g.pop("dicomlab_started", None)
-    started = g.get("proxy_started", common_start)
+    started = g.get("proxy_started")
     route = route_label()
     if started is None or route in _QUIET_ROUTES:
         return response
