@@ -203,12 +203,13 @@ class TokenSigner:
         remembered (bounded, by its whole text): the next time only expiry, validity start and
         audience are checked, and those always are.
         """
-        claims = self._verified.get(token) if token else None
+        if not token:
+            raise TokenError(TokenRejection.MISSING)
+        claims = self._verified.get(token)
         if claims is None:
             claims = self._decode(token)
             if len(self._verified) >= self._cache_size:
                 self._verified.clear()  # rare, atomic and cheap: re-verifying costs tens of microseconds
-            assert token is not None
             self._verified[token] = claims
         now = self._clock()
         if now >= claims.expires_at:
@@ -219,10 +220,8 @@ class TokenSigner:
             raise TokenError(TokenRejection.WRONG_AUDIENCE)
         return claims
 
-    def _decode(self, token: str | None) -> Claims:
+    def _decode(self, token: str) -> Claims:
         """Format, key, signature and payload checks: the claims as signed, not yet checked against time."""
-        if not token:
-            raise TokenError(TokenRejection.MISSING)
         if len(token) > MAX_TOKEN_CHARS or not _TOKEN_CHARS.fullmatch(token):
             # Only the base64url alphabet and dots: anything else (non-ASCII included, which
             # would break the ASCII signing input and compare_digest) is malformed, not a crash.
