@@ -105,9 +105,5 @@ def configure_logging(level: str = "INFO", *, service: str = "", stream: TextIO 
     handler._dicomlab = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # The JSON lines never carry the caller, thread or process, so records need not look them up
-    # (the documented optimizations of the logging module; finding the caller walks the stack).
-    logging._srcfile = None  # type: ignore[attr-defined]
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     for noisy in ("urllib3", "botocore", "boto3", "s3transfer", "PIL", "matplotlib"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
