@@ -58,6 +58,9 @@ class Config:
     """Size of each upstream read while streaming, in bytes; default 1 MiB."""
     zero_copy: bool = True
     """Move large bodies of known length socket to socket with splice(2) (Linux, gunicorn, no TLS); default true."""
+    send_timeout: float = 60.0
+    """Seconds a response may wait for a client that takes no more bytes before the proxy drops it (like
+    nginx's ``send_timeout``): a stalled reader cannot hold a worker thread and a PACS connection; default 60."""
     ready_timeout: float = 2.0
     """Seconds ``/readyz`` waits for Orthanc; default 2."""
     wado_root: str = "/wado"
@@ -76,6 +79,8 @@ class Config:
             raise ValueError("service tokens must be at least 16 characters")
         if self.chunk_bytes < 64 * 1024:
             raise ValueError("chunk_bytes must be at least 65536")
+        if self.send_timeout <= 0:
+            raise ValueError("send_timeout must be positive")
         if not self.wado_root.startswith("/"):
             raise ValueError("wado_root must start with '/'")
 

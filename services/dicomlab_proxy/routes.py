@@ -38,6 +38,7 @@ from dicomlab_proxy.streaming import (
     Done,
     drain,
     forward_headers,
+    limit_client_send,
     passed_headers,
     relay,
     splice_client,
@@ -195,11 +196,13 @@ def _respond(st: ProxyState, upstream: UpstreamResponse) -> Response:
             response.headers["Content-Length"] = upstream.headers["Content-Length"]
         return response
     g.proxy_streamed = True
+    limit_client_send(request.environ, st.config.send_timeout)
     client = splice_client(request.environ) if st.config.zero_copy else None
     source = splice_source(upstream) if client is not None else None
     if client is not None and source is not None:
         done = _access_logger(upstream.status, "splice")
-        body = splice_relay(upstream, source, client, st.config.orthanc.read_timeout, g.proxy_started, done)
+        timeouts = (st.config.orthanc.read_timeout, st.config.send_timeout)
+        body = splice_relay(upstream, source, client, timeouts, g.proxy_started, done)
     else:
         body = relay(upstream, st.config.chunk_bytes, g.proxy_started, _access_logger(upstream.status, "copy"))
     return Response(body, status=upstream.status, headers=headers, direct_passthrough=True)

@@ -24,6 +24,7 @@ import os
 import select
 import socket
 import ssl
+import struct
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -132,6 +133,21 @@ def splice_client(environ: Mapping[str, Any]) -> socket.socket | None:
     return sock
 
 
+def limit_client_send(environ: Mapping[str, Any], seconds: float) -> None:
+    """Make writes to a client that stops reading fail after ``seconds`` without progress.
+
+    Sets ``SO_SNDTIMEO`` on the connection the server exposes (gunicorn's ``gunicorn.socket``), which
+    bounds every blocking send to it: the server's own writes of headers and copied bodies, and the
+    splice path's. Without it, a client that stops reading holds a worker thread and an upstream
+    connection for as long as it keeps the connection open.
+    """
+    sock = environ.get("gunicorn.socket")
+    if isinstance(sock, socket.socket):
+        whole = int(seconds)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                        struct.pack("ll", whole, int((seconds - whole) * 1_000_000)))
+
+
 def splice_source(response: Response) -> tuple[socket.socket, io.BufferedReader, int] | None:
     """``(socket, buffered reader, length)`` of an upstream body that can be spliced, else None.
 
@@ -167,28 +183,34 @@ def _fill(upstream: int, pipe_in: int, want: int, timeout: float) -> int:
                 raise TimeoutError("upstream read timed out") from None
 
 
-def _flush(pipe_out: int, client: int, count: int, timeout: float) -> None:
-    """Move exactly ``count`` bytes from the pipe to the client socket."""
+def _flush(pipe_out: int, client: socket.socket, count: int, timeout: float) -> None:
+    """Move exactly ``count`` bytes from the pipe to the client socket.
+
+    A blocking socket reports ``EAGAIN`` once its send timeout (:func:`limit_client_send`) passed
+    without progress: the client stopped reading. A non-blocking one is given ``timeout`` to drain.
+    """
     while count:
         try:
-            count -= os.splice(pipe_out, client, count, flags=os.SPLICE_F_MOVE)
+            count -= os.splice(pipe_out, client.fileno(), count, flags=os.SPLICE_F_MOVE)
         except BlockingIOError:
-            if not _wait(client, select.POLLOUT, timeout):
+            if client.getblocking() or not _wait(client.fileno(), select.POLLOUT, timeout):
                 raise _ClientGone(BrokenPipeError(errno.EPIPE, "client stopped reading")) from None
         except OSError as exc:
             raise _ClientGone(exc) from None
 
 
 def splice_relay(response: Response, source: tuple[socket.socket, io.BufferedReader, int], client: socket.socket,
-                 timeout: float, started: float, done: Done) -> Iterator[bytes]:
+                 timeouts: tuple[float, float], started: float, done: Done) -> Iterator[bytes]:
     """Like :func:`relay`, with the body moved socket to socket by the kernel.
 
     The first (empty) item makes the server send the status line and headers; the body then goes
-    straight to ``client``. Failures end as in :func:`relay`: Orthanc failing raises
-    :class:`StreamBroken`; the client leaving re-raises its socket error, which the server treats
-    as the dropped connection it is.
+    straight to ``client``. ``timeouts`` are ``(read, send)`` seconds: how long Orthanc may stay silent
+    and how long the client may take no bytes. Failures end as in :func:`relay`: Orthanc failing raises
+    :class:`StreamBroken`; the client leaving (or stalling past the send timeout) re-raises its socket
+    error, which the server treats as the dropped connection it is.
     """
     upstream, reader, length = source
+    read_timeout, send_timeout = timeouts
     sent = 0
     outcome = "aborted"
     pipe_out = pipe_in = -1
@@ -203,6 +225,8 @@ def splice_relay(response: Response, source: tuple[socket.socket, io.BufferedRea
                 raise _upstream_broken(ConnectionResetError(errno.ECONNRESET, "closed early"), sent)
             try:
                 client.sendall(head)
+            except BlockingIOError:  # the send timeout passed without progress
+                raise _ClientGone(BrokenPipeError(errno.EPIPE, "client stopped reading")) from None
             except OSError as exc:
                 raise _ClientGone(exc) from None
             sent = len(head)
@@ -211,12 +235,12 @@ def splice_relay(response: Response, source: tuple[socket.socket, io.BufferedRea
                 fcntl.fcntl(pipe_in, _F_SETPIPE_SZ, PIPE_BYTES)
             while sent < length:
                 try:
-                    moved = _fill(upstream.fileno(), pipe_in, min(length - sent, PIPE_BYTES), timeout)
+                    moved = _fill(upstream.fileno(), pipe_in, min(length - sent, PIPE_BYTES), read_timeout)
                 except OSError as exc:
                     raise _upstream_broken(exc, sent) from None
                 if moved == 0:
                     raise _upstream_broken(ConnectionResetError(errno.ECONNRESET, "closed early"), sent)
-                _flush(pipe_out, client.fileno(), moved, timeout)
+                _flush(pipe_out, client, moved, send_timeout)
                 sent += moved
         except _ClientGone as gone:
             raise gone.error from None

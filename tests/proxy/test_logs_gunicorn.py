@@ -83,6 +83,7 @@ def test_under_gunicorn(orthanc: OrthancServer, studies: Studies, key_entry: str
                'status="200"} 3.0' in metrics
         log = service.log_path.read_text()
         assert token not in log and orthanc.password.reveal() not in log
+        assert "Logging error" not in log  # gunicorn's own text log still formats (its %(process)d included)
         records = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
         served = [r for r in records if r.get("route") == "/instances/<oid:oid>/file" and r.get("status") == 200]
         assert len(served) == 3
@@ -115,3 +116,42 @@ def test_upstream_cut_under_gunicorn_drops_the_client_quietly(key_entry: str, tm
     log = service.log_path.read_text()
     assert token not in log and "Error handling request" not in log
     assert "upstream failed mid-stream" in log
+
+
+@pytest.mark.parametrize("zero_copy", ["true", "false"], ids=["splice", "copy"])
+def test_a_stalled_reader_under_gunicorn_frees_the_only_thread(key_entry: str, tmp_path: Path, zero_copy: str) -> None:
+    """One worker thread: a client that stops reading must not keep the next caller waiting for ever."""
+    import os
+    import socket
+
+    from proxy_helpers import Recorder, recording_upstream
+
+    from dicomlab_core.tokens import signer_from_entries
+
+    oid = "0a1b2c3d-0a1b2c3d-0a1b2c3d-0a1b2c3d-0a1b2c3d"
+    recorder = Recorder(body=os.urandom(48 * 1024 * 1024))
+    with recording_upstream(recorder) as upstream:
+        service = GunicornService("proxy", "dicomlab_proxy.app:create_app()", tmp_path, workers=1, threads=1, env={
+            "DICOMLAB_PROXY__ORTHANC__URL": upstream, "DICOMLAB_PROXY__ORTHANC__PASSWORD": "pw",
+            "DICOMLAB_PROXY__TOKEN_KEYS": key_entry, "DICOMLAB_PROXY__SEND_TIMEOUT": "0.5",
+            "DICOMLAB_PROXY__ZERO_COPY": zero_copy}).start()
+        try:
+            token = signer_from_entries([key_entry]).issue(Scope(orthanc_ids=(oid,)), subject="r", ttl_seconds=60)
+            host, port = service.url.removeprefix("http://").split(":")
+            with socket.socket() as stalled:
+                stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+                stalled.connect((host, int(port)))
+                stalled.sendall(f"GET /instances/{oid}/file HTTP/1.1\r\nHost: {host}\r\n"
+                                f"Authorization: Bearer {token}\r\n\r\n".encode())
+                assert stalled.recv(4096).startswith(b"HTTP/1.1 200")
+                # The stalled reader still holds its connection open; the next caller gets the thread.
+                assert requests.get(f"{service.url}/healthz", timeout=15).status_code == 200
+                assert recorder.aborted.wait(10)
+        finally:
+            recorder.aborted.set()
+            service.stop()
+    log = service.log_path.read_text()
+    assert token not in log and "Error handling request" not in log
+    assert "Logging error" not in log  # gunicorn's own text log still formats (its %(process)d included)
+    records = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert [r["outcome"] for r in records if r.get("route") == "/instances/<oid:oid>/file"] == ["aborted"]

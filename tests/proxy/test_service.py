@@ -103,7 +103,7 @@ def test_config_refuses_wildcards_and_missing_keys() -> None:
     key = KeyRing.generate_entry()
     for name, value in [("ALLOWED_ORIGINS", "*"), ("ALLOWED_ORIGINS", "https://a.example/path"),
                         ("PUBLIC_URL", "javascript:alert(1)"), ("SERVICE_TOKENS", "short"),
-                        ("TOKEN_KEYS", "k1:dG9vLXNob3J0")]:
+                        ("TOKEN_KEYS", "k1:dG9vLXNob3J0"), ("SEND_TIMEOUT", "0"), ("CHUNK_BYTES", "1024")]:
         env = {f"{PREFIX}__TOKEN_KEYS": key, f"{PREFIX}__{name}": value}
         with pytest.raises(ConfigError):
             load_config(Config, PREFIX, env)

@@ -222,3 +222,30 @@ def test_only_plain_tcp_sockets_are_spliced() -> None:
     finally:
         plain.close()
         wrapped.close()
+
+
+@pytest.mark.parametrize("zero_copy", [True, False], ids=["splice", "copy"])
+def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(
+        start_proxy: Callable[..., Any], caplog: pytest.LogCaptureFixture, zero_copy: bool) -> None:
+    """A stalled reader must not hold a worker thread and a PACS connection for as long as it likes."""
+    caplog.set_level(logging.INFO, logger="dicomlab.access")
+    recorder = Recorder(body=os.urandom(48 * 1024 * 1024))  # far more than the socket buffers hold
+    try:
+        with recording_upstream(recorder) as url, start_proxy(
+                orthanc=OrthancSettings(url=url, password=Secret("pw")), zero_copy=zero_copy, send_timeout=0.5) as p:
+            host, port = p.url.removeprefix("http://").split(":")
+            with socket.socket() as client:
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)  # a small window
+                client.connect((host, int(port)))
+                token = p.token(Scope(orthanc_ids=(OID,)))
+                client.sendall(f"GET /instances/{OID}/file HTTP/1.1\r\nHost: {host}\r\n"
+                               f"Authorization: Bearer {token}\r\n\r\n".encode())
+                assert client.recv(4096).startswith(b"HTTP/1.1 200")
+                started = time.monotonic()
+                (line,) = _relay_lines(caplog, 1)  # written when the proxy gives up on the client
+                waited = time.monotonic() - started
+                assert recorder.aborted.wait(10)  # the upstream connection was dropped, not kept half-read
+        assert line.outcome == "aborted" and 0 < line.bytes < len(recorder.body)  # type: ignore[attr-defined]
+        assert waited < 5
+    finally:
+        recorder.aborted.set()
