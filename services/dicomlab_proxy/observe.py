@@ -12,8 +12,10 @@ id (``jti``), never the token or the subject's name.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from typing import Any
 
 from flask import Response, g, request
 
@@ -37,12 +39,26 @@ def observe(response: Response) -> Response:
     if started is None or route in _QUIET_ROUTES:
         return response
     elapsed = time.perf_counter() - started
-    HTTP_REQUESTS.labels(SERVICE, request.method, route, str(response.status_code)).inc()
-    HTTP_LATENCY.labels(SERVICE, request.method, route).observe(elapsed)
+    method, status = request.method, response.status_code
+    counter, latency = _request_metrics(method, route, status)
+    counter.inc()
+    latency.observe(elapsed)
     if not g.get("proxy_streamed"):
-        log_completion(request.method, route, response.status_code, response.content_length or 0, elapsed,
-                       "complete", g.get("proxy_identity"))
+        log_completion(method, route, status, response.content_length or 0, elapsed, "complete",
+                       g.get("proxy_identity"))
     return response
+
+
+@functools.lru_cache(maxsize=1024)
+def _request_metrics(method: str, route: str, status: int) -> tuple[Any, Any]:
+    """The request counter and latency histogram of one method/route/status (labels resolved once)."""
+    return HTTP_REQUESTS.labels(SERVICE, method, route, str(status)), HTTP_LATENCY.labels(SERVICE, method, route)
+
+
+@functools.lru_cache(maxsize=1024)
+def _stream_metrics(route: str, outcome: str) -> tuple[Any, Any]:
+    """The bytes counter and time-to-last-byte histogram of one route/outcome (labels resolved once)."""
+    return RESPONSE_BYTES.labels(route), STREAM_DURATION.labels(route, outcome)
 
 
 def log_completion(method: str, route: str, status: int, sent: int, seconds: float, outcome: str,
@@ -51,10 +67,13 @@ def log_completion(method: str, route: str, status: int, sent: int, seconds: flo
 
     ``relay`` says how a streamed body travelled: ``splice`` (kernel, zero-copy) or ``copy``.
     """
-    RESPONSE_BYTES.labels(route).inc(sent)
-    STREAM_DURATION.labels(route, outcome).observe(seconds)
+    sent_bytes, duration = _stream_metrics(route, outcome)
+    sent_bytes.inc(sent)
+    duration.observe(seconds)
     if outcome == "aborted":
         CLIENT_ABORTS.labels(route).inc()
+    if not access_logger.isEnabledFor(logging.INFO):
+        return
     access_logger.info(
         "%s %s %d", method, route, status,
         extra={"method": method, "route": route, "status": status, "bytes": sent,
