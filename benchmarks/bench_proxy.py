@@ -6,7 +6,9 @@ configuration (default proxy buffering) and one tuned for streaming (buffering o
 upstream keep-alive), which shows what one more hop costs on this machine with no Python in it. It
 uploads an ~8 MB DICOM and a small study, then for each target measures throughput with a pool of
 client threads (urllib3, keep-alive) for an 8 MB ``/instances/{id}/file``, the same object via
-WADO-RS, and a small QIDO JSON, plus single-client median latency of the QIDO request. Results, with
+WADO-RS, and a small QIDO JSON, plus single-client median latency of the QIDO request, and finally the
+same QIDO load on gunicorn with an empty app and with a trivial Flask app (``wsgi_floor.py``), which
+says how much of the proxy's cost per request is the framework. Results, with
 the machine's details, go to ``benchmarks/results/proxy.json``. The load generator shares the CPU
 with the servers, so the figures are lower bounds for all of them and the ratios are what to read —
 with the CPU each process spent per request (from ``/proc``), which says why: on a machine where
@@ -170,6 +172,23 @@ def latency(targets: dict[str, tuple[str, dict[str, str], tuple[str, str] | None
     return out
 
 
+def floors(tmp: Path, path: str, args: argparse.Namespace) -> dict[str, Any]:
+    """CPU per request and round trip of gunicorn (same settings as the proxy) with an empty app and a
+    trivial Flask app (``wsgi_floor.py``): the part of the proxy's cost that is the framework, not the work."""
+    found: dict[str, Any] = {}
+    for name, spec in (("gunicorn_empty_app", "wsgi_floor:raw"), ("gunicorn_trivial_flask", "wsgi_floor:flask_app")):
+        service = GunicornService(name, spec, tmp, workers=args.workers, threads=args.threads,
+                                  env={"PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
+                                  ).start()
+        try:
+            figures = rates([load(service.url + path, {}, None, args.clients, args.seconds / 2, 0, {name: service.pid})])
+            figures["latency"] = latency({name: (service.url, {}, None)}, path, args.latency_samples)[name]
+            found[name] = figures
+        finally:
+            service.stop()
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=6.0, help="load per target and scenario")
@@ -179,7 +198,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--chunk-bytes", type=int, default=1024 * 1024, help="the proxy's upstream read size")
-    parser.add_argument("--scenarios", default="large_file,large_wado_rs,large_file_one_client,small_qido")
+    parser.add_argument("--scenarios", default="large_file,large_wado_rs,large_file_one_client,small_qido,floors")
     parser.add_argument("--no-write", action="store_true", help="print only; leave results/proxy.json alone")
     args = parser.parse_args()
     load_at_start = os.getloadavg()
@@ -240,6 +259,9 @@ def main() -> None:
                     print(scenario, name, figures, flush=True)
             lat = latency(targets, qido, args.latency_samples) if "small_qido" in results else {}
             print("latency", lat, flush=True)
+            if "floors" in args.scenarios.split(","):
+                results["floors"] = floors(tmp, qido, args)
+                print("floors", results["floors"], flush=True)
         finally:
             if proxy is not None:
                 proxy.stop()
@@ -276,6 +298,12 @@ def main() -> None:
         "nginx_cpu_ms_per_large_file": results["large_file"]["nginx"]["cpu_ms_per_request"]["nginx"],
         "proxy_cpu_ms_per_small_qido": results["small_qido"]["proxy"]["cpu_ms_per_request"]["proxy"],
     }
+    if "floors" in results:
+        empty, flask = results["floors"]["gunicorn_empty_app"], results["floors"]["gunicorn_trivial_flask"]
+        summary["gunicorn_empty_app_cpu_ms_per_request"] = empty["cpu_ms_per_request"]["gunicorn_empty_app"]
+        summary["flask_added_cpu_ms_per_request"] = round(
+            flask["cpu_ms_per_request"]["gunicorn_trivial_flask"] - summary["gunicorn_empty_app_cpu_ms_per_request"], 3)
+        summary["gunicorn_empty_app_round_trip_median_ms"] = empty["latency"]["median_ms"]
     targets_met = {
         "large >= 0.8x direct": min(summary["large_file_proxy_vs_direct"], summary["large_wado_rs_proxy_vs_direct"]) >= 0.8,
         "large >= 1.5x nginx": min(summary["large_file_proxy_vs_nginx"], summary["large_wado_rs_proxy_vs_nginx"]) >= 1.5,
