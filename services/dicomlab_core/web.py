@@ -29,6 +29,18 @@ HTTP_LATENCY = Histogram("dicomlab_http_request_duration_seconds", "Time to the 
 ReadyCheck = Callable[[], None]
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    """The request method as a metric label: a standard method, else ``OTHER``.
+
+    gunicorn accepts any upper-case token as a method, so labelling with it verbatim would let a
+    client create new time series at will.
+    """
+    return method if method in _METHODS else "OTHER"
+
+
 def route_label() -> str:
     """The matched route template (``/studies/<study>``), bounded in cardinality, free of UIDs."""
     rule = request.url_rule
@@ -78,8 +90,9 @@ def install_common(app: Flask, *, service: str, ready: ReadyCheck | None = None,
         route = route_label()
         if route in ("/metrics", "/healthz", "/readyz"):
             return response
-        HTTP_REQUESTS.labels(service, request.method, route, str(response.status_code)).inc()
-        HTTP_LATENCY.labels(service, request.method, route).observe(elapsed)
+        method = method_label(request.method)
+        HTTP_REQUESTS.labels(service, method, route, str(response.status_code)).inc()
+        HTTP_LATENCY.labels(service, method, route).observe(elapsed)
         access_logger.info(
             "%s %s %d", request.method, route, response.status_code,
             extra={"method": request.method, "route": route, "status": response.status_code,

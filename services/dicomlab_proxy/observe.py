@@ -19,7 +19,7 @@ from typing import Any
 
 from flask import Response, g, request
 
-from dicomlab_core.web import HTTP_LATENCY, HTTP_REQUESTS, route_label
+from dicomlab_core.web import HTTP_LATENCY, HTTP_REQUESTS, method_label, route_label
 from dicomlab_proxy.access import Identity
 from dicomlab_proxy.metrics import CLIENT_ABORTS, RESPONSE_BYTES, STREAM_DURATION
 
@@ -40,7 +40,7 @@ def observe(response: Response) -> Response:
         return response
     elapsed = time.perf_counter() - started
     method, status = request.method, response.status_code
-    counter, latency = _request_metrics(method, route, status)
+    counter, latency = _request_metrics(method_label(method), route, status)
     counter.inc()
     latency.observe(elapsed)
     if not g.get("proxy_streamed"):

@@ -1,4 +1,4 @@
-"""Service callers and STOW-RS, the per-token rate limit, token-rejection metrics, the local-stack wiring."""
+"""Service callers and STOW-RS, the per-token rate limit, token-rejection and request metrics, the local-stack wiring."""
 
 from __future__ import annotations
 
@@ -80,6 +80,19 @@ def test_token_rejections_are_counted_by_reason(start_proxy: Callable[..., Any],
         assert _rejections("out_of_scope") == before + 1
         metrics = requests.get(f"{p.url}/metrics").text
         assert "dicomlab_proxy_response_bytes_total" in metrics and "dicomlab_http_request_duration_seconds" in metrics
+
+
+def test_made_up_methods_do_not_make_new_metric_series(start_proxy: Callable[..., Any]) -> None:
+    """gunicorn accepts any upper-case token as a method; the request metrics must stay bounded."""
+    labels = {"service": "proxy", "method": "OTHER", "route": "unmatched", "status": "405"}
+    before = REGISTRY.get_sample_value("dicomlab_http_requests_total", labels) or 0
+    with start_proxy() as p:
+        for i in range(5):
+            assert requests.request(f"BREW{'X' * i}", f"{p.url}/dicom-web/studies").status_code == 405
+    assert REGISTRY.get_sample_value("dicomlab_http_requests_total", labels) == before + 5
+    series = [sample.labels["method"] for metric in REGISTRY.collect() if metric.name == "dicomlab_http_requests"
+              for sample in metric.samples]
+    assert series and not any(method.startswith("BREW") for method in series)
 
 
 def test_local_stack_environment_makes_a_valid_config(tmp_path: Path) -> None:
