@@ -53,6 +53,8 @@ _HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 _LEVEL_OF_KEY = {"studyinstanceuid": "study", "0020000d": "study", "seriesinstanceuid": "series",
                  "0020000e": "series", "sopinstanceuid": "instance", "00080018": "instance"}
 """Query keys (normalized by :func:`_key`) that name an identifier, and its level."""
+_WADO_LEVEL_OF_KEY = {"studyuid": "study", "seriesuid": "series", "objectuid": "instance"}
+"""The same for WADO-URI, whose three keys are all required."""
 
 
 class UidConverter(BaseConverter):
@@ -96,12 +98,14 @@ def _key(name: str) -> str:
     return "".join(c for c in name.lower() if c.isalnum())
 
 
-def _query_values(args: Mapping[str, Any], keys: frozenset[str]) -> list[str]:
-    values: list[str] = []
-    for name in args:
-        if _key(name) in keys:
-            values.extend(args.getlist(name))  # type: ignore[attr-defined]
-    return values
+def _query_identifiers(level_of_key: Mapping[str, str]) -> dict[str, list[str]]:
+    """The query's values by level (study/series/instance), its keys normalized by :func:`_key`."""
+    named: dict[str, list[str]] = {"study": [], "series": [], "instance": []}
+    for name, value in request.args.items(multi=True):
+        level = level_of_key.get(_key(name))
+        if level is not None:
+            named[level].append(value)
+    return named
 
 
 def _one(path_value: str | None, query_values: list[str], what: str) -> str | None:
@@ -119,11 +123,7 @@ def _one(path_value: str | None, query_values: list[str], what: str) -> str | No
 
 def dicomweb_targets(view_args: Mapping[str, str]) -> dict[str, str | None]:
     """Study, series and instance named by a DICOMweb request's path and query."""
-    named: dict[str, list[str]] = {"study": [], "series": [], "instance": []}
-    for name, value in request.args.items(multi=True):
-        level = _LEVEL_OF_KEY.get(_key(name))
-        if level is not None:
-            named[level].append(value)
+    named = _query_identifiers(_LEVEL_OF_KEY)
     return {"study": _one(view_args.get("study"), named["study"], "StudyInstanceUID"),
             "series": _one(view_args.get("series"), named["series"], "SeriesInstanceUID"),
             "instance": _one(view_args.get("sop"), named["instance"], "SOPInstanceUID")}
@@ -133,9 +133,10 @@ def wado_uri_targets() -> dict[str, str | None]:
     """Study, series and object UIDs of a WADO-URI request (all three required)."""
     if request.args.get("requestType") != "WADO":
         raise BadRequest("requestType=WADO is required")
+    named = _query_identifiers(_WADO_LEVEL_OF_KEY)
     found: dict[str, str | None] = {}
-    for level, key in (("study", "studyuid"), ("series", "seriesuid"), ("instance", "objectuid")):
-        found[level] = _one(None, _query_values(request.args, frozenset({key})), key)
+    for key, level in _WADO_LEVEL_OF_KEY.items():
+        found[level] = _one(None, named[level], key)
         if found[level] is None:
             raise BadRequest(f"{key} is required")
     return found
