@@ -192,9 +192,10 @@ class LoginLimit:
         Runs in the caller's write transaction, which should commit before the password is checked.
         """
         now = utcnow()
-        self._insert_if_missing(session, key, now)
-        row = session.scalar(select(LoginThrottle).where(LoginThrottle.key == key).with_for_update())
-        assert row is not None  # inserted above, and only ever deleted under the same row lock
+        row = None
+        while row is None:  # another request's clean-up may remove a stale row between these two statements
+            self._insert_if_missing(session, key, now)
+            row = session.scalar(select(LoginThrottle).where(LoginThrottle.key == key).with_for_update())
         if now - row.last_failure_at > timedelta(seconds=self.window_seconds):
             row.failures, row.blocked_until = 0, None
         if row.blocked_until is not None and row.blocked_until > now:
@@ -205,10 +206,12 @@ class LoginLimit:
         row.last_failure_at = now
         wait_next = self.delay(row.failures)
         row.blocked_until = now + timedelta(seconds=wait_next) if wait_next else None
-        # Keep the table small: forget pairs that are past their window and their delay.
+        # Keep the table small: forget pairs past their window and their delay. Rows another attempt
+        # holds locked are skipped (and left for later), so two clean-ups never wait on each other.
         stale = now - timedelta(seconds=self.window_seconds + self.max_delay_seconds)
-        session.execute(delete(LoginThrottle).where(LoginThrottle.last_failure_at < stale,
-                                                    LoginThrottle.key != key))
+        old = (select(LoginThrottle.key).where(LoginThrottle.last_failure_at < stale, LoginThrottle.key != key)
+               .limit(100).with_for_update(skip_locked=True))
+        session.execute(delete(LoginThrottle).where(LoginThrottle.key.in_(old)))
 
     @staticmethod
     def _insert_if_missing(session: Session, key: str, now: datetime) -> None:

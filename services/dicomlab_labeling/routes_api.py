@@ -171,10 +171,15 @@ def change_password() -> tuple[str, int]:
     current, new = data.get("currentPassword"), data.get("newPassword")
     if not isinstance(current, str) or not isinstance(new, str):
         raise BadRequest("currentPassword and newPassword are required")
-    with state().db.session() as session:
+    api = state()
+    key = api.login_limit.key(user.username, client_ip())
+    with api.db.session() as session:  # guessing the current password counts like failed logins
+        api.login_limit.reserve(session, key)
+    with api.db.session() as session:
         row = session.get_one(User, user.id)
         if not verify_password(row, current):
             raise Unauthorized("the current password is wrong")
+        api.login_limit.clear(session, key)
         row.password_hash = hash_password(new)
         # Whoever else holds a session (a stolen cookie, a forgotten browser) is signed out.
         ended = end_other_sessions(session, user.id, keep=g.login_session.id)

@@ -16,7 +16,7 @@ import pytest
 import requests
 from flask import Flask
 from selfhosted_support import ADMIN, PASSWORD, Api, create_users, database_url, make_config, serve
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from dicomlab_cli.processes import OrthancServer, PostgresServer
 from dicomlab_labeling.app import create_app
@@ -159,3 +159,20 @@ def test_password_change_ends_the_accounts_other_sessions(app: Flask) -> None:
     assert admin.call("PATCH", f"/admin/users/{ann_id}", {"password": "reset-password-3"})[0] == 200
     assert tablet.call("GET", "/auth/me")[0] == 401 and laptop.call("GET", "/auth/me")[0] == 401
     assert admin.call("GET", "/auth/me")[0] == 200
+
+
+def test_forgotten_pairs_are_cleaned_up(app: Flask) -> None:
+    api = app.extensions["dicomlab_labeling_api"]
+    with api.db.session() as session:
+        session.add(LoginThrottle(key="0" * 64, failures=3, last_failure_at=utcnow() - timedelta(days=2)))
+    assert _login(app.test_client(), WRONG, "203.0.113.7").status_code == 401
+    with api.db.session(readonly=True) as session:
+        keys = set(session.scalars(select(LoginThrottle.key)))
+    assert "0" * 64 not in keys and len(keys) == 1  # the stale pair went; the fresh one is counted
+
+
+def test_guessing_the_current_password_is_limited_too(app: Flask) -> None:
+    admin = Api(app).login(*ADMIN)
+    for _ in range(FREE):
+        assert admin.call("POST", "/auth/password", {"currentPassword": WRONG, "newPassword": "x" * 12})[0] == 401
+    assert admin.call("POST", "/auth/password", {"currentPassword": ADMIN[1], "newPassword": "x" * 12})[0] == 429
