@@ -38,6 +38,10 @@ def test_exclude_manifests_outside_the_store_get_one_answer(population: Populati
         assert answers == {(400, json.dumps({"code": 400, "name": "Bad Request",
                                              "description": f"exclude_manifests: {OUTSIDE_STORE}"},
                                             sort_keys=True))}
+        # Every answer, refusals included, tells the browser not to sniff its type.
+        for response in (client.get("/manifests", headers=AUTH), client.get("/manifests"), client.get("/healthz"),
+                         client.post("/manifests", headers=AUTH, json={"name": "x", "exclude_manifests": [uris[0]]})):
+            assert response.headers["X-Content-Type-Options"] == "nosniff", response.status_code
         # The builder itself holds the same line (a job resumed from before the fix is not a way round).
         service = app.extensions["dicomlab_manifest"]
         for uri in uris:
