@@ -101,8 +101,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     ctx, status = stack.require_running()
     for name, item in status.items():
         print(f"    {name:<10} {item['health']:<8} http://127.0.0.1:{item['port']}")
-    work = ctx.run_dir / "demo"
-    work.mkdir(parents=True, exist_ok=True)
+    work = stack.private_dir(ctx.run_dir / "demo")  # the truth file names synthetic patients: owner-only
 
     truth = load_images(ctx, options, work)
     manifest = build_manifest(ctx, options)
@@ -142,7 +141,7 @@ def load_images(ctx: stack.LocalContext, options: DemoOptions, work: Path) -> li
             print(f"    already in Orthanc: {len(records)} images (reusing)")
             return records
     records = upload_study_set(config, client, workers=2, progress=progress("uploading"))
-    truth_path.write_text(json.dumps(records))
+    stack.write_private(truth_path, json.dumps(records))
     print(f"    uploaded {len(records)} images; ground truth in {truth_path}")
     return records
 

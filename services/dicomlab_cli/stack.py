@@ -7,6 +7,10 @@ Everything lives in one run directory (default ``./.run``, or ``DICOMLAB_RUN_DIR
 - ``stack.json``: ports and process IDs (no secrets);
 - ``orthanc/``, ``postgres/``, ``<service>.log``, ``store/`` (the ``file://`` object store).
 
+The folders holding patient data (``orthanc/``, ``labeling/``, ``demo/``) are 0700, and the stack
+starts its processes under umask 077, so Orthanc's storage and index and the labeling database are
+created 0600/0700.
+
 Services join the stack by shipping a ``dicomlab_<name>.local`` module with
 ``local_env(ctx: LocalContext) -> dict[str, str]``; a service whose package has no such module
 has not landed yet and is skipped. ``up`` is idempotent: a healthy running stack is left as it is.
@@ -15,11 +19,13 @@ has not landed yet and is skipped. ``up`` is idempotent: a healthy running stack
 from __future__ import annotations
 
 import base64
+import contextlib
 import importlib
 import json
 import logging
 import os
 import secrets
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,6 +55,39 @@ DEFAULT_PORTS = {"orthanc": 8042, "orthanc_dicom": 4242, "proxy": 8081, "manifes
 
 HEALTH_PATHS = {"orthanc": "/system", "prometheus": "/-/healthy", "pushgateway": "/-/healthy"}
 """Health endpoints of the components that are not our Flask services (those answer ``/healthz``)."""
+
+
+PRIVATE_DIRS = ("orthanc", "labeling", "demo")
+"""Folders of the run directory that hold patient data (Orthanc's storage and index, the labeling
+database, the demo's truth file): mode 0700, their files 0600."""
+
+PRIVATE_UMASK = 0o077
+"""The umask while the stack starts: everything created by us or the processes we start is 0600/0700."""
+
+
+@contextlib.contextmanager
+def private_umask() -> Iterator[None]:
+    """Files and folders created meanwhile, also by child processes started meanwhile, are owner-only."""
+    previous = os.umask(PRIVATE_UMASK)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as an owner-only folder (0700), created if missing, tightened if it exists from before."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` with mode 0600 from the start (never readable by others, not even briefly)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    path.chmod(0o600)
 
 
 def run_dir() -> Path:
@@ -186,6 +225,16 @@ def up(directory: Path | None = None, *, postgres: bool = False, services: tuple
         return current
     down(directory)
     creds = load_credentials(directory)
+    # The run directory itself stays reachable (PostgreSQL may run as another account below it); the
+    # folders with patient data are owner-only, and so is whatever the started processes create.
+    for name in PRIVATE_DIRS:
+        private_dir(directory / name)
+    with private_umask():
+        return _start(directory, creds, postgres=postgres, services=services, monitoring=monitoring)
+
+
+def _start(directory: Path, creds: dict[str, str], *, postgres: bool, services: tuple[str, ...],
+           monitoring: bool) -> dict[str, Any]:
     state = StackState(postgres=postgres)
     try:
         pg: PostgresServer | None = None

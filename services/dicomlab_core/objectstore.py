@@ -5,6 +5,9 @@
 backends: a reader never sees a partial object (``file://``: temp file, fsync, rename; ``s3://``:
 S3 only makes an object visible when its (multipart) upload completes, and a failed multipart
 upload is aborted). Errors name the bucket/key or path and the reason, never credentials.
+
+URIs that arrive in requests are confined to the configured roots by :class:`StoreScope` before
+anything is read: one rule for every service, one refusal message.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, Protocol
 from urllib.parse import urlparse
@@ -72,9 +75,68 @@ def split_uri(uri: str) -> tuple[str, str]:
     return f"file://{path.parent}", path.name
 
 
-def _check_key(key: str) -> str:
+OUTSIDE_STORE = "not an object in the configured object store"
+"""The one refusal for a URI outside the allowed roots: the same whether or not something is there."""
+
+
+class StoreScope:
+    """The object-store roots that URIs in requests may name, and the one rule that confines them.
+
+    A request that names an object by URI (a Ground Truth annotation file, a job's manifest, a
+    manifest to exclude) may only reach objects inside these roots: ``s3://bucket[/prefix]`` (same
+    bucket, key under the prefix) or ``file:///dir`` (the path, symlinks and ``..`` resolved, strictly
+    below the directory). Anything else (another bucket, a path elsewhere on disk, a symlink or
+    ``..`` leading out, another scheme) is refused with one message that never depends on what
+    exists there, so the check cannot be used to probe the file system.
+    """
+
+    def __init__(self, roots: Iterable[str]) -> None:
+        self._s3: list[tuple[str, str]] = []
+        self._files: list[Path] = []
+        for root in roots:
+            parsed = urlparse(root)
+            if parsed.scheme == "s3" and parsed.netloc:
+                self._s3.append((parsed.netloc, parsed.path.strip("/")))
+            elif parsed.scheme in ("file", "") and (parsed.path if parsed.scheme == "file" else root):
+                self._files.append(Path(os.path.realpath(parsed.path if parsed.scheme == "file" else root)))
+            else:
+                raise ValueError(f"object store root {root!r}: expected file:///dir or s3://bucket[/prefix]")
+        self.roots = tuple(roots)
+
+    def locate(self, uri: str, *, field: str) -> tuple[str, str]:
+        """(store URL, key) of ``uri`` inside an allowed root; else :class:`BadRequest` naming ``field``."""
+        refused = BadRequest(f"{field}: {OUTSIDE_STORE}")
+        if not isinstance(uri, str) or len(uri) > 4096 or "\x00" in uri:
+            raise refused
+        parsed = urlparse(uri)
+        if parsed.scheme == "s3":
+            key = parsed.path.lstrip("/")
+            if not _valid_key(key):
+                raise refused
+            for bucket, prefix in self._s3:
+                if parsed.netloc == bucket and (not prefix or key.startswith(prefix + "/")):
+                    return f"s3://{bucket}", key
+            raise refused
+        if parsed.scheme == "file" and parsed.netloc in ("", "localhost") and parsed.path.startswith("/"):
+            resolved = Path(os.path.realpath(parsed.path))
+            for root in self._files:
+                if root in resolved.parents:
+                    return f"file://{root}", resolved.relative_to(root).as_posix()
+        raise refused
+
+    def open(self, uri: str, *, field: str, **s3_options: Any) -> tuple[ObjectStore, str]:
+        """The store holding ``uri`` and its key there, after :meth:`locate` has confined it."""
+        store_url, key = self.locate(uri, field=field)
+        return open_store(store_url, **s3_options), key
+
+
+def _valid_key(key: str) -> bool:
     parts = key.split("/")
-    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+    return bool(key) and not key.startswith("/") and not any(p in ("", ".", "..") for p in parts)
+
+
+def _check_key(key: str) -> str:
+    if not _valid_key(key):
         raise BadRequest(f"invalid object key {key!r}")
     return key
 
@@ -124,7 +186,7 @@ class FileStore:
         path = self._path(key)
         try:
             return path.read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFound(f"no object {key!r} in {self.url}") from None
         except OSError as exc:
             raise ObjectStoreError(f"cannot read {path}: {exc.strerror}") from exc

@@ -32,6 +32,8 @@ RETRYABLE_STATUSES = frozenset({HTTPStatus.REQUEST_TIMEOUT, HTTPStatus.TOO_MANY_
                                 HTTPStatus.SERVICE_UNAVAILABLE, HTTPStatus.GATEWAY_TIMEOUT})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 STREAM_CHUNK_BYTES = 1024 * 1024
+MAX_PROBE_TIMEOUT_S = 3.0
+"""Readiness probes never wait longer than this for Orthanc."""
 
 
 class QidoLevel(StrEnum):
@@ -73,6 +75,9 @@ class OrthancSettings:
     """Base of the exponential backoff between retries, in seconds."""
     pool_size: int = 16
     """Pooled connections kept open to Orthanc (size it to the worker thread count)."""
+    probe_timeout: float = 2.0
+    """Seconds a readiness probe (``/readyz``) waits for Orthanc, connecting and reading; one try, never
+    retried; capped at 3 (default 2)."""
 
     @property
     def base(self) -> str:
@@ -190,6 +195,21 @@ class OrthancClient:
         """``GET /system``: version, name, DICOMweb availability. Used as the health check."""
         result: dict[str, Any] = self.get_json("/system")
         return result
+
+    def ping(self) -> None:
+        """``GET /system`` once, with the short ``probe_timeout`` and no retry: the readiness check.
+
+        The normal path (60 s reads, retried with backoff) would hold a probe for minutes when Orthanc
+        hangs; a probe must answer within its own deadline.
+        """
+        timeout = min(max(self.settings.probe_timeout, 0.1), MAX_PROBE_TIMEOUT_S)
+        try:
+            response = self._no_retry.get(self.settings.base + "/system", timeout=(timeout, timeout))
+        except requests.exceptions.RequestException as exc:
+            if _is_timeout(exc):
+                raise UpstreamTimeout(f"Orthanc at {self.settings.base} did not answer within {timeout:g} s") from exc
+            raise UpstreamError(f"Orthanc at {self.settings.base} is unreachable: {type(exc).__name__}") from exc
+        self._raise_for_status(response, "GET", "/system")
 
     def statistics(self) -> dict[str, Any]:
         result: dict[str, Any] = self.get_json("/statistics")

@@ -2,20 +2,25 @@
 
 ``install_common(app, service=..., ready=...)`` adds them in one call from ``create_app``.
 The access log is one JSON line per request with method, route template (not the raw path, which
-can carry UIDs), status, duration and bytes; never query strings, headers, or bodies.
+can carry UIDs), status, duration and bytes; never query strings, headers, or bodies. Every
+response carries ``X-Content-Type-Options: nosniff``. :class:`BoundedCheck` keeps a readiness check
+within its deadline when a dependency hangs.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from http import HTTPStatus
 
 from flask import Flask, Response, g, jsonify, request
 from prometheus_client import Counter, Histogram
 
-from dicomlab_core.errors import ServiceError, register_error_handlers
+from dicomlab_core.errors import ServiceError, ServiceUnavailable, register_error_handlers
 from dicomlab_core.metrics import LATENCY_BUCKETS_SECONDS, render_latest
 
 logger = logging.getLogger(__name__)
@@ -47,6 +52,41 @@ def route_label() -> str:
     return rule.rule if rule is not None else "unmatched"
 
 
+class BoundedCheck:
+    """A readiness check that answers within ``timeout_s`` even when its dependency hangs.
+
+    The check runs in a helper thread; a probe that does not get its result in time fails with
+    :class:`ServiceUnavailable`. A check still running from an earlier probe is waited on again
+    instead of starting another, so a hung dependency holds at most one thread, not one per probe.
+    For dependencies whose client has no timeout of its own (a database connection from the pool).
+    """
+
+    def __init__(self, check: ReadyCheck, timeout_s: float, what: str) -> None:
+        self.check, self.timeout_s, self.what = check, timeout_s, what
+        self._lock = threading.Lock()
+        self._pending: Future[None] | None = None
+
+    def _run(self, future: Future[None]) -> None:
+        try:
+            self.check()
+        except BaseException as exc:  # handed to the probe that waits for it
+            future.set_exception(exc)
+        else:
+            future.set_result(None)
+
+    def __call__(self) -> None:
+        with self._lock:
+            if self._pending is None or self._pending.done():
+                self._pending = Future()
+                threading.Thread(target=self._run, args=(self._pending,), name=f"ready-{self.what}",
+                                 daemon=True).start()
+            pending = self._pending
+        try:
+            pending.result(timeout=self.timeout_s)
+        except FutureTimeout:
+            raise ServiceUnavailable(f"{self.what} did not answer within {self.timeout_s:g} s") from None
+
+
 def install_common(app: Flask, *, service: str, ready: ReadyCheck | None = None,
                    observe_requests: bool = True) -> None:
     """Register error handlers, ``/healthz``, ``/readyz``, ``/metrics`` and request metrics/logging.
@@ -55,6 +95,12 @@ def install_common(app: Flask, *, service: str, ready: ReadyCheck | None = None,
     bodies are still streaming when ``after_request`` runs, records them when the last byte has left).
     """
     register_error_handlers(app)
+
+    @app.after_request
+    def _nosniff(response: Response) -> Response:
+        # Browsers must take our JSON (and everything else) for what its Content-Type says.
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
 
     @app.get("/healthz")
     def healthz() -> Response:

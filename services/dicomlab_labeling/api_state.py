@@ -19,9 +19,10 @@ from sqlalchemy.exc import IntegrityError
 
 from dicomlab_core.errors import BadRequest, ServiceUnavailable
 from dicomlab_core.objectstore import ObjectStore, open_store
-from dicomlab_core.orthanc import OrthancClient
+from dicomlab_core.orthanc import MAX_PROBE_TIMEOUT_S, OrthancClient
 from dicomlab_core.tokens import Scope, TokenSigner
-from dicomlab_labeling.auth import LoginLimit, ensure_admin, set_password_cost
+from dicomlab_core.web import BoundedCheck
+from dicomlab_labeling.auth import LoginLimit, client_address, ensure_admin, set_password_cost
 from dicomlab_labeling.config import LabelingConfig
 from dicomlab_labeling.db import Database
 from dicomlab_labeling.jobs import iso
@@ -42,9 +43,14 @@ class ApiState:
     orthanc: OrthancClient
     session_secret: str
     queue: Queue = field(init=False)
+    ping: BoundedCheck = field(init=False)
+    """The database readiness check (``SELECT 1`` within the probe deadline)."""
 
     def __post_init__(self) -> None:
-        self.queue = Queue(postgres=self.db.is_postgres)
+        self.queue = Queue(postgres=self.db.is_postgres, limits=self.config.answers)
+        # A hung database must not hold /readyz: the probe answers within the Orthanc probe deadline.
+        self.ping = BoundedCheck(self._ping, min(self.config.orthanc.probe_timeout, MAX_PROBE_TIMEOUT_S),
+                                 "the labeling database")
 
     @cached_property
     def store(self) -> ObjectStore:
@@ -52,9 +58,11 @@ class ApiState:
 
     @property
     def login_limit(self) -> LoginLimit:
-        return LoginLimit(self.config.auth.login_max_failures, self.config.auth.login_window_seconds)
+        auth = self.config.auth
+        return LoginLimit(auth.login_max_failures, auth.login_window_seconds, auth.login_delay_seconds,
+                          auth.login_max_delay_seconds)
 
-    def ping(self) -> None:
+    def _ping(self) -> None:
         try:
             with self.db.engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
@@ -131,7 +139,9 @@ def body() -> dict[str, Any]:
 
 
 def client_ip() -> str:
-    return request.remote_addr or ""
+    """The client's address: the peer, or ``X-Forwarded-For`` through ``AUTH__FORWARDED_FOR_PROXIES``."""
+    return client_address(request.remote_addr, request.headers.getlist("X-Forwarded-For"),
+                          state().config.auth.forwarded_for_proxies)
 
 
 def setup(app: Flask, config: LabelingConfig, signer: TokenSigner, orthanc: OrthancClient) -> ApiState:

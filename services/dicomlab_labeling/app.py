@@ -70,7 +70,7 @@ def blueprints() -> list[Blueprint]:
 
 
 def _orthanc_ready(shared: LabelingServices) -> None:
-    shared.orthanc.system()  # raises UpstreamError when Orthanc is unreachable or refuses us
+    shared.orthanc.ping()  # one short try; raises UpstreamError when Orthanc is unreachable, hung or refuses us
 
 
 def create_app(config: LabelingConfig | None = None) -> Flask:

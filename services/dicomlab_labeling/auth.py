@@ -7,8 +7,11 @@
 - Every state-changing request must echo the session's CSRF token in ``X-CSRF-Token``.
 - Behind oauth2-proxy, ``X-Forwarded-Email``/``X-Forwarded-User`` sign a user in, but only when the
   request comes straight from a trusted proxy address: anyone else could set those headers.
-- Failed logins are counted per account and per client address in the database (shared by every
-  gunicorn worker); over the limit the answer is 429 with ``Retry-After``.
+- Failed logins are counted per (account, client address) pair in the database (shared by every
+  gunicorn worker); past a free allowance each attempt waits a delay that doubles per failure,
+  answered 429 with ``Retry-After`` (:class:`LoginLimit`). The client address comes from
+  ``X-Forwarded-For`` only through configured trusted proxies (:func:`client_address`).
+- A password change ends the account's other sessions (:func:`end_other_sessions`).
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import math
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import wraps
@@ -27,11 +31,11 @@ from typing import Any, TypeVar, cast
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from flask import g, request
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from dicomlab_core.errors import BadRequest, Conflict, Forbidden, TooManyRequests, Unauthorized
-from dicomlab_labeling.models import LoginFailure, LoginSession, Role, User, utcnow
+from dicomlab_labeling.models import LoginSession, LoginThrottle, Role, User, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -151,30 +155,108 @@ def find_session(session: Session, *, secret: str, token: str) -> tuple[LoginSes
 
 @dataclass(frozen=True)
 class LoginLimit:
-    max_failures: int
+    """Growing delays for failed logins, per account *and* client address.
+
+    The first ``free_failures`` attempts of an (account, client) pair pass at once; after that each
+    attempt must wait ``delay_seconds``, doubling with every further failure up to
+    ``max_delay_seconds``. A pair's count is forgotten after ``window_seconds`` without an attempt
+    and reset by a successful login. Keying on the pair means someone guessing ``admin``'s password
+    from one address never delays the real admin signing in from another.
+
+    :meth:`reserve` counts an attempt *before* its password is checked, in one transaction that
+    locks the pair's row (``SELECT ... FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite):
+    parallel attempts are serialized, so no more than the allowance is ever checked.
+    """
+
+    free_failures: int
     window_seconds: int
+    delay_seconds: float = 1.0
+    max_delay_seconds: int = 300
 
-    def keys(self, username: str, client_ip: str) -> list[str]:
-        return [f"user:{username.strip().lower()[:150]}", f"ip:{client_ip[:64]}"]
+    @staticmethod
+    def key(username: str, client: str) -> str:
+        """The row key of (account, client): a hash, so typed-in user names are not stored."""
+        material = f"{username.strip().lower()[:150]}\x00{client[:64]}"
+        return hashlib.sha256(material.encode()).hexdigest()
 
-    def check(self, session: Session, keys: Iterable[str]) -> None:
-        since = utcnow() - timedelta(seconds=self.window_seconds)
-        for key in keys:
-            failures = session.scalar(select(func.count()).select_from(LoginFailure)
-                                      .where(LoginFailure.key == key, LoginFailure.at > since)) or 0
-            if failures >= self.max_failures:
-                raise TooManyRequests("too many failed logins; try again later",
-                                      headers={"Retry-After": str(self.window_seconds)})
+    def delay(self, failures: int) -> float:
+        """Seconds the next attempt must wait after ``failures`` counted attempts (0 within the allowance)."""
+        over = failures - self.free_failures
+        if over < 0:
+            return 0.0
+        return min(float(self.max_delay_seconds), self.delay_seconds * 2.0 ** min(over, 40))
 
-    def record_failure(self, session: Session, keys: Iterable[str]) -> None:
+    def reserve(self, session: Session, key: str) -> None:
+        """Count one attempt for ``key``, or raise :class:`TooManyRequests` while it must still wait.
+
+        Runs in the caller's write transaction, which should commit before the password is checked.
+        """
         now = utcnow()
-        for key in keys:
-            session.add(LoginFailure(key=key, at=now))
-        # Keep the table small: forget failures older than the window.
-        session.execute(delete(LoginFailure).where(LoginFailure.at < now - timedelta(seconds=self.window_seconds)))
+        row = None
+        while row is None:  # another request's clean-up may remove a stale row between these two statements
+            self._insert_if_missing(session, key, now)
+            row = session.scalar(select(LoginThrottle).where(LoginThrottle.key == key).with_for_update())
+        if now - row.last_failure_at > timedelta(seconds=self.window_seconds):
+            row.failures, row.blocked_until = 0, None
+        if row.blocked_until is not None and row.blocked_until > now:
+            wait = math.ceil((row.blocked_until - now).total_seconds())
+            raise TooManyRequests("too many failed logins for this account from this address; try again later",
+                                  headers={"Retry-After": str(max(1, wait))})
+        row.failures += 1
+        row.last_failure_at = now
+        wait_next = self.delay(row.failures)
+        row.blocked_until = now + timedelta(seconds=wait_next) if wait_next else None
+        # Keep the table small: forget pairs past their window and their delay. Rows another attempt
+        # holds locked are skipped (and left for later), so two clean-ups never wait on each other.
+        stale = now - timedelta(seconds=self.window_seconds + self.max_delay_seconds)
+        old = (select(LoginThrottle.key).where(LoginThrottle.last_failure_at < stale, LoginThrottle.key != key)
+               .limit(100).with_for_update(skip_locked=True))
+        session.execute(delete(LoginThrottle).where(LoginThrottle.key.in_(old)))
+
+    @staticmethod
+    def _insert_if_missing(session: Session, key: str, now: datetime) -> None:
+        dialect = session.get_bind().dialect.name
+        insert: Any
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        session.execute(insert(LoginThrottle).values(key=key, failures=0, last_failure_at=now)
+                        .on_conflict_do_nothing(index_elements=["key"]))
 
     def clear(self, session: Session, key: str) -> None:
-        session.execute(delete(LoginFailure).where(LoginFailure.key == key))
+        """A successful login: the pair starts afresh."""
+        session.execute(delete(LoginThrottle).where(LoginThrottle.key == key))
+
+
+def client_address(peer: str | None, forwarded_for: Iterable[str], proxies: Sequence[str]) -> str:
+    """The client's address: the direct peer, unless the peer is one of ``proxies``.
+
+    Behind trusted proxies the client is the right-most ``X-Forwarded-For`` entry that is not itself a
+    trusted proxy (each proxy appends the address it saw; entries further left are the client's own
+    claims). Without trusted proxies the header is ignored: anyone could write it.
+    """
+    address = peer or ""
+    if not proxies or not trusted(address, proxies):
+        return address
+    hops = [hop.strip() for value in forwarded_for for hop in value.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        try:
+            ip = ipaddress.ip_address(hop)
+        except ValueError:
+            return address  # a proxy we trust wrote nonsense: fall back to the proxy's own address
+        if not trusted(str(ip), proxies):
+            return str(ip)
+    return hops[0] if hops else address
+
+
+def end_other_sessions(session: Session, user_id: int, keep: int | None = None) -> int:
+    """Revoke every live session of ``user_id`` but ``keep`` (after a password change); returns how many."""
+    query = update(LoginSession).where(LoginSession.user_id == user_id, LoginSession.revoked.is_(False))
+    if keep is not None:
+        query = query.where(LoginSession.id != keep)
+    result = session.execute(query.values(revoked=True))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 # ------------------------------------------------------------------ trusted-header SSO

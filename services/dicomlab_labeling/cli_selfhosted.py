@@ -118,7 +118,8 @@ def _job_create(args: argparse.Namespace) -> int:
     upgrade(db)
     with db.session() as session:
         job = create_job(session, name=args.name, manifest_uri=args.manifest, store=open_store(config.store_url),
-                         orthanc=OrthancClient(config.orthanc), default_labels=config.labels, labels=args.labels,
+                         scope=config.read_scope(), orthanc=OrthancClient(config.orthanc),
+                         default_labels=config.labels, labels=args.labels,
                          readers_per_image=args.readers or config.queue.readers_per_image,
                          instructions=args.instructions, due_date=parse_time(args.due, "--due"),
                          allow_patient_identifiers=args.allow_patient_identifiers, strategy=args.strategy,

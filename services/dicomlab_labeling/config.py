@@ -12,12 +12,14 @@ The same object configures the Flask app (gunicorn), the Ground Truth Lambda han
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
 from dicomlab_core.config import Secret, load_config
 from dicomlab_core.labels import CHEXPERT_LABELS
+from dicomlab_core.objectstore import StoreScope
 from dicomlab_core.orthanc import OrthancSettings
 
 ENV_PREFIX = "DICOMLAB_LABELING"
@@ -121,9 +123,17 @@ class AuthSettings:
     session_hours: int = 12
     """Lifetime of a login session, hours (default 12)."""
     login_max_failures: int = 10
-    """Failed logins allowed per account and per client address within login_window_seconds (default 10)."""
+    """Failed logins of one account from one client address that pass without delay (default 10)."""
     login_window_seconds: int = 900
-    """Window of the login rate limit, seconds (default 900)."""
+    """An (account, client address) pair's failures are forgotten after this long without an attempt,
+    seconds (default 900)."""
+    login_delay_seconds: float = 1.0
+    """Wait after the free failures are used up, seconds; doubles with each further failure (default 1)."""
+    login_max_delay_seconds: int = 300
+    """Longest wait between login attempts of one account from one client address, seconds (default 300)."""
+    forwarded_for_proxies: tuple[str, ...] = ()
+    """Addresses/CIDRs of reverse proxies (the ingress) whose ``X-Forwarded-For`` names the client address
+    used by login limits and the audit log; default none: the direct peer is the client."""
     sso_enabled: bool = False
     """Trust ``X-Forwarded-Email``/``X-Forwarded-User`` from trusted_proxies (oauth2-proxy in front); default false."""
     trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
@@ -148,6 +158,15 @@ class AuthSettings:
             raise ValueError("AUTH__PASSWORD_TIME_COST must be ≥ 1 and AUTH__PASSWORD_MEMORY_KIB ≥ 8")
         if self.session_hours < 1 or self.login_max_failures < 1 or self.login_window_seconds < 1:
             raise ValueError("AUTH__SESSION_HOURS, AUTH__LOGIN_MAX_FAILURES, AUTH__LOGIN_WINDOW_SECONDS must be ≥ 1")
+        if not 0 < self.login_delay_seconds <= self.login_max_delay_seconds:
+            raise ValueError("AUTH__LOGIN_DELAY_SECONDS must be > 0 and ≤ AUTH__LOGIN_MAX_DELAY_SECONDS")
+        for name, entries in (("TRUSTED_PROXIES", self.trusted_proxies),
+                              ("FORWARDED_FOR_PROXIES", self.forwarded_for_proxies)):
+            for entry in entries:
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise ValueError(f"AUTH__{name}: {entry!r} is not an address or CIDR") from None
 
 
 @dataclass(frozen=True)
@@ -171,6 +190,23 @@ class QueueSettings:
 
 
 @dataclass(frozen=True)
+class AnswerLimits:
+    """Size limits of one answer (a submission or an adjudication); over a limit the answer is refused (400)."""
+
+    max_points_per_roi: int = 2000
+    """Most points one ROI (polygon, rectangle, ellipse) may have (default 2000)."""
+    max_rois: int = 100
+    """Most ROIs one answer may hold (default 100)."""
+    max_bytes: int = 256 * 1024
+    """Largest answer, bytes of its compact JSON (default 262144 = 256 KiB)."""
+
+    def validate(self) -> None:
+        if self.max_points_per_roi < 3 or self.max_rois < 1 or self.max_bytes < 1024:
+            raise ValueError("ANSWERS__MAX_POINTS_PER_ROI must be ≥ 3, ANSWERS__MAX_ROIS ≥ 1, "
+                             "ANSWERS__MAX_BYTES ≥ 1024")
+
+
+@dataclass(frozen=True)
 class LabelingConfig:
     """Everything the labeling service reads from the environment."""
 
@@ -190,6 +226,11 @@ class LabelingConfig:
     """Default label set when a data object or job names none (default: the 14 CheXpert findings)."""
     store_url: str = "file:///var/lib/dicomlab/store"
     """Object store root (``file:///path`` or ``s3://bucket/prefix``) for manifests and exports."""
+    extra_read_stores: tuple[str, ...] = ()
+    """Further object-store roots (``s3://bucket/prefix`` or ``file:///dir``, comma-separated) that URIs in
+    requests may name: Ground Truth annotation files (``payload.s3Uri``, ``annotationData.s3Uri``, e.g. the
+    job's output bucket) and job manifests (``manifestUri``). ``store_url`` is always allowed; any other URI
+    is refused with one message (default none)."""
     data_dir: Path = Path("/var/lib/dicomlab/labeling")
     """Local state directory (the default SQLite database lives here)."""
     database_url: Secret = Secret("")
@@ -209,6 +250,8 @@ class LabelingConfig:
     """Self-hosted UI accounts, sessions and SSO (``__AUTH__*``)."""
     queue: QueueSettings = field(default_factory=QueueSettings)
     """Self-hosted task queue defaults (``__QUEUE__*``)."""
+    answers: AnswerLimits = field(default_factory=AnswerLimits)
+    """Size limits of readers' answers and reviewers' adjudications (``__ANSWERS__*``)."""
 
     def validate(self) -> None:
         if not self.token_keys:
@@ -217,10 +260,19 @@ class LabelingConfig:
             raise ValueError("TOKEN_TTL_SECONDS must be at least 60")
         if not self.proxy_public_url.startswith(("http://", "https://")):
             raise ValueError("PROXY_PUBLIC_URL must be an http(s) URL")
+        try:
+            self.read_scope()
+        except ValueError as exc:
+            raise ValueError(f"STORE_URL / EXTRA_READ_STORES: {exc}") from None
         self.consolidation.validate()
         self.gt.validate()
         self.auth.validate()
         self.queue.validate()
+        self.answers.validate()
+
+    def read_scope(self) -> StoreScope:
+        """Where request URIs may point: ``store_url`` plus ``extra_read_stores``."""
+        return StoreScope((self.store_url, *self.extra_read_stores))
 
     @property
     def sqlalchemy_url(self) -> str:

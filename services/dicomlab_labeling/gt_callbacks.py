@@ -19,6 +19,8 @@ store); it is then looked up in Orthanc and handled like ``source``. An image mi
 Post-annotation: the annotation file at ``payload.s3Uri`` (and any answer stored at
 ``annotationData.s3Uri``) is read with credentials from assuming ``roleArn`` (when ``assume_role`` is
 on and the request has one) or with the service's own; every data object in the file gets an entry.
+Every URI in a request (``payload.s3Uri``, ``annotationData.s3Uri``, ``source-ref``) must lie in
+``store_url`` or ``extra_read_stores``; anything else is refused with one message, whatever is there.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from dicomlab_core.groundtruth import (
     parse_manifest_line,
 )
 from dicomlab_core.labels import validate_label_set
-from dicomlab_core.objectstore import ObjectStore, S3Store, open_store, split_uri
+from dicomlab_core.objectstore import ObjectStore, S3Store, open_store
 from dicomlab_core.tokens import Scope, TokenSigner
 from dicomlab_labeling.config import LabelingConfig
 from dicomlab_labeling.consolidation import (
@@ -98,9 +100,13 @@ class CallbackContext:
         self._clients[use_role] = client
         return client
 
-    def read(self, uri: str, role_arn: str | None = None) -> bytes:
-        """The bytes of ``uri`` (``s3://`` with the role's credentials, or ``file://``)."""
-        store_url, key = split_uri(uri)
+    def read(self, uri: str, role_arn: str | None = None, *, field: str = "payload.s3Uri") -> bytes:
+        """The bytes of ``uri`` (``s3://`` with the role's credentials, or ``file://``).
+
+        Only URIs inside ``store_url`` or ``extra_read_stores`` are read; anything else is refused with one
+        message naming ``field``, whatever is (or is not) there.
+        """
+        store_url, key = self.config.read_scope().locate(uri, field=field)
         store: ObjectStore
         if store_url.startswith("s3://"):
             store = S3Store(store_url[len("s3://"):], client=self.s3_client(role_arn))
@@ -148,7 +154,7 @@ def _orthanc_id_for_ref(line: ManifestLine, ctx: CallbackContext) -> str | None:
         import pydicom
         from pydicom.errors import InvalidDicomError
 
-        data = ctx.read(line.source_ref or "")
+        data = ctx.read(line.source_ref or "", field="dataObject.source-ref")
         try:
             sop = str(pydicom.dcmread(BytesIO(data), stop_before_pixels=True).SOPInstanceUID)
         except (InvalidDicomError, AttributeError, ValueError) as exc:
@@ -309,7 +315,7 @@ def load_annotations(data: bytes | list[Any], labels: Sequence[str], ctx: Callba
                 raw.append((worker, data_in["content"]))
             elif isinstance(data_in.get("s3Uri"), str) and ctx is not None:
                 try:
-                    raw.append((worker, ctx.read(data_in["s3Uri"], role_arn)))
+                    raw.append((worker, ctx.read(data_in["s3Uri"], role_arn, field="annotationData.s3Uri")))
                 except ServiceError as exc:
                     problems.append(Rejection(object_id, worker, f"cannot read answer: {exc.description}"))
             else:

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from dicomlab_core.errors import BadRequest, Conflict, NotFound
 from dicomlab_core.groundtruth import ManifestLine, iter_manifest
 from dicomlab_core.labels import parse_label_list
-from dicomlab_core.objectstore import ObjectStore, open_store, split_uri
+from dicomlab_core.objectstore import ObjectStore, StoreScope, open_store
 from dicomlab_core.orthanc import OrthancClient
 from dicomlab_labeling.models import Assignment, AssignmentStatus, Job, JobStatus, Strategy, Task
 
@@ -49,14 +49,18 @@ def parse_time(value: Any, field: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def read_manifest(uri: str, default_store: ObjectStore) -> list[ManifestLine]:
-    """The lines of the manifest at ``uri`` (``s3://``/``file://`` URI, or a key in ``default_store``)."""
+def read_manifest(uri: str, default_store: ObjectStore, scope: StoreScope | None = None) -> list[ManifestLine]:
+    """The lines of the manifest at ``uri``: a key in ``default_store``, or an ``s3://``/``file://`` URI inside
+    ``scope`` (default: ``default_store`` alone); any other URI is refused with one message."""
     if "://" in uri:
-        store_url, key = split_uri(uri)
+        store_url, key = (scope or StoreScope([default_store.url])).locate(uri, field="manifestUri")
         store = default_store if store_url.rstrip("/") == default_store.url.rstrip("/") else open_store(store_url)
     else:
         store, key = default_store, uri
-    data = store.get_bytes(key)
+    try:
+        data = store.get_bytes(key)
+    except NotFound:
+        raise BadRequest(f"manifestUri: no manifest {key!r} in the object store") from None
     return list(iter_manifest(data.decode("utf-8").splitlines()))
 
 
@@ -74,7 +78,7 @@ def create_job(session: Session, *, name: str, manifest_uri: str, store: ObjectS
                orthanc: OrthancClient | None, default_labels: tuple[str, ...], labels: Any = None,
                readers_per_image: int = 3, instructions: str = "", due_date: datetime | None = None,
                allow_patient_identifiers: bool = False, strategy: str = Strategy.FEWEST_ANSWERS_FIRST.value,
-               lease_seconds: int = 900, created_by: int | None = None) -> Job:
+               lease_seconds: int = 900, created_by: int | None = None, scope: StoreScope | None = None) -> Job:
     """Create a job and its tasks from the manifest; raises :class:`BadRequest` naming what is wrong."""
     name = name.strip() if isinstance(name, str) else ""
     if not name or len(name) > 100 or not all(c.isalnum() or c in "-_." for c in name):
@@ -86,7 +90,7 @@ def create_job(session: Session, *, name: str, manifest_uri: str, store: ObjectS
     if not isinstance(lease_seconds, int) or not 10 <= lease_seconds <= 86400:
         raise BadRequest("leaseSeconds: an integer from 10 to 86400")
     strategy = check_strategy(strategy)
-    lines = read_manifest(manifest_uri, store)
+    lines = read_manifest(manifest_uri, store, scope)
     if not lines:
         raise BadRequest("manifestUri: the manifest has no lines")
     label_set = parse_label_list(labels, field="labels") if labels is not None else lines[0].labels or default_labels

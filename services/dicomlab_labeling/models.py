@@ -108,14 +108,21 @@ class LoginSession(Base):
     revoked: Mapped[bool] = mapped_column(default=False)
 
 
-class LoginFailure(Base):
-    """One failed login, keyed by account and by client address (rate limiting across workers)."""
+class LoginThrottle(Base):
+    """Failed logins of one account from one client address (rate limiting shared by every worker).
 
-    __tablename__ = "login_failures"
+    ``key`` is a SHA-256 of (account, client), so the table never holds what was typed as a user
+    name. ``failures`` counts attempts since the last success (each attempt is counted before its
+    password is checked, in the same transaction as the check); past the free allowance every
+    further attempt must wait until ``blocked_until``, a delay that doubles with each failure.
+    """
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    key: Mapped[str] = mapped_column(String(200), index=True)
-    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    __tablename__ = "login_throttles"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(default=0)
+    last_failure_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    blocked_until: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class Job(Base):

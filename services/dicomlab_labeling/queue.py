@@ -15,6 +15,7 @@ request on the job) in task-id order, so two releasing transactions cannot deadl
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,6 +29,7 @@ from dicomlab_core.errors import BadRequest, Conflict, Forbidden, NotFound
 from dicomlab_core.groundtruth import AnswerError, WorkerAnswer, parse_worker_answer
 from dicomlab_core.labels import FindingState
 from dicomlab_labeling import metrics_labeling as metrics
+from dicomlab_labeling.config import AnswerLimits
 from dicomlab_labeling.models import (
     Assignment,
     AssignmentStatus,
@@ -51,6 +53,8 @@ class Queue:
     """Queue operations bound to one database dialect."""
 
     postgres: bool
+    limits: AnswerLimits = AnswerLimits()
+    """Size limits every submitted answer is checked against before it is parsed."""
 
     # ------------------------------------------------------------------ leases
 
@@ -208,7 +212,8 @@ class Queue:
         # Lock the task row before inserting anything that references it: the submission's foreign key
         # takes a KEY SHARE lock on the task, and two submits upgrading those to UPDATE would deadlock.
         task = self._task_locked(session, assignment.task_id)
-        parsed = validate_answer(answer, labels=job.labels, sop_uid=task.sop_instance_uid, worker_id=user.username)
+        parsed = validate_answer(answer, labels=job.labels, sop_uid=task.sop_instance_uid, worker_id=user.username,
+                                 limits=self.limits)
         first = assignment.status != AssignmentStatus.SUBMITTED.value
         self._hold_slot(session, assignment, job, now)
         version = (session.scalar(select(func.max(Submission.version))
@@ -247,10 +252,32 @@ class Queue:
         return previous, True
 
 
-def validate_answer(answer: Any, *, labels: list[str], sop_uid: str, worker_id: str) -> WorkerAnswer:
-    """Parse our clean answer schema and check it against the job (→ 400 naming the problem)."""
+def check_answer_size(answer: dict[str, Any], limits: AnswerLimits, *, field: str = "answer") -> None:
+    """Refuse an answer over a size limit (→ 400 naming the limit and its setting), before parsing it."""
+    size = len(json.dumps(answer, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > limits.max_bytes:
+        raise BadRequest(f"{field}: {size} bytes; at most {limits.max_bytes} bytes per answer "
+                         "(ANSWERS__MAX_BYTES)")
+    rois = answer.get("rois")
+    if not isinstance(rois, list):
+        return
+    if len(rois) > limits.max_rois:
+        raise BadRequest(f"{field}.rois: {len(rois)} ROIs; at most {limits.max_rois} ROIs per answer "
+                         "(ANSWERS__MAX_ROIS)")
+    for index, roi in enumerate(rois):
+        points = roi.get("points") if isinstance(roi, dict) else None
+        if isinstance(points, list) and len(points) > limits.max_points_per_roi:
+            raise BadRequest(f"{field}.rois[{index}].points: {len(points)} points; at most "
+                             f"{limits.max_points_per_roi} points per ROI (ANSWERS__MAX_POINTS_PER_ROI)")
+
+
+def validate_answer(answer: Any, *, labels: list[str], sop_uid: str, worker_id: str,
+                    limits: AnswerLimits | None = None) -> WorkerAnswer:
+    """Parse our clean answer schema and check it against the job and the size limits (→ 400 naming the
+    problem)."""
     if not isinstance(answer, dict) or "findings" not in answer:
         raise BadRequest("answer: expected an object with 'findings'")
+    check_answer_size(answer, limits or AnswerLimits())
     try:
         parsed = parse_worker_answer(answer, worker_id=worker_id, labels=labels)
     except AnswerError as exc:

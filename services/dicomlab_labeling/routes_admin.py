@@ -7,14 +7,14 @@ from datetime import timedelta
 from http import HTTPStatus
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 from sqlalchemy import func, select
 
 from dicomlab_core.errors import BadRequest, NotFound
 from dicomlab_labeling import audit, results
 from dicomlab_labeling import metrics_labeling as metrics
 from dicomlab_labeling.api_state import body, client_ip, state, user_json
-from dicomlab_labeling.auth import create_user, current_user, hash_password, require
+from dicomlab_labeling.auth import create_user, current_user, end_other_sessions, hash_password, require
 from dicomlab_labeling.jobs import create_job, get_job, job_json, parse_time, update_job
 from dicomlab_labeling.models import Assignment, AssignmentStatus, Job, Role, Submission, Task, User, utcnow
 
@@ -40,6 +40,7 @@ def new_job() -> tuple[Response, int]:
     with api.db.session() as session:
         job = create_job(
             session, name=data.get("name", ""), manifest_uri=manifest, store=api.store, orthanc=api.orthanc,
+            scope=api.config.read_scope(),
             default_labels=api.config.labels, labels=data.get("labels"),
             readers_per_image=data.get("readersPerImage", api.config.queue.readers_per_image),
             instructions=data.get("instructions", ""), due_date=parse_time(data.get("dueDate"), "dueDate"),
@@ -221,6 +222,8 @@ def change_user(user_id: int) -> Response:
             user.email = str(data["email"])
         if "password" in data:
             user.password_hash = hash_password(str(data["password"]))
+            # A reset password ends the account's sessions (the admin's own current one excepted).
+            end_other_sessions(session, user.id, keep=g.login_session.id if user.id == admin.id else None)
         audit.record(session, audit.Action.USER_CHANGED, user=admin, client_ip=client_ip(), target=user.username,
                      fields=sorted(k for k in data if k != "password") + (["password"] if "password" in data else []))
         return jsonify(user_json(user))

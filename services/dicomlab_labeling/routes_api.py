@@ -31,6 +31,7 @@ from dicomlab_labeling.auth import (
     COOKIE_NAME,
     check_csrf,
     current_user,
+    end_other_sessions,
     find_session,
     hash_password,
     sso_identity,
@@ -115,23 +116,26 @@ def login() -> Response:
     username, password = data.get("username"), data.get("password")
     if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
         raise BadRequest("username and password are required")
-    keys = api.login_limit.keys(username, client_ip())
-    # Read and verify outside the write transaction: argon2 takes a while, and on SQLite a write
+    limit = api.login_limit
+    key = limit.key(username, client_ip())
+    # Count the attempt first, in its own short write transaction: parallel attempts queue on the
+    # pair's row, so no more than the allowance ever reach the password check.
+    with api.db.session() as session:
+        limit.reserve(session, key)
+    # Read and verify outside a write transaction: argon2 takes a while, and on SQLite a write
     # transaction holds the database's single write lock.
     with api.db.session(readonly=True) as session:
-        api.login_limit.check(session, keys)
         user = session.scalar(select(User).where(User.username == username.strip()))
     stored_hash = user.password_hash if user is not None else None
     ok = verify_password(user, password) and user is not None
     with api.db.session() as session:
         if not ok:
-            api.login_limit.record_failure(session, keys)
             audit.record(session, audit.Action.LOGIN_FAILED, username=username, client_ip=client_ip())
         else:
             assert user is not None
             if user.password_hash != stored_hash:  # verify_password upgraded the hash parameters
                 session.get_one(User, user.id).password_hash = user.password_hash
-            api.login_limit.clear(session, keys[0])
+            limit.clear(session, key)
             token, row = start_session(session, user, secret=api.session_secret, hours=api.config.auth.session_hours)
             audit.record(session, audit.Action.LOGIN, user=user, client_ip=client_ip(), method="password")
     if not ok or user is None:
@@ -167,11 +171,20 @@ def change_password() -> tuple[str, int]:
     current, new = data.get("currentPassword"), data.get("newPassword")
     if not isinstance(current, str) or not isinstance(new, str):
         raise BadRequest("currentPassword and newPassword are required")
-    with state().db.session() as session:
+    api = state()
+    key = api.login_limit.key(user.username, client_ip())
+    with api.db.session() as session:  # guessing the current password counts like failed logins
+        api.login_limit.reserve(session, key)
+    with api.db.session() as session:
         row = session.get_one(User, user.id)
         if not verify_password(row, current):
             raise Unauthorized("the current password is wrong")
+        api.login_limit.clear(session, key)
         row.password_hash = hash_password(new)
+        # Whoever else holds a session (a stolen cookie, a forgotten browser) is signed out.
+        ended = end_other_sessions(session, user.id, keep=g.login_session.id)
+        audit.record(session, audit.Action.USER_CHANGED, user=user, client_ip=client_ip(), target=user.username,
+                     fields=["password"], sessions_ended=ended)
     return "", HTTPStatus.NO_CONTENT
 
 

@@ -16,7 +16,7 @@ from dicomlab_labeling.api_state import body, client_ip, state
 from dicomlab_labeling.auth import current_user, require
 from dicomlab_labeling.jobs import get_job, iso
 from dicomlab_labeling.models import Adjudication, Job, Role, Task
-from dicomlab_labeling.queue import clean_answer
+from dicomlab_labeling.queue import check_answer_size, clean_answer
 
 bp = Blueprint("review", __name__, url_prefix="/review")
 
@@ -90,6 +90,7 @@ def adjudicate(task_id: int) -> tuple[Response, int]:
             raise NotFound(f"no task {task_id}")
         job = session.get_one(Job, task.job_id)
         answer = {"findings": data.get("findings"), "rois": data.get("rois", [])}
+        check_answer_size(answer, state().config.answers, field="adjudication")
         try:
             parsed = parse_worker_answer(answer, worker_id=user.username, labels=list(job.labels))
         except AnswerError as exc:

@@ -36,7 +36,7 @@ def create_app(config: Config | None = None, *, service: ManifestService | None 
     app.extensions["dicomlab_manifest"] = service
 
     def ready() -> None:
-        service.client.system()
+        service.client.ping()  # one short try (ORTHANC__PROBE_TIMEOUT), never the retried 60 s path
 
     install_common(app, service="manifest", ready=ready)
     app.register_blueprint(routes.blueprint)

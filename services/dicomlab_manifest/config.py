@@ -7,6 +7,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from dicomlab_core.config import Secret
+from dicomlab_core.objectstore import StoreScope
 from dicomlab_core.orthanc import OrthancSettings
 
 PREFIX = "DICOMLAB_MANIFEST"
@@ -33,6 +34,10 @@ class Config:
     """Bearer token callers of the HTTP API must present (required by the HTTP service, not the CLI)."""
     store_url: str = "file:///var/lib/dicomlab/store"
     """Object store root for manifests: ``file:///path`` or ``s3://bucket/prefix``."""
+    extra_read_stores: tuple[str, ...] = ()
+    """Further object-store roots (``s3://bucket/prefix`` or ``file:///dir``, comma-separated) whose manifests
+    ``exclude_manifests`` may name by URI; ``store_url`` is always allowed, any other URI is refused with one
+    message (default none)."""
     manifest_prefix: str = "manifests"
     """Key prefix of manifests and their summaries in the object store."""
     state_dir: Path = Path("/var/lib/dicomlab/manifest-state")
@@ -59,3 +64,11 @@ class Config:
             raise ValueError("page sizes, workers and job_threads must be at least 1")
         if ".." in self.manifest_prefix.split("/"):
             raise ValueError(f"{PREFIX}__MANIFEST_PREFIX must not contain '..'")
+        try:
+            self.read_scope()
+        except ValueError as exc:
+            raise ValueError(f"{PREFIX}__STORE_URL / {PREFIX}__EXTRA_READ_STORES: {exc}") from None
+
+    def read_scope(self) -> StoreScope:
+        """Where URIs in requests may point: ``store_url`` plus ``extra_read_stores``."""
+        return StoreScope((self.store_url, *self.extra_read_stores))

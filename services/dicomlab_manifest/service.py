@@ -45,7 +45,7 @@ class ManifestService:
     def __init__(self, config: Config, *, client: OrthancClient | None = None) -> None:
         self.config = config
         self.client = client or pin_environment(OrthancClient(config.orthanc))
-        self.manifests = ManifestStore(open_store(config.store_url), config.manifest_prefix)
+        self.manifests = ManifestStore(open_store(config.store_url), config.manifest_prefix, config.read_scope())
         self.patient_key = patient_key_function(config.patient_key_secret.reveal())
         self._runner: JobRunner | None = None
 
@@ -60,6 +60,7 @@ class ManifestService:
         refs = [("exclude_manifests", ref) for ref in spec.exclude_manifests]
         for field, ref in refs:
             if ref.startswith(("s3://", "file://")):
+                self.manifests.readable.locate(ref, field=field)  # refused now, not in a failed job
                 continue
             if not self.manifests.store.exists(self.manifests.keys(ref).manifest):
                 raise BadRequest(f"{field}: no manifest named {ref!r}")

@@ -17,7 +17,7 @@ from typing import IO, Any
 from urllib.parse import urlparse, urlunparse
 
 from dicomlab_core.errors import BadRequest, NotFound
-from dicomlab_core.objectstore import ObjectStore, open_store, split_uri
+from dicomlab_core.objectstore import ObjectStore, StoreScope, open_store
 from dicomlab_manifest.spec import MAX_LINE_CHARS, SelectionSpec
 from dicomlab_manifest.state import Progress
 
@@ -41,9 +41,11 @@ class ManifestKeys:
 class ManifestStore:
     """Named manifests under a prefix of one object store."""
 
-    def __init__(self, store: ObjectStore, prefix: str) -> None:
+    def __init__(self, store: ObjectStore, prefix: str, readable: StoreScope | None = None) -> None:
         self.store = store
         self.prefix = prefix.strip("/")
+        self.readable = readable or StoreScope([store.url])
+        """Where manifests named by URI may be read from (the store itself unless configured otherwise)."""
 
     def keys(self, name: str) -> ManifestKeys:
         base = f"{self.prefix}/{name}" if self.prefix else name
@@ -99,9 +101,10 @@ class ManifestStore:
         return sorted(entries, key=lambda e: str(e["name"]))
 
     def read_lines(self, ref: str, *, field: str) -> Iterator[dict[str, Any]]:
-        """The lines of a manifest named ``ref`` here, or at an ``s3://``/``file://`` URI (input or output)."""
+        """The lines of a manifest named ``ref`` here, or at an ``s3://``/``file://`` URI (input or output)
+        inside :attr:`readable`; a URI anywhere else is refused with one message naming ``field``."""
         if ref.startswith(("s3://", "file://")):
-            store_url, key = split_uri(ref)
+            store_url, key = self.readable.locate(ref, field=field)
             store, what = open_store(store_url), ref
         else:
             store, key, what = self.store, self.keys(ref).manifest, repr(ref)

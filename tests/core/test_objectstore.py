@@ -10,7 +10,15 @@ import boto3
 import pytest
 
 from dicomlab_core.errors import BadRequest, NotFound
-from dicomlab_core.objectstore import MULTIPART_THRESHOLD_BYTES, ObjectStore, ObjectStoreError, open_store, split_uri
+from dicomlab_core.objectstore import (
+    MULTIPART_THRESHOLD_BYTES,
+    OUTSIDE_STORE,
+    ObjectStore,
+    ObjectStoreError,
+    StoreScope,
+    open_store,
+    split_uri,
+)
 
 
 @pytest.fixture(params=["file", "s3"])
@@ -105,3 +113,73 @@ def test_unknown_scheme_and_split_uri() -> None:
         open_store("ftp://host/x")
     assert split_uri("s3://bucket/a/b/c.json") == ("s3://bucket", "a/b/c.json")
     assert split_uri("file:///data/x/out.manifest") == ("file:///data/x", "out.manifest")
+
+
+# ------------------------------------------------------------------ confinement of request URIs (StoreScope)
+
+
+def _escapes(tmp_path: Path) -> dict[str, str]:
+    """URIs that lead out of ``tmp_path/store``: things that exist, things that do not, tricks."""
+    root = tmp_path / "store"
+    (root / "inside").mkdir(parents=True)
+    outside = tmp_path / "secret.json"
+    outside.write_text('{"patient": "x"}')
+    (tmp_path / "folder").mkdir()
+    (root / "link.json").symlink_to(outside)
+    (root / "linkdir").symlink_to(tmp_path)
+    return {
+        "existing file outside": f"file://{outside}",
+        "missing file outside": f"file://{tmp_path}/missing.json",
+        "directory outside": f"file://{tmp_path}/folder",
+        "system file": "file:///etc/passwd",
+        "dot-dot traversal": f"file://{root}/inside/../../secret.json",
+        "symlink to a file outside": f"file://{root}/link.json",
+        "symlink to a folder outside": f"file://{root}/linkdir/secret.json",
+        "the root itself": f"file://{root}",
+        "prefix-sharing sibling": f"file://{root}-other/x.json",
+        "host in a file URI": f"file://evil.example{outside}",
+        "plain path": str(outside),
+        "other scheme": "http://169.254.169.254/latest/meta-data",
+        "other bucket": "s3://other-bucket/x.json",
+        "bucket outside the prefix": "s3://lab-bucket/elsewhere/x.json",
+        "s3 dot-dot": "s3://lab-bucket/team/../elsewhere/x.json",
+        "s3 prefix without slash": "s3://lab-bucket/teamx/x.json",
+    }
+
+
+def test_store_scope_refuses_every_escape_with_one_message(tmp_path: Path) -> None:
+    scope = StoreScope([f"file://{tmp_path / 'store'}", "s3://lab-bucket/team"])
+    messages = {}
+    for case, uri in _escapes(tmp_path).items():
+        with pytest.raises(BadRequest) as caught:
+            scope.locate(uri, field="payload.s3Uri")
+        messages[case] = caught.value.description
+    # One message whatever was (or was not) at the path: nothing to learn about the file system.
+    assert set(messages.values()) == {f"payload.s3Uri: {OUTSIDE_STORE}"}, messages
+
+
+def test_store_scope_accepts_objects_inside_its_roots(tmp_path: Path) -> None:
+    root = (tmp_path / "store").resolve()
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "m.jsonl").write_text("{}\n")
+    (root / "alias.jsonl").symlink_to(root / "a" / "m.jsonl")  # a link that stays inside is fine
+    scope = StoreScope([f"file://{tmp_path / 'store'}", "s3://lab-bucket/team", "s3://open-bucket"])
+    assert scope.locate(f"file://{root}/a/m.jsonl", field="f") == (f"file://{root}", "a/m.jsonl")
+    assert scope.locate(f"file://{root}/a/./../a/m.jsonl", field="f") == (f"file://{root}", "a/m.jsonl")
+    assert scope.locate(f"file://{root}/alias.jsonl", field="f") == (f"file://{root}", "a/m.jsonl")
+    assert scope.locate("s3://lab-bucket/team/x/y.json", field="f") == ("s3://lab-bucket", "team/x/y.json")
+    assert scope.locate("s3://open-bucket/any/key", field="f") == ("s3://open-bucket", "any/key")
+    store, key = scope.open(f"file://{root}/a/m.jsonl", field="f")
+    assert store.get_bytes(key) == b"{}\n"
+
+
+def test_store_scope_rejects_bad_roots() -> None:
+    with pytest.raises(ValueError, match="expected file:///dir or s3://bucket"):
+        StoreScope(["http://example.org/store"])
+
+
+def test_a_folder_in_the_file_store_reads_as_missing(tmp_path: Path) -> None:
+    store = open_store(f"file://{tmp_path}/store")
+    store.put_bytes("folder/a.json", b"{}")
+    with pytest.raises(NotFound):
+        store.get_bytes("folder")

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,6 +42,9 @@ def test_up_status_down(stack_env: dict[str, str], tmp_path: Path) -> None:
         assert state["orthanc"]["port"] == int(stack_env["DICOMLAB_PORT_ORTHANC"])
         creds = run_dir / "credentials.json"
         assert creds.stat().st_mode & 0o077 == 0
+        _store_one_image(state["orthanc"]["port"], json.loads(creds.read_text()))
+        _assert_private(run_dir / "orthanc", expect=("storage", "index"))  # Orthanc's storage and index
+        _assert_private(run_dir / "labeling", expect=("labeling.db",))     # the labeling database
         password = json.loads(creds.read_text())["orthanc_password"]
         assert password not in up.stdout + status.stdout
         # Orthanc refuses anonymous requests: authentication is on.
@@ -60,6 +64,45 @@ def test_up_status_down(stack_env: dict[str, str], tmp_path: Path) -> None:
     status = run_cli(stack_env, "stack", "status")
     assert status.returncode == 1
     assert "not running" in status.stdout
+
+
+def _store_one_image(port: int, creds: dict[str, str]) -> None:
+    import requests
+    from pydicom.data import get_testdata_file
+
+    data = Path(str(get_testdata_file("CT_small.dcm"))).read_bytes()
+    stored = requests.post(f"http://127.0.0.1:{port}/instances", data=data, timeout=30,
+                           auth=(creds["orthanc_username"], creds["orthanc_password"]))
+    assert stored.status_code == 200, stored.text
+
+
+def _assert_private(folder: Path, *, expect: tuple[str, ...]) -> None:
+    """``folder`` and everything below it is owner-only (0700 folders, 0600 files): patient data lives there."""
+    assert folder.stat().st_mode & 0o777 == 0o700
+    found = {p.relative_to(folder).parts[0] for p in folder.rglob("*")}
+    assert set(expect) <= found, found
+    loose = [f"{p} {oct(p.stat().st_mode & 0o777)}" for p in folder.rglob("*")
+             if not p.is_symlink() and p.stat().st_mode & 0o077]
+    assert not loose, loose
+    assert any(p.is_file() for p in (folder / expect[0]).rglob("*")) or (folder / expect[0]).is_file()
+
+
+def test_demo_truth_file_is_private(orthanc: Any, tmp_path: Path) -> None:
+    from dicomlab_cli import demo, stack
+
+    ctx = stack.LocalContext(run_dir=tmp_path, orthanc_url=orthanc.url, orthanc_username=orthanc.username,
+                             orthanc_password=orthanc.password.reveal(), ports={}, credentials={},
+                             store_url=f"file://{tmp_path / 'store'}")
+    options = demo.DemoOptions(patients=2, size=64, train_size=32, epochs=1, seed=4242, readers_per_image=1)
+    previous = os.umask(0o022)  # a permissive umask: the file must be private anyway
+    try:
+        work = stack.private_dir(tmp_path / "demo")
+        records = demo.load_images(ctx, options, work)
+    finally:
+        os.umask(previous)
+    truth = next(work.glob("truth-*.json"))
+    assert records and truth.stat().st_mode & 0o777 == 0o600
+    assert work.stat().st_mode & 0o777 == 0o700
 
 
 def test_port_taken_gives_a_clear_message(stack_env: dict[str, str]) -> None:

@@ -148,6 +148,7 @@ def test_is_human_annotation_required_reads_bool_and_string() -> None:
 
 def test_pre_annotation_source_ref_resolves_through_the_pacs(ctx: CallbackContext, image: dict[str, Any],
                                                              orthanc_client: OrthancClient, s3_bucket: str) -> None:
+    ctx.config = replace(ctx.config, extra_read_stores=(s3_bucket,))
     bucket = s3_bucket.removeprefix("s3://")
     s3 = _s3()
     s3.put_object(Bucket=bucket, Key="images/in-pacs.dcm", Body=orthanc_client.get_instance_file(image["orthanc_id"]))
@@ -231,6 +232,7 @@ def _check_response(response: list[dict[str, Any]]) -> None:
 
 
 def test_post_annotation_reads_s3_and_covers_every_object(ctx: CallbackContext, s3_bucket: str) -> None:
+    ctx.config = replace(ctx.config, extra_read_stores=(s3_bucket,))
     bucket = s3_bucket.removeprefix("s3://")
     _s3().put_object(Bucket=bucket, Key="consolidation/iteration-1/batch.json",
                                   Body=json.dumps(_annotation_file(bucket)).encode())
@@ -240,7 +242,8 @@ def test_post_annotation_reads_s3_and_covers_every_object(ctx: CallbackContext, 
 
 
 def test_post_annotation_assumes_the_role_with_sts(ctx: CallbackContext, s3_bucket: str, s3_endpoint: str) -> None:
-    ctx.config = replace(ctx.config, gt=replace(ctx.config.gt, sts_endpoint_url=s3_endpoint))
+    ctx.config = replace(ctx.config, gt=replace(ctx.config.gt, sts_endpoint_url=s3_endpoint),
+                         extra_read_stores=(s3_bucket,))
     bucket = s3_bucket.removeprefix("s3://")
     _s3().put_object(Bucket=bucket, Key="batch.json", Body=json.dumps(_annotation_file(bucket)).encode())
     _check_response(post_annotation(_post_event(f"{s3_bucket}/batch.json", ROLE_ARN), ctx))
@@ -279,7 +282,7 @@ def _json(response: Any) -> Any:
 
 def test_http_endpoints_same_shapes_and_service_token(config: LabelingConfig, image: dict[str, Any],
                                                       s3_bucket: str) -> None:
-    client = create_app(config).test_client()
+    client = create_app(replace(config, extra_read_stores=(s3_bucket,))).test_client()
     event = _event({"source": image["orthanc_id"], "labels": "Edema"})
     refused = client.post("/gt/pre-annotation", json=event)
     assert refused.status_code == 401 and _json(refused)["name"] == "Unauthorized"
@@ -330,6 +333,7 @@ def lambda_env(monkeypatch: pytest.MonkeyPatch, orthanc: OrthancServer, token_ke
 
 def test_lambda_handlers_round_trip(lambda_env: None, monkeypatch: pytest.MonkeyPatch, token_key: str,
                                     image: dict[str, Any], s3_bucket: str) -> None:
+    monkeypatch.setenv("DICOMLAB_LABELING__EXTRA_READ_STORES", s3_bucket)
     bucket = s3_bucket.removeprefix("s3://")
     _s3().put_object(Bucket=bucket, Key="b.json", Body=json.dumps(_annotation_file(bucket)).encode())
     # The consolidation function needs no signing key at all.
@@ -342,8 +346,11 @@ def test_lambda_handlers_round_trip(lambda_env: None, monkeypatch: pytest.Monkey
         image["orthanc_id"],)
 
 
-def test_cli_consolidate_writes_an_output_manifest(lambda_env: None, s3_bucket: str, tmp_path: Path) -> None:
+def test_cli_consolidate_writes_an_output_manifest(lambda_env: None, s3_bucket: str, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from dicomlab_cli.main import main
+
+    monkeypatch.setenv("DICOMLAB_LABELING__EXTRA_READ_STORES", s3_bucket)  # answers stored by URI live there
 
     bucket = s3_bucket.removeprefix("s3://")
     _s3().put_object(Bucket=bucket, Key="b.json", Body=json.dumps(_annotation_file(bucket)).encode())

@@ -47,7 +47,8 @@ print(json.dumps(lambda_handlers.post_annotation(event, None)))
 """
     # -S -s: no site-packages at all, so everything the handler imports must come from the zip
     run = subprocess.run([sys.executable, "-S", "-s", "-c", script], cwd=root, env={"PYTHONPATH": str(root),
-                         "DICOMLAB_LOG_LEVEL": "WARNING"}, capture_output=True, text=True, timeout=120)
+                         "DICOMLAB_LOG_LEVEL": "WARNING",
+                         "DICOMLAB_LABELING__EXTRA_READ_STORES": f"file://{tmp_path}"}, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     response = json.loads(run.stdout.strip().splitlines()[-1])
     assert response[0]["consolidatedAnnotation"]["content"]["a"]["findings"]["Edema"]["value"] == "present"

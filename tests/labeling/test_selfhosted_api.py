@@ -84,7 +84,7 @@ def test_login_rate_limit(app: Flask) -> None:
     for _ in range(5):
         assert client.post("/api/auth/login", json={"username": "admin", "password": "nope-nope-nope"}).status_code == 401
     limited = client.post("/api/auth/login", json={"username": "admin", "password": ADMIN[1]})
-    assert limited.status_code == 429 and limited.headers["Retry-After"] == "900"
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
 
 
 def test_sso_trusted_header_only_from_trusted_proxy(tmp_path: Path, db_url: str, orthanc: OrthancServer) -> None:

@@ -105,7 +105,7 @@ def test_orthanc_stopped_mid_listing_then_restarted(tmp_path: Path, population: 
 
 
 def test_s3_backend_writes_the_same_bytes(population: Population, make_service: Any, s3_bucket: str) -> None:
-    local = make_service()
+    local = make_service(extra_read_stores=(s3_bucket + "/team",))
     build(local, "a", name="xr", max_count=40, seed=4)
     remote = make_service(store_url=s3_bucket + "/team")
     summary = build(remote, "b", name="xr", max_count=40, seed=4)

@@ -132,11 +132,13 @@ def test_sample_fraction_and_unseeded_max_count(population: Population, make_ser
 
 def test_exclusion_of_earlier_input_and_labelled_output_manifests(population: Population, make_service: Any,
                                                                   tmp_path: Any) -> None:
-    service = make_service()
+    exports = tmp_path / "labeling-exports"  # another object-store root the service is allowed to read
+    exports.mkdir()
+    service = make_service(extra_read_stores=(f"file://{exports}",))
     build(service, "a", name="batch1", max_count=30, seed=5)
     first = manifest_lines(service, "batch1")
     # an output manifest of a labeling job: only `source` (Orthanc ID) and a label attribute
-    output = tmp_path / "output.manifest"
+    output = exports / "output.manifest"
     labelled = [{"source": line["source"], "labels": line["labels"], "chest": {"findings": []}}
                 for line in manifest_lines(service, "batch1")[:5]]
     output.write_text("".join(json.dumps(x) + "\n" for x in labelled))

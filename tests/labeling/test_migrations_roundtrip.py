@@ -1,0 +1,34 @@
+"""Migration 0002 (login throttles) upgrades and downgrades cleanly on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic import command
+from selfhosted_support import database_url
+from sqlalchemy import inspect
+
+from dicomlab_cli.processes import PostgresServer
+from dicomlab_labeling.db import Database
+from dicomlab_labeling.migrate import alembic_config, current_revision, upgrade
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_0002_round_trip(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    postgres: PostgresServer | None = request.getfixturevalue("postgres") if kind == "postgres" else None
+    db = Database(database_url(kind, tmp_path, postgres))
+    try:
+        assert upgrade(db) == "0002"
+        tables = set(inspect(db.engine).get_table_names())
+        assert "login_throttles" in tables and "login_failures" not in tables
+        with db.engine.begin() as connection:
+            config = alembic_config(db)
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0001")
+        assert current_revision(db) == "0001"
+        tables = set(inspect(db.engine).get_table_names())
+        assert "login_failures" in tables and "login_throttles" not in tables
+        assert upgrade(db) == "0002"
+    finally:
+        db.dispose()
