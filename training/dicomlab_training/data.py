@@ -16,6 +16,7 @@ duplicated, and predictions are gathered with their sample indices.
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -198,11 +199,22 @@ class EvalSampler(Sampler[list[int]]):
         return len(self.batches)
 
 
+def ignore_sigterm(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: a worker ignores SIGTERM and leaves the decision to the main process.
+
+    The kubelet and torchrun signal the whole process group. PyTorch's own worker handler dies on a
+    SIGTERM that does not come from its parent, and the main process then fails with "DataLoader worker
+    ... killed by signal: Terminated" before it can checkpoint. Ignored here, the main process finishes
+    its step, writes the checkpoint and shuts its workers down itself (workers exit when it does).
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def loader(dataset: CachedBatches, sampler: Sampler[list[int]], *, workers: int, pin: bool) -> DataLoader[Batch]:
     """A DataLoader over whole-batch samples (batch_size=None), tuned for workers and pinned memory."""
     kwargs: dict[str, Any] = {}
     if workers > 0:
-        kwargs.update(persistent_workers=True, prefetch_factor=4)
+        kwargs.update(persistent_workers=True, prefetch_factor=4, worker_init_fn=ignore_sigterm)
     return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=workers, pin_memory=pin, **kwargs)
 
 

@@ -7,12 +7,18 @@
   optional torch.compile, pinned memory and non-blocking copies. CPU: fp32 unless ``amp=bf16``.
 - Distributed: torchrun's env:// (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_ADDR``), NCCL on GPU,
   gloo on CPU; rank 0 alone writes checkpoints, models and reports.
-- SIGTERM (spot interruption, pod eviction) sets a flag; after the current step every rank agrees to
-  stop, rank 0 writes a checkpoint and :class:`Interrupted` is raised (exit code 143).
+- SIGTERM (spot interruption, pod eviction, ``kubectl delete``, torchrun forwarding its own SIGTERM) sets
+  a flag (:class:`PreemptionFlag`, installed for the whole run by the runner). After the current step the
+  ranks agree on it (an all_reduce MAX of the flag every step), so all of them stop at the same step;
+  rank 0 writes a checkpoint of that step and :class:`Interrupted` is raised: ``train run`` exits with
+  ``config.PREEMPTED_EXIT_CODE`` (143 = 128 + SIGTERM, what a shell reports for a process ended by SIGTERM).
+  DataLoader workers ignore SIGTERM (``data.ignore_sigterm``), so a signal sent to the whole process
+  group (the kubelet, torchrun) reaches the decision of the main process only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -30,7 +36,7 @@ from torch.nn import functional as F  # noqa: N812
 
 from dicomlab_training import augment
 from dicomlab_training.checkpoint import Checkpointer, TrainState
-from dicomlab_training.config import TrainConfig
+from dicomlab_training.config import PREEMPTED_EXIT_CODE, TrainConfig
 from dicomlab_training.data import (
     CachedBatches,
     EvalSampler,
@@ -48,7 +54,7 @@ logger = logging.getLogger(__name__)
 class Interrupted(Exception):
     """The run stopped on SIGTERM after writing a checkpoint."""
 
-    exit_code = 143
+    exit_code = PREEMPTED_EXIT_CODE
 
 
 @dataclass(frozen=True)
@@ -104,12 +110,14 @@ def masked_bce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, 
     return (loss * mask).sum() / denominator
 
 
-class _SigtermFlag:
+class PreemptionFlag:
+    """Records SIGTERM while installed (main thread only); the loop stops at the next step boundary."""
+
     def __init__(self) -> None:
         self.raised = False
         self._previous: Any = None
 
-    def __enter__(self) -> _SigtermFlag:
+    def __enter__(self) -> PreemptionFlag:
         try:
             self._previous = signal.signal(signal.SIGTERM, self._handle)
         except ValueError:  # not the main thread (e.g. called from a test thread): no handler
@@ -194,9 +202,33 @@ def score(data: PreparedData, idx: npt.NDArray[np.int64], logits: npt.NDArray[np
     return metrics
 
 
+def selection_key(record: dict[str, Any], select_metric: str) -> tuple[float, float]:
+    """How an epoch ranks for ``models/best.pt`` (higher is better; compared as a tuple, ties go to earlier).
+
+    ``val_macro_auroc``: (AUROC, -validation loss), so when AUROC saturates (1.0 at every epoch) or is
+    equal, the epoch with the lower validation loss wins instead of the first one; with an undefined
+    AUROC the loss decides alone. ``val_loss``: (-validation loss, AUROC). Without a validation split:
+    (-training loss, -inf).
+    """
+    if "val_loss" not in record:
+        return -float(record["train_loss"]), float("-inf")
+    loss = -float(record["val_loss"])
+    auroc = record.get("val_macro_auroc")
+    if select_metric == "val_loss":
+        return loss, float("-inf") if auroc is None else float(auroc)
+    if auroc is None:
+        return float("-inf"), loss
+    return float(auroc), loss
+
+
 def train(config: TrainConfig, data: PreparedData, model: Classifier, dist: DistInfo, device: torch.device,
-          checkpointer: Checkpointer, on_epoch: Any = None, save_best: Any = None) -> TrainState:
-    """Train ``model`` in place from the last checkpoint (if any) to ``config.epochs``; returns the state."""
+          checkpointer: Checkpointer, on_epoch: Any = None, save_best: Any = None,
+          preemption: PreemptionFlag | None = None) -> TrainState:
+    """Train ``model`` in place from the last checkpoint (if any) to ``config.epochs``; returns the state.
+
+    ``preemption`` is the run's SIGTERM flag (the runner installs it before data preparation so an
+    early signal is not lost); without one, the loop installs its own for its duration.
+    """
     dataset = CachedBatches(data)
     global_batch = global_batch_size(config, len(data.split.train), dist.world)
     sampler = StepSampler(data.split.train, global_batch, world=dist.world, rank=dist.rank,
@@ -237,7 +269,11 @@ def train(config: TrainConfig, data: PreparedData, model: Classifier, dist: Dist
             checkpointer.save(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, state=state,
                               config_digest=config.digest())
 
-    with _SigtermFlag() as sigterm:
+    with PreemptionFlag() if preemption is None else contextlib.nullcontext(preemption) as sigterm:
+        if _agree(sigterm.raised, dist, device):  # signalled before the first step (data preparation)
+            if state.global_step:
+                write_checkpoint()
+            raise Interrupted(f"stopped by SIGTERM before step {state.global_step + 1}")
         while state.epoch < config.epochs:
             if config.max_steps and state.global_step >= config.max_steps:
                 break
@@ -303,12 +339,10 @@ def train(config: TrainConfig, data: PreparedData, model: Classifier, dist: Dist
                 record.update(val_loss=val["loss"], val_macro_auroc=val["macro_auroc"],
                               val_micro_auroc=val["micro_auroc"],
                               val_per_label_auroc={k: v["auroc"] for k, v in val["per_label"].items()})
-                metric = val["macro_auroc"] if val["macro_auroc"] is not None else -val["loss"]
-            else:
-                metric = -train_loss
             state.history.append(record)
-            if metric > state.best_metric:
-                state.best_metric, state.best_epoch = float(metric), state.epoch
+            metric, tiebreak = selection_key(record, config.select_metric)
+            if (metric, tiebreak) > (state.best_metric, state.best_tiebreak):
+                state.best_metric, state.best_tiebreak, state.best_epoch = metric, tiebreak, state.epoch
                 if dist.is_main and save_best is not None:
                     save_best(model, state)
             logger.info("epoch done", extra={k: v for k, v in record.items() if not isinstance(v, dict)})

@@ -35,6 +35,7 @@ from dicomlab_training.evaluate import plot_calibration, plot_history, plot_roc
 from dicomlab_training.loop import (
     DistInfo,
     Interrupted,
+    PreemptionFlag,
     amp_dtype,
     init_distributed,
     predict,
@@ -96,15 +97,16 @@ def run(config: TrainConfig) -> RunResult:
         torch.set_num_threads(config.threads)
     device_type = "cuda" if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()) \
         else "cpu"
-    dist = init_distributed(device_type)
-    try:
-        return _run(config, dist, select_device(config, dist))
-    finally:
-        if dist.enabled and torch_dist.is_initialized():
-            torch_dist.destroy_process_group()
+    with PreemptionFlag() as preemption:  # from the start: a SIGTERM during data preparation is not lost
+        dist = init_distributed(device_type)
+        try:
+            return _run(config, dist, select_device(config, dist), preemption)
+        finally:
+            if dist.enabled and torch_dist.is_initialized():
+                torch_dist.destroy_process_group()
 
 
-def _run(config: TrainConfig, dist: DistInfo, device: torch.device) -> RunResult:
+def _run(config: TrainConfig, dist: DistInfo, device: torch.device, preemption: PreemptionFlag) -> RunResult:
     started = time.time()
     seed_everything(config.seed)
     store = open_store(config.out)
@@ -130,7 +132,8 @@ def _run(config: TrainConfig, dist: DistInfo, device: torch.device) -> RunResult
 
     checkpointer = Checkpointer(checkpoint_location(config))
     try:
-        state = train(config, data, model, dist, device, checkpointer, on_epoch=on_epoch, save_best=save_best)
+        state = train(config, data, model, dist, device, checkpointer, on_epoch=on_epoch, save_best=save_best,
+                      preemption=preemption)
     except Interrupted:
         logger.warning("training interrupted by SIGTERM; the checkpoint allows a resume")
         raise
