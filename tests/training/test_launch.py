@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -91,8 +92,8 @@ def test_every_submit_option_has_help() -> None:
     from dicomlab_cli.main import build_parser
 
     parser = build_parser()
-    train = next(a for a in parser._actions if a.dest == "command").choices["train"]  # type: ignore[union-attr]
-    actions = next(a for a in train._actions if a.dest == "action").choices  # type: ignore[union-attr]
+    commands: Any = next(a for a in parser._actions if a.dest == "command").choices
+    actions: Any = next(a for a in commands["train"]._actions if a.dest == "action").choices
     for name in ("run", "evaluate", "export", "submit"):
         for option in actions[name]._actions:
             assert option.help, f"train {name} {option.option_strings or option.dest} has no help text"

@@ -130,6 +130,9 @@ class TrainConfig:
     """DataLoader worker processes (0 = load in the main process)."""
     fetch_concurrency: int = 8
     """Parallel downloads/decodes while building the cache."""
+    dist_timeout_seconds: int = 1800
+    """Timeout of the process group's collectives and barriers under torchrun, seconds (covers building the
+    decode cache while other ranks wait)."""
     checkpoint_every_steps: int = 200
     """Write a checkpoint every N optimizer steps (and at every epoch end and on SIGTERM)."""
     resume: bool = True
@@ -164,6 +167,8 @@ class TrainConfig:
             raise ValueError("device must be auto, cpu or cuda")
         if self.model.arch not in ("densenet121", "densenet-tiny"):
             raise ValueError("model.arch must be densenet121 or densenet-tiny")
+        if self.dist_timeout_seconds < 1:
+            raise ValueError("dist_timeout_seconds must be >= 1")
         if self.batch_size < 1 or self.micro_batches < 1 or self.epochs < 0:
             raise ValueError("batch_size and micro_batches must be >= 1, epochs >= 0")
         if not 0 <= self.val_fraction < 1 or not 0 <= self.test_fraction < 1 \
@@ -184,7 +189,8 @@ class TrainConfig:
         """A short hash of the hyperparameters that change the result (not paths or credentials)."""
         data = self.to_dict()
         for volatile in ("out", "cache_dir", "cache_url", "pushgateway_url", "run_name", "orthanc", "resume", "export",
-                         "num_workers", "fetch_concurrency", "step_delay", "checkpoint_every_steps", "threads"):
+                         "num_workers", "fetch_concurrency", "step_delay", "checkpoint_every_steps", "threads",
+                         "dist_timeout_seconds"):
             data.pop(volatile, None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 

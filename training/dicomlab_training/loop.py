@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 import signal
@@ -72,13 +73,19 @@ class DistInfo:
         return self.world > 1
 
 
-def init_distributed(device_type: str) -> DistInfo:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
+def init_distributed(device_type: str, timeout_seconds: float = 1800) -> DistInfo:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1).
+
+    ``timeout_seconds`` bounds every collective and barrier (NCCL's default is 10 minutes, and a barrier
+    while another rank still decodes images would otherwise hit it); set it through
+    ``TrainConfig.dist_timeout_seconds``.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
     if not torch_dist.is_initialized():
-        torch_dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", init_method="env://")
+        torch_dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", init_method="env://",
+                                      timeout=datetime.timedelta(seconds=timeout_seconds))
     return DistInfo(rank=torch_dist.get_rank(), world=torch_dist.get_world_size(),
                     local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
@@ -141,7 +148,10 @@ def _agree(flag: bool, dist: DistInfo, device: torch.device) -> bool:
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig, total_steps: int) -> tuple[Any, Any]:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    """AdamW (fused, one kernel for all parameters, when they are on CUDA) and the warm-up + cosine schedule."""
+    on_cuda = all(p.is_cuda for p in model.parameters())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                  fused=True if on_cuda else None)
     warmup = max(0, config.warmup_steps)
 
     def schedule(step: int) -> float:
@@ -221,6 +231,84 @@ def selection_key(record: dict[str, Any], select_metric: str) -> tuple[float, fl
     return float(auroc), loss
 
 
+@dataclass
+class Stepper:
+    """One optimizer step of ``train run``: on-device augmentation, micro-batches with gradient accumulation
+    (DDP gradient sync on the last), masked pos-weighted BCE over the global batch, gradient clipping,
+    optimizer, grad scaler and scheduler. The loop and benchmarks/bench_training_gpu.py both call it."""
+
+    config: TrainConfig
+    runner: nn.Module
+    """What runs the forward pass: the model, compiled and/or wrapped in DDP."""
+    model: nn.Module
+    """The plain model (its parameters are clipped)."""
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    pos_weight: torch.Tensor
+    device: torch.device
+    dtype: torch.dtype | None
+    dist: DistInfo
+    global_batch: int
+    labels: int
+
+    def step(self, images: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+             positions: npt.NDArray[np.int64], epoch: int, step: int) -> float:
+        """Train on this rank's share of global batch ``step`` of ``epoch``; returns its (scaled) loss."""
+        config, micro = self.config, self.config.micro_batches
+        params = augment.random_params(self.global_batch, config.augment,
+                                       augment.batch_generator(config.seed, epoch, step))
+        params = params[torch.from_numpy(positions)]
+        x = _to_input(images, self.device, config)
+        y, m = targets.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
+        denominator = float(self.global_batch * self.labels) / self.dist.world
+        b = x.shape[0] // micro
+        step_loss = 0.0
+        for j in range(micro):
+            part = slice(j * b, (j + 1) * b)
+            xj = augment.apply(x[part], params[part]) if config.augment.enabled else x[part]
+            sync = j == micro - 1 or not self.dist.enabled
+            context = self.runner.no_sync() if not sync else _Null()  # type: ignore[operator]
+            with context:
+                with torch.autocast(self.device.type, dtype=self.dtype or torch.float32,
+                                    enabled=self.dtype is not None):
+                    logits = self.runner(xj)
+                loss = masked_bce(logits, y[part], m[part], self.pos_weight, denominator)
+                self.scaler.scale(loss).backward()
+            step_loss += float(loss.detach())
+        if config.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return step_loss
+
+
+def prepare_model(model: Classifier, config: TrainConfig, device: torch.device) -> None:
+    """CUDA settings of the loop: cudnn.benchmark, TF32, channels_last; then move the model to ``device``."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        if config.channels_last:
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model.to(device)
+
+
+def wrap_model(model: nn.Module, config: TrainConfig, dist: DistInfo, device: torch.device) -> nn.Module:
+    """The module that runs the forward pass: torch.compile (CUDA, when configured), then DDP."""
+    runner: nn.Module = model
+    if config.model.compile and device.type == "cuda":
+        runner = torch.compile(runner)  # type: ignore[assignment]
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        runner = DistributedDataParallel(runner, device_ids=[device.index] if device.type == "cuda" else None)
+    return runner
+
+
 def train(config: TrainConfig, data: PreparedData, model: Classifier, dist: DistInfo, device: torch.device,
           checkpointer: Checkpointer, on_epoch: Any = None, save_best: Any = None,
           preemption: PreemptionFlag | None = None) -> TrainState:
@@ -235,13 +323,7 @@ def train(config: TrainConfig, data: PreparedData, model: Classifier, dist: Dist
                           micro_batches=config.micro_batches, seed=config.seed)
     total_steps = sampler.steps_per_epoch * config.epochs
     dtype = amp_dtype(config, device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        if config.channels_last:
-            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    model.to(device)
+    prepare_model(model, config, device)
     optimizer, scheduler = build_optimizer(model, config, total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
     state = TrainState()
@@ -252,17 +334,11 @@ def train(config: TrainConfig, data: PreparedData, model: Classifier, dist: Dist
                                "use another output location or resume=false")
         state = Checkpointer.restore(payload, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
         logger.info("resumed", extra={"epoch": state.epoch, "step": state.global_step})
-    runner: nn.Module = model
-    if config.model.compile and device.type == "cuda":
-        runner = torch.compile(runner)  # type: ignore[assignment]
-    if dist.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        runner = DistributedDataParallel(runner, device_ids=[device.index] if device.type == "cuda" else None)
-    pos_weight = torch.from_numpy(data.pos_weight).to(device)
+    runner = wrap_model(model, config, dist, device)
+    stepper = Stepper(config=config, runner=runner, model=model, optimizer=optimizer, scheduler=scheduler,
+                      scaler=scaler, pos_weight=torch.from_numpy(data.pos_weight).to(device), device=device,
+                      dtype=dtype, dist=dist, global_batch=global_batch, labels=len(data.table.labels))
     train_loader = loader(dataset, sampler, workers=config.num_workers, pin=device.type == "cuda")
-    micro = config.micro_batches
-    denominator = float(global_batch * len(data.table.labels))
 
     def write_checkpoint() -> None:
         if dist.is_main:
@@ -281,35 +357,11 @@ def train(config: TrainConfig, data: PreparedData, model: Classifier, dist: Dist
             runner.train()
             started, images_seen = time.perf_counter(), 0
             for images, targets, mask, _idx in train_loader:
-                step = state.step_in_epoch
-                params = augment.random_params(global_batch, config.augment,
-                                               augment.batch_generator(config.seed, state.epoch, step))
-                params = params[torch.from_numpy(sampler.positions())]
-                x = _to_input(images, device, config)
-                y, m = targets.to(device, non_blocking=True), mask.to(device, non_blocking=True)
-                b = x.shape[0] // micro
-                step_loss = 0.0
-                for j in range(micro):
-                    part = slice(j * b, (j + 1) * b)
-                    xj = augment.apply(x[part], params[part]) if config.augment.enabled else x[part]
-                    sync = j == micro - 1 or not dist.enabled
-                    context = runner.no_sync() if not sync else _Null()  # type: ignore[operator]
-                    with context:
-                        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                            logits = runner(xj)
-                        loss = masked_bce(logits, y[part], m[part], pos_weight, denominator / dist.world)
-                        scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
-                    step_loss += float(loss.detach())
-                if config.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                step_loss = stepper.step(images, targets, mask, sampler.positions(), state.epoch,
+                                         state.step_in_epoch)
                 state.step_in_epoch += 1
                 state.global_step += 1
-                images_seen += x.shape[0]
+                images_seen += images.shape[0]
                 state.epoch_loss_sum += step_loss  # this rank's share, scaled: the mean over ranks is the global loss
                 state.epoch_loss_steps += 1
                 if config.step_delay:

@@ -98,7 +98,7 @@ def run(config: TrainConfig) -> RunResult:
     device_type = "cuda" if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()) \
         else "cpu"
     with PreemptionFlag() as preemption:  # from the start: a SIGTERM during data preparation is not lost
-        dist = init_distributed(device_type)
+        dist = init_distributed(device_type, config.dist_timeout_seconds)
         try:
             return _run(config, dist, select_device(config, dist), preemption)
         finally:
