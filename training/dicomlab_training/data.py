@@ -67,10 +67,26 @@ def pos_weights(table: LabelTable, rows: npt.NDArray[np.int64], upper: float) ->
     return np.clip(weight, 1.0 / upper, upper).astype(np.float32)
 
 
+def decode_cache(config: TrainConfig) -> DecodeCache:
+    """The decode cache ``config`` trains from."""
+    return DecodeCache(config.cache_dir, config.pixels.size, config.pixels.cache_dtype, config.cache_url)
+
+
+def decode_shard(config: TrainConfig, shard: int, shards: int) -> int:
+    """Decode this process's share of the images the cache lacks (one of ``shards`` local ranks).
+
+    Fetch concurrency is split between the local ranks, so a node keeps about ``fetch_concurrency``
+    requests in flight while the decoding runs in ``shards`` processes. Returns how many it decoded.
+    """
+    table = load_table(config.manifest, config.labels)
+    return decode_cache(config).build_shard(table.samples, make_fetcher(config), shard, shards,
+                                            concurrency=max(1, config.fetch_concurrency // max(1, shards)))
+
+
 def prepare(config: TrainConfig, *, build: bool = True) -> PreparedData:
     """Read the manifest, make sure every image is in the cache (when ``build``), split by patient."""
     table = load_table(config.manifest, config.labels)
-    cache = DecodeCache(config.cache_dir, config.pixels.size, config.pixels.cache_dtype, config.cache_url)
+    cache = decode_cache(config)
     if build:
         view = cache.build(table.samples, make_fetcher(config), concurrency=config.fetch_concurrency)
     else:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import random
 import tempfile
 import time
@@ -30,7 +31,7 @@ import torch.distributed as torch_dist
 from dicomlab_core.objectstore import ObjectStore, open_store
 from dicomlab_training.checkpoint import Checkpointer, TrainState
 from dicomlab_training.config import TrainConfig, checkpoint_location
-from dicomlab_training.data import CachedBatches, PreparedData, prepare
+from dicomlab_training.data import CachedBatches, PreparedData, decode_cache, decode_shard, prepare
 from dicomlab_training.evaluate import plot_calibration, plot_history, plot_roc
 from dicomlab_training.loop import (
     DistInfo,
@@ -82,9 +83,18 @@ def _state_bytes(model: torch.nn.Module) -> bytes:
 
 
 def _prepare_all_ranks(config: TrainConfig, dist: DistInfo, device: torch.device) -> PreparedData:
-    """The local rank 0 of every node builds (or pulls) the cache; the others wait and then open it."""
+    """Every node's cache: local rank 0 pulls it (``cache_url``), every local rank decodes its own shard of
+    the missing images, local rank 0 merges the shards, then all open it. The barriers are bounded by
+    ``dist_timeout_seconds``."""
     if not dist.enabled:
         return prepare(config)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if dist.local_rank == 0:
+        decode_cache(config).sync()
+    torch_dist.barrier()
+    decoded = decode_shard(config, dist.local_rank, local_world)
+    logger.info("decoded this rank's shard", extra={"decoded": decoded, "rank": dist.rank})
+    torch_dist.barrier()
     data = prepare(config) if dist.local_rank == 0 else None
     torch_dist.barrier()
     return data if data is not None else prepare(config, build=False)
