@@ -8,7 +8,7 @@ Examples::
         --set augment.rotate_degrees=5 --set batch_size=16
     dicomlab train evaluate --model runs/j1/models/best.pt --manifest other.manifest --dicom-dir ./d --out eval/
     dicomlab train submit --nodes 2 --gpus-per-node 8 \\
-        --node-group gpu-a100 --capacity-type spot --dry-run -- --manifest s3://... --out s3://...
+        --karpenter-nodepool gpu --capacity-type spot --dry-run -- --manifest s3://... --out s3://...
 """
 
 from __future__ import annotations
