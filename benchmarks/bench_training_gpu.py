@@ -1,132 +1,134 @@
-"""GPU benchmark: DenseNet121 training images/s with the project's settings vs plain fp32 eager.
+"""Training-step benchmark: images/s of the REAL ``train run`` step (DenseNet121 at 224² by default).
 
-Run on a machine with CUDA: ``python benchmarks/bench_training_gpu.py [--sizes 224 512] [--batch 256]``.
-Exits with a message (and writes nothing) where CUDA is not available.
+Every variant runs :class:`dicomlab_training.loop.Stepper` — the exact step of ``train run``: on-device
+augmentation, masked pos-weighted BCE, gradient clipping, AdamW (fused on CUDA), grad scaler and the
+warm-up + cosine scheduler — on a model set up by the loop's own ``prepare_model`` / ``wrap_model``.
+Variants, per batch size (per GPU, default 64 128 256 512):
 
-For each image size, in the same process on the same GPU:
+- ``fp32_eager``: ``amp=off``, ``channels_last=false`` (plain baseline);
+- ``bf16_channels_last``: the defaults of ``train run`` on CUDA (bf16 autocast, channels_last, fused AdamW);
+- ``bf16_channels_last_compile``: the same with ``model.compile=true`` (``--compile``);
+- ``..._input_pipeline``: the default variant fed by the real input path (``CachedBatches`` over a
+  memory-mapped uint8 cache through ``data.loader`` with workers and pinned memory), with the fraction
+  of time spent waiting for data and the GPU utilization sampled by NVML.
 
-- **fp32 eager** — NCHW, fp32, cudnn.benchmark off: the plain baseline;
-- **project** — bf16 autocast (fp16 + GradScaler if bf16 is unsupported), channels_last,
-  cudnn.benchmark, TF32, fused AdamW, optionally ``torch.compile`` (``--compile``);
-- **project + input pipeline** — the same, fed by the real input path: a memory-mapped uint8 cache
-  read through a DataLoader (workers, pinned memory, non-blocking copies) and augmented on the GPU
-  (:mod:`dicomlab_training.augment`). It reports how long each step waited for data and the GPU
-  utilization sampled by NVML (``torch.cuda.utilization``) while it ran.
+Batches start as uint8 on the host like the cache's, so every variant pays the copy and conversion.
 
-Results go to ``benchmarks/results/training_gpu.json``. The target in the issue is ≥ 3,000 images/s
-at 224² on one H100 with the GPU never waiting on data.
+Run on a GPU machine::
+
+    python benchmarks/bench_training_gpu.py [--batch-sizes 64 128 256 512] [--compile]
+    torchrun --standalone --nproc-per-node=2 benchmarks/bench_training_gpu.py --batch-sizes 256  # DDP scaling
+
+Results (with device, driver, torch and CUDA versions) go to ``benchmarks/results/training_gpu.json``.
+Without CUDA the CUDA variants are skipped with a message; ``--cpu-smoke`` runs the same step on the CPU
+with a tiny network (a check that the benchmark works, not a figure) and writes nothing.
+Targets in issue 17: ≥ 3,000 images/s at 224² on one H100 in the real loop; ≥ 90% scaling over 2 GPUs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
 
-from dicomlab_training import augment
-from dicomlab_training.config import AugmentConfig, ModelConfig
+from dicomlab_training.config import ModelConfig, PixelConfig, TrainConfig
+from dicomlab_training.data import CachedBatches, StepSampler, loader
+from dicomlab_training.loop import (
+    DistInfo,
+    Stepper,
+    amp_dtype,
+    build_optimizer,
+    init_distributed,
+    prepare_model,
+    select_device,
+    wrap_model,
+)
 from dicomlab_training.model import build_model
 
 RESULTS = Path(__file__).parent / "results" / "training_gpu.json"
 LABELS = 14
 
 
-def make_model(project: bool, compile_model: bool) -> torch.nn.Module:
+def make_stepper(config: TrainConfig, dist: DistInfo, device: torch.device, batch: int) -> Stepper:
+    """A Stepper for ``config`` exactly as ``loop.train`` builds one (global batch = batch × ranks)."""
     torch.manual_seed(0)
-    model = build_model(ModelConfig(arch="densenet121"), LABELS).cuda()
-    if project:
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        if compile_model:
-            model = torch.compile(model)  # type: ignore[assignment]
-    return model
+    model = build_model(config.model, LABELS)
+    prepare_model(model, config, device)
+    dtype = amp_dtype(config, device)
+    optimizer, scheduler = build_optimizer(model, config, total_steps=10_000)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+    pos_weight = torch.full((LABELS,), 2.0, device=device)
+    return Stepper(config=config, runner=wrap_model(model, config, dist, device), model=model, optimizer=optimizer,
+                   scheduler=scheduler, scaler=scaler, pos_weight=pos_weight, device=device, dtype=dtype, dist=dist,
+                   global_batch=batch * dist.world, labels=LABELS)
 
 
-def settings(project: bool) -> torch.dtype | None:
-    torch.backends.cudnn.benchmark = project
-    torch.backends.cuda.matmul.allow_tf32 = project
-    torch.backends.cudnn.allow_tf32 = project
-    if not project:
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+def host_batches(batch: int, size: int, pin: bool) -> Any:
+    """The same uint8 host batch again and again (no input pipeline): the step alone."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (batch, 1, size, size), dtype=torch.uint8, generator=generator)
+    targets = (torch.rand(batch, LABELS, generator=generator) > 0.7).float()
+    mask = torch.ones(batch, LABELS)
+    if pin:
+        images, targets, mask = images.pin_memory(), targets.pin_memory(), mask.pin_memory()
+    while True:
+        yield images, targets, mask
 
 
-def train_steps(model: torch.nn.Module, batches: Any, steps: int, dtype: torch.dtype | None, project: bool,
-                warmup: int) -> dict[str, float]:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=project)
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype is torch.float16)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    waited = 0.0
-    images = 0
-    started = 0.0
-    iterator = iter(batches)
+def pipeline_batches(folder: Path, batch: int, size: int, images: int, workers: int, dist: DistInfo,
+                     pin: bool) -> Any:
+    """Batches from a memory-mapped uint8 cache through the real CachedBatches + data.loader."""
+    path = folder / "images.npy"
+    cache = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(images, size, size))
+    cache[:] = np.random.default_rng(0).integers(0, 256, size=cache.shape, dtype=np.uint8)
+    cache.flush()
+    del cache
+    rng = np.random.default_rng(1)
+    data = SimpleNamespace(cache=SimpleNamespace(directory=folder, rows=np.arange(images, dtype=np.int64)),
+                           table=SimpleNamespace(targets=(rng.random((images, LABELS)) > 0.7).astype(np.float32),
+                                                 mask=np.ones((images, LABELS), np.float32)))
+    dataset = CachedBatches(data)  # type: ignore[arg-type]
+    sampler = StepSampler(np.arange(images, dtype=np.int64), batch * dist.world, world=dist.world, rank=dist.rank,
+                          micro_batches=1, seed=0)
+    epoch = 0
+    while True:
+        sampler.set_epoch(epoch)
+        for images_, targets, mask, _idx in loader(dataset, sampler, workers=workers, pin=pin):
+            yield images_, targets, mask
+        epoch += 1
+
+
+def timed(stepper: Stepper, batches: Any, steps: int, warmup: int, positions: Any) -> dict[str, float]:
+    """Images/s over ``steps`` after ``warmup`` steps (compilation, cudnn autotuning), and time waiting for data."""
+    cuda = stepper.device.type == "cuda"
+    waited, images, started = 0.0, 0, 0.0
     for step in range(warmup + steps):
         if step == warmup:
-            torch.cuda.synchronize()
+            if cuda:
+                torch.cuda.synchronize()
             started, waited, images = time.perf_counter(), 0.0, 0
         fetch = time.perf_counter()
-        x, y = next(iterator)
+        x, y, m = next(batches)
         waited += time.perf_counter() - fetch
-        with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = loss_fn(model(x).float(), y)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        stepper.step(x, y, m, positions, 0, step)
         images += x.shape[0]
-    torch.cuda.synchronize()
+    if cuda:
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - started
-    return {"images_per_second": round(images / seconds, 1), "data_wait_fraction": round(waited / seconds, 4)}
-
-
-def synthetic_batches(batch: int, size: int, project: bool) -> Any:
-    x = torch.rand(batch, 1, size, size, device="cuda")
-    if project:
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = (torch.rand(batch, LABELS, device="cuda") > 0.7).float()
-    while True:
-        yield x, y
-
-
-def pipeline_batches(cache: Path, batch: int, size: int, workers: int) -> Any:
-    """Batches from the memory-mapped cache through a DataLoader, augmented on the GPU."""
-    from torch.utils.data import DataLoader, Dataset
-
-    class Rows(Dataset[torch.Tensor]):
-        def __init__(self) -> None:
-            self.images: Any = None
-
-        def __len__(self) -> int:
-            return 1 << 30
-
-        def __getitem__(self, indices: list[int]) -> torch.Tensor:  # type: ignore[override]
-            if self.images is None:
-                self.images = np.load(cache, mmap_mode="r")
-            rows = np.sort(np.asarray(indices) % len(self.images))
-            return torch.from_numpy(np.ascontiguousarray(self.images[rows])).unsqueeze(1)
-
-    class Batches(torch.utils.data.Sampler[list[int]]):
-        def __iter__(self) -> Any:
-            rng = np.random.default_rng(0)
-            while True:
-                yield rng.integers(0, 1 << 30, size=batch).tolist()
-
-    loader = DataLoader(Rows(), sampler=Batches(), batch_size=None, num_workers=workers, pin_memory=True,
-                        persistent_workers=True, prefetch_factor=4)
-    config = AugmentConfig()
-    y = (torch.rand(batch, LABELS, device="cuda") > 0.7).float()
-    for step, images in enumerate(loader):
-        x = images.cuda(non_blocking=True).float().div_(255.0)
-        params = augment.random_params(batch, config, augment.batch_generator(0, 0, step))
-        x = augment.apply(x, params).contiguous(memory_format=torch.channels_last)
-        yield x, y
+    return {"images_per_second": round(images * stepper.dist.world / seconds, 1),
+            "step_seconds": round(seconds / steps, 5), "data_wait_fraction": round(waited / seconds, 4)}
 
 
 class Utilization:
@@ -159,49 +161,95 @@ class Utilization:
         return {"mean_percent": round(float(np.mean(self.samples)), 1), "min_percent": float(min(self.samples))}
 
 
+def device_details(device: torch.device) -> dict[str, Any]:
+    details: dict[str, Any] = {"torch": torch.__version__, "python": platform.python_version(),
+                               "host": platform.node(), "cpu_count": os.cpu_count()}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        details.update(device=props.name, memory_gib=round(props.total_memory / 2**30, 1),
+                       capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda,
+                       cudnn=torch.backends.cudnn.version(),  # type: ignore[no-untyped-call]
+                       bf16=torch.cuda.is_bf16_supported())
+        try:
+            import pynvml  # type: ignore[import-not-found]
+
+            pynvml.nvmlInit()
+            details["driver"] = pynvml.nvmlSystemGetDriverVersion()
+        except Exception:  # NVML bindings are optional
+            details["driver"] = None
+    else:
+        details["device"] = platform.processor() or "cpu"
+    return details
+
+
+def variants(base: TrainConfig, compile_too: bool) -> dict[str, TrainConfig]:
+    out = {"fp32_eager": replace(base, amp="off", channels_last=False),
+           "bf16_channels_last": replace(base, amp="auto" if base.device == "cuda" else "bf16")}
+    if compile_too:
+        out["bf16_channels_last_compile"] = replace(out["bf16_channels_last"],
+                                                    model=replace(base.model, compile=True))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[224, 512])
-    parser.add_argument("--batch", type=int, default=256, help="batch at 224² (scaled down by area for larger)")
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--cache-images", type=int, default=4096)
+    parser.add_argument("--size", type=int, default=224, help="image side in pixels (default 224)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 128, 256, 512],
+                        help="per-GPU batch sizes (default 64 128 256 512)")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per variant (default 30)")
+    parser.add_argument("--warmup", type=int, default=8, help="untimed steps first (default 8)")
+    parser.add_argument("--workers", type=int, default=8, help="DataLoader workers of the pipeline variant")
+    parser.add_argument("--cache-images", type=int, default=4096, help="images in the synthetic cache")
+    parser.add_argument("--compile", action="store_true", help="also time the torch.compile variant")
+    parser.add_argument("--cpu-smoke", action="store_true",
+                        help="without CUDA: run the same step on the CPU with a tiny network (not a figure)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON (CUDA runs only)")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        print("bench_training_gpu: CUDA is not available here; nothing measured")
+
+    cuda = torch.cuda.is_available()
+    if not cuda and not args.cpu_smoke:
+        print("bench_training_gpu: CUDA is not available here; GPU figures not measured "
+              "(--cpu-smoke checks the benchmark on the CPU)")
         return
+    base = TrainConfig(device="cuda" if cuda else "cpu", model=ModelConfig(arch="densenet121"),
+                       pixels=PixelConfig(size=args.size))
+    if not cuda:  # smoke: the same code path, small enough for a shared CPU
+        base = replace(base, model=ModelConfig(arch="densenet-tiny"), pixels=PixelConfig(size=32))
+        args.batch_sizes, args.steps, args.warmup, args.workers, args.cache_images = [4, 8], 2, 1, 1, 64
+    dist = init_distributed(base.device)
+    device = select_device(base, dist)
+    size = base.pixels.size
     results: dict[str, Any] = {"when": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                               "device": torch.cuda.get_device_name(0), "torch": torch.__version__,
-                               "compile": args.compile, "sizes": {}}
-    for size in args.sizes:
-        batch = max(8, int(args.batch * (224 / size) ** 2))
-        row: dict[str, Any] = {"batch": batch}
-        dtype = settings(False)
-        row["fp32_eager"] = train_steps(make_model(False, False), synthetic_batches(batch, size, False), args.steps,
-                                        dtype, False, args.warmup)
-        dtype = settings(True)
-        model = make_model(True, args.compile)
-        row["project"] = train_steps(model, synthetic_batches(batch, size, True), args.steps, dtype, True,
-                                     args.warmup)
-        with tempfile.TemporaryDirectory() as tmp:
-            cache = Path(tmp) / "images.npy"
-            images = np.lib.format.open_memmap(cache, mode="w+", dtype=np.uint8,
-                                               shape=(args.cache_images, size, size))
-            images[:] = np.random.default_rng(0).integers(0, 256, size=images.shape, dtype=np.uint8)
-            images.flush()
-            del images
-            with Utilization() as utilization:
-                row["project_with_input_pipeline"] = train_steps(
-                    model, pipeline_batches(cache, batch, size, args.workers), args.steps, dtype, True, args.warmup)
-            row["project_with_input_pipeline"]["gpu_utilization"] = utilization.summary()
-        row["speedup_vs_fp32_eager"] = round(row["project"]["images_per_second"]
-                                             / row["fp32_eager"]["images_per_second"], 2)
-        results["sizes"][str(size)] = row
-        print(json.dumps({size: row}), flush=True)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+                               "model": base.model.arch, "size": size, "world_size": dist.world,
+                               "details": device_details(device), "batch_sizes": {}}
+    for batch in args.batch_sizes:
+        row: dict[str, Any] = {}
+        positions = np.arange(dist.rank, batch * dist.world, dist.world, dtype=np.int64)  # StepSampler.positions()
+        for name, config in variants(base, args.compile and cuda).items():
+            try:
+                stepper = make_stepper(config, dist, device, batch)
+                row[name] = timed(stepper, host_batches(batch, size, cuda), args.steps, args.warmup, positions)
+            except torch.cuda.OutOfMemoryError:
+                row[name] = {"error": "out of memory"}
+                torch.cuda.empty_cache()
+                continue
+            if name == "bf16_channels_last":
+                with tempfile.TemporaryDirectory() as tmp, Utilization() as utilization:
+                    feed = pipeline_batches(Path(tmp), batch, size, args.cache_images, args.workers, dist, cuda)
+                    row[f"{name}_input_pipeline"] = timed(stepper, feed, args.steps, args.warmup, positions)
+                row[f"{name}_input_pipeline"]["gpu_utilization"] = utilization.summary() if cuda else None
+            del stepper
+        results["batch_sizes"][str(batch)] = row
+        if dist.is_main:
+            print(json.dumps({batch: row}), flush=True)
+    if dist.is_main and cuda:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    elif dist.is_main:
+        print("bench_training_gpu: CPU smoke run done; CUDA variants skipped, GPU figures not measured")
+    if dist.enabled:
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -18,7 +18,10 @@ from deploy_chart import KUBE_VERSIONS, REPO, render_values, validate_strict
 
 K8S = REPO / "k8s"
 SKAFFOLD = REPO / "skaffold.yaml"
-CRD_KINDS = {"NodePool": "karpenter.sh/v1", "EC2NodeClass": "karpenter.k8s.aws/v1", "ClusterConfig": "eksctl.io/v1alpha5"}
+CRD_KINDS = {"NodePool": "karpenter.sh/v1", "EC2NodeClass": "karpenter.k8s.aws/v1", "ClusterConfig": "eksctl.io/v1alpha5",
+             "JobSet": "jobset.x-k8s.io/v1alpha2"}
+"""Kinds outside core Kubernetes (no schema in kubernetes-validate); the JobSet's fields are checked in
+tests/training/test_jobset.py on the launcher's output, which training-jobset.yaml must equal."""
 
 
 def documents(path: Path) -> list[dict[str, Any]]:
@@ -37,34 +40,35 @@ def test_k8s_objects_validate(path: Path) -> None:
             validate_strict(obj, version)
 
 
-@pytest.mark.parametrize("name", ["training-job.yaml", "training-multinode.yaml"])
+@pytest.mark.parametrize("name", ["training-job.yaml", "training-jobset.yaml"])
 def test_standalone_training_jobs_are_what_the_launcher_generates(name: str) -> None:
     from dicomlab_cli.main import build_parser
 
     launch = pytest.importorskip("dicomlab_training.launch")
+    from dicomlab_training.cli import submit_overrides
+
     text = (K8S / name).read_text()
     match = re.search(r"(?m)^# dicomlab-submit-args: (.+)$", text)
     assert match, "the header records the generating command"
     args = build_parser().parse_args(["train", "submit", "--dry-run", *shlex.split(match.group(1))])
-    overrides: dict[str, Any] = {"train_args": tuple(a for a in args.train_args if a != "--")}
-    for field in ("name", "namespace", "image", "nodes", "gpus_per_node", "cpu", "memory", "shm_size",
-                  "service_account", "node_group", "karpenter_nodepool", "capacity_type", "backoff_limit",
-                  "config_map", "orthanc_secret", "orthanc_url", "pushgateway_url"):
-        if getattr(args, field) is not None:
-            overrides[field] = getattr(args, field)
-    expected = launch.build_training_job(launch.spec_from(overrides))
+    expected = launch.build_training_job(launch.spec_from(submit_overrides(args)))
     assert documents(K8S / name) == [d for d in yaml.safe_load_all(launch.to_yaml(expected)) if d]
 
 
-def test_multinode_job_is_indexed_with_a_headless_rendezvous_service() -> None:
-    service, job = documents(K8S / "training-multinode.yaml")
-    assert service["spec"]["clusterIP"] == "None"
-    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["parallelism"] == job["spec"]["completions"] == 2
-    pod = job["spec"]["template"]["spec"]
-    assert pod["subdomain"] == service["metadata"]["name"]
-    command = pod["containers"][0]["command"]
-    assert command[0] == "torchrun" and any(c.startswith("--rdzv-endpoint=dicomlab-train-multinode-0.") for c in command)
-    assert pod["nodeSelector"]["karpenter.sh/nodepool"] == "gpu"
+def test_multinode_training_is_a_jobset_not_a_hand_made_indexed_job() -> None:
+    assert not (K8S / "training-multinode.yaml").exists()
+    (jobset,) = documents(K8S / "training-jobset.yaml")
+    assert jobset["kind"] == "JobSet" and jobset["spec"]["network"]["enableDNSHostnames"] is True
+    (replicated,) = jobset["spec"]["replicatedJobs"]
+    pod = replicated["template"]["spec"]["template"]
+    command = pod["spec"]["containers"][0]["command"]
+    leader = f"--rdzv-endpoint=dicomlab-train-multinode-{replicated['name']}-0-0.{jobset['spec']['network']['subdomain']}:"
+    assert any(c.startswith(leader) for c in command)
+    assert pod["metadata"]["annotations"]["karpenter.sh/do-not-disrupt"] == "true"
+    assert pod["spec"]["nodeSelector"]["karpenter.sh/nodepool"] == "gpu"
+    for doc in K8S.glob("*.yaml"):
+        for obj in documents(doc):
+            assert obj["kind"] != "Service" or obj["spec"].get("clusterIP") != "None", f"{doc.name}: hand-made rendezvous"
 
 
 def test_namespace_enforces_restricted_pod_security() -> None:
@@ -173,3 +177,51 @@ def test_each_profile_renders_a_valid_chart(profile: str) -> None:
         assert rendered.get("ConfigMap", "dicomlab-orthanc")["data"]["ORTHANC__POSTGRESQL__HOST"] == "db.example"
     else:
         assert rendered.of_kind("StatefulSet") and not rendered.of_kind("ServiceMonitor")
+
+
+def _training_pods() -> list[tuple[str, dict[str, Any]]]:
+    pods = []
+    for name in ("training-job.yaml", "training-jobset.yaml"):
+        for obj in documents(K8S / name):
+            if obj["kind"] == "Job":
+                pods.append((name, obj["spec"]["template"]["spec"]))
+            elif obj["kind"] == "JobSet":
+                pods += [(name, rj["template"]["spec"]["template"]["spec"]) for rj in obj["spec"]["replicatedJobs"]]
+    return pods
+
+
+def test_training_examples_land_on_a_matching_node_group_or_nodepool() -> None:
+    (cluster,) = documents(K8S / "eks-gpu-nodegroup.yaml")
+    groups = {g["name"]: g for g in cluster["managedNodeGroups"]}
+    nodepool, _ = documents(K8S / "karpenter-nodepool.yaml")
+    requirements = {r["key"]: r["values"] for r in nodepool["spec"]["template"]["spec"]["requirements"]}
+    pods = _training_pods()
+    assert pods
+    for name, pod in pods:
+        selector = pod["nodeSelector"]
+        if "eks.amazonaws.com/nodegroup" in selector:
+            group = groups[selector["eks.amazonaws.com/nodegroup"]]
+            capacity = selector.get("eks.amazonaws.com/capacityType")
+            if capacity is not None:
+                assert (capacity == "SPOT") == bool(group.get("spot")), f"{name}: {capacity} on {group['name']}"
+        else:
+            assert selector["karpenter.sh/nodepool"] == nodepool["metadata"]["name"]
+            capacity = selector.get("karpenter.sh/capacity-type")
+            assert capacity is None or capacity in requirements["karpenter.sh/capacity-type"], name
+    assert any(p["nodeSelector"].get("eks.amazonaws.com/capacityType") == "SPOT" for _, p in pods), "a spot example"
+
+
+def test_efa_is_claimed_only_with_its_device_resource() -> None:
+    """EFA needs the node group flag AND pods requesting vpc.amazonaws.com/efa (and the NCCL OFI plugin in the
+    image): a node group that claims EFA while no pod requests it is a false promise."""
+    (cluster,) = documents(K8S / "eks-gpu-nodegroup.yaml")
+    efa_groups = [g["name"] for g in cluster["managedNodeGroups"] if g.get("efaEnabled")]
+    requesting = [name for name, pod in _training_pods()
+                  if any("vpc.amazonaws.com/efa" in c["resources"].get("limits", {}) for c in pod["containers"])]
+    assert bool(efa_groups) == bool(requesting), (efa_groups, requesting)
+
+
+def test_karpenter_ami_alias_is_pinned() -> None:
+    node_class = documents(K8S / "karpenter-nodepool.yaml")[1]
+    aliases = [t["alias"] for t in node_class["spec"]["amiSelectorTerms"] if "alias" in t]
+    assert aliases and all(re.fullmatch(r"al2023@v\d{8}", a) for a in aliases), aliases

@@ -109,3 +109,21 @@ def test_cache_shared_through_s3(small_set: SynthSet, s3_bucket: str, tmp_path: 
     pulled = second.build(table.samples[:10], FailingFetcher())
     assert pulled.decoded_now == 0
     np.testing.assert_array_equal(np.asarray(pulled.images), np.asarray(built.images))
+
+
+def test_cache_built_in_shards_by_several_ranks_equals_one_build(small_set: SynthSet, tmp_path: Path) -> None:
+    table = load_table(str(small_set.manifest))
+    fetcher = FolderFetcher(str(small_set.directory))
+    single = DecodeCache(tmp_path / "single", 32).build(table.samples, fetcher, concurrency=2)
+    # a node already holding a few images (an earlier run), then 3 local ranks decode the rest, each its share
+    sharded = DecodeCache(tmp_path / "sharded", 32)
+    sharded.build(table.samples[:5], fetcher, concurrency=2)
+    counts = [sharded.build_shard(table.samples, fetcher, rank, 3, concurrency=1) for rank in range(3)]
+    assert sum(counts) == len(table.samples) - 5 and all(c > 0 for c in counts), counts
+    merged = sharded.build(table.samples, FailingFetcher())  # local rank 0: merge only, nothing left to fetch
+    assert merged.decoded_now == len(table.samples) - 5 and not (sharded.directory / "shards").exists()
+    assert merged.skipped == single.skipped and (merged.rows >= 0).all()
+    for i in range(len(table.samples)):
+        np.testing.assert_array_equal(merged.images[merged.rows[i]], single.images[single.rows[i]])
+    assert merged.patients == single.patients
+    assert sharded.build_shard(table.samples, FailingFetcher(), 0, 3) == 0  # complete: nothing to decode

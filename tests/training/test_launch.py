@@ -1,14 +1,21 @@
-"""`dicomlab train submit`: the Job manifests, validated against real Kubernetes schemas (strict)."""
+"""`dicomlab train submit`: the Job manifests, validated against real Kubernetes schemas (strict).
+
+The multi-node JobSet is tested in test_jobset.py.
+"""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from dicomlab_cli.main import main
+from dicomlab_training.config import PREEMPTED_EXIT_CODE
 from dicomlab_training.launch import DEFAULTS_FILE, build_training_job, defaults_document, load_defaults, spec_from
 
 KUBERNETES_VERSIONS = ("1.31.0", "1.37.0")
@@ -33,6 +40,9 @@ def test_single_gpu_job(tmp_path: Path) -> None:
     assert job["kind"] == "Job" and job["spec"]["backoffLimit"] == 3
     rules = job["spec"]["podFailurePolicy"]["rules"]
     assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    assert rules[1] == {"action": "Ignore", "onExitCodes": {"containerName": "train", "operator": "In",
+                                                            "values": [PREEMPTED_EXIT_CODE]}}
+    assert job["spec"]["template"]["metadata"]["annotations"] == {"karpenter.sh/do-not-disrupt": "true"}
     pod = job["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never" and pod["serviceAccountName"] == "dicomlab-training"
     assert pod["nodeSelector"] == {"eks.amazonaws.com/nodegroup": "gpu-a10g", "eks.amazonaws.com/capacityType": "SPOT"}
@@ -45,31 +55,17 @@ def test_single_gpu_job(tmp_path: Path) -> None:
     assert shm["emptyDir"]["medium"] == "Memory"
     assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
     password = next(e for e in container["env"] if e["name"] == "DICOMLAB_TRAIN__ORTHANC__PASSWORD")
-    assert password["valueFrom"]["secretKeyRef"] == {"name": "orthanc-creds", "key": "password"}
+    assert password["valueFrom"]["secretKeyRef"] == {"name": "orthanc-creds", "key": "orthanc-password"}
 
 
-def test_multi_node_indexed_job_with_headless_service(tmp_path: Path) -> None:
-    spec = spec_from({"name": "cxr-ddp", "nodes": 3, "gpus_per_node": 8, "karpenter_nodepool": "gpu",
-                      "capacity_type": "spot", "affinity": {"podAntiAffinity": {
-                          "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": {
-                              "topologyKey": "kubernetes.io/hostname",
-                              "labelSelector": {"matchLabels": {"app.kubernetes.io/instance": "cxr-ddp"}}}}]}}})
-    manifests = build_training_job(spec)
-    validate_strict(manifests, tmp_path)
-    service, job = manifests
-    assert service["kind"] == "Service" and service["spec"]["clusterIP"] == "None"
-    assert service["spec"]["publishNotReadyAddresses"] is True
-    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == job["spec"]["parallelism"] == 3
-    pod = job["spec"]["template"]["spec"]
-    assert pod["subdomain"] == service["metadata"]["name"]
-    labels = job["spec"]["template"]["metadata"]["labels"]
-    assert all(labels[k] == v for k, v in service["spec"]["selector"].items())
-    assert pod["nodeSelector"] == {"karpenter.sh/nodepool": "gpu", "karpenter.sh/capacity-type": "spot"}
-    command = pod["containers"][0]["command"]
-    assert command[:3] == ["torchrun", "--nnodes=3", "--nproc-per-node=8"]
-    assert "--rdzv-backend=c10d" in command
-    assert f"--rdzv-endpoint=cxr-ddp-0.{service['metadata']['name']}.default.svc:29400" in command
-    assert pod["affinity"]["podAntiAffinity"]
+def test_defaults_are_the_charts_secret_keys_image_and_orthanc() -> None:
+    (job,) = build_training_job(spec_from({}))
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
+    assert refs == {"DICOMLAB_TRAIN__ORTHANC__USERNAME": {"name": "dicomlab-app", "key": "orthanc-username"},
+                    "DICOMLAB_TRAIN__ORTHANC__PASSWORD": {"name": "dicomlab-app", "key": "orthanc-password"}}
+    assert container["image"] == "ghcr.io/dicomlab/dicomlab-training:0.1.0"
+    assert {"name": "DICOMLAB_TRAIN__ORTHANC__URL", "value": "http://dicomlab-orthanc:8042"} in container["env"]
 
 
 def test_defaults_file_is_the_spec_defaults() -> None:
@@ -79,12 +75,36 @@ def test_defaults_file_is_the_spec_defaults() -> None:
 
 
 def test_cli_dry_run_prints_yaml(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code = main(["train", "submit", "--dry-run", "--nodes", "2", "--gpus-per-node", "4", "--node-group", "gpu",
+    code = main(["train", "submit", "--dry-run", "--gpus-per-node", "4", "--node-group", "gpu",
                  "--image", "registry.example/dicomlab-training:0.1.0", "--", "--manifest", "s3://b/m", "--epochs", "3"])
     assert code == 0
     manifests = list(yaml.safe_load_all(capsys.readouterr().out))
-    assert [m["kind"] for m in manifests] == ["Service", "Job"]
-    container = manifests[1]["spec"]["template"]["spec"]["containers"][0]
+    assert [m["kind"] for m in manifests] == ["Job"]
+    container = manifests[0]["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "registry.example/dicomlab-training:0.1.0"
+    assert container["command"][:6] == ["python", "-m", "dicomlab_training.torchrun", "--nnodes=1",
+                                        "--nproc-per-node=4", "--standalone"]
     assert container["command"][-4:] == ["--manifest", "s3://b/m", "--epochs", "3"]
     validate_strict(manifests, tmp_path)
+
+
+def test_every_submit_option_has_help() -> None:
+    from dicomlab_cli.main import build_parser
+
+    parser = build_parser()
+    commands: Any = next(a for a in parser._actions if a.dest == "command").choices
+    actions: Any = next(a for a in commands["train"]._actions if a.dest == "action").choices
+    for name in ("run", "evaluate", "export", "submit"):
+        for option in actions[name]._actions:
+            assert option.help, f"train {name} {option.option_strings or option.dest} has no help text"
+
+
+def test_submit_without_a_kubeconfig_is_one_clean_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
+    env.update(HOME=str(tmp_path), KUBECONFIG=str(tmp_path / "missing-kubeconfig"))
+    done = subprocess.run([sys.executable, "-m", "dicomlab_cli.main", "train", "submit", "--", "--manifest", "s3://b/m"],
+                          capture_output=True, text=True, env=env, check=False, timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0].startswith("dicomlab train: error: no Kubernetes configuration") and "--dry-run" in lines[0]

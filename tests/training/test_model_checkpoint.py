@@ -56,7 +56,7 @@ def test_checkpoint_roundtrip_in_s3_with_rng_states(s3_bucket: str) -> None:
     random.seed(5)
     np.random.seed(5)
     torch.manual_seed(5)
-    state = TrainState(epoch=2, step_in_epoch=3, global_step=17, best_metric=0.8, best_epoch=1,
+    state = TrainState(epoch=2, step_in_epoch=3, global_step=17, best_metric=0.8, best_tiebreak=-0.3, best_epoch=1,
                        history=[{"epoch": 0, "train_loss": 1.0}], epoch_loss_sum=2.5, epoch_loss_steps=3)
     uri = checkpointer.save(model=model, optimizer=optimizer, scheduler=scheduler, scaler=None, state=state,
                             config_digest="abc")

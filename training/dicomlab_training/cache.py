@@ -10,6 +10,10 @@ the element type, so a change of preprocessing never reuses stale pixels):
 
 A later run with more images decodes only the new ones. Both files are replaced atomically, and the
 cache can be mirrored to the object store (``cache_url``) so other nodes and later runs reuse it.
+
+Under torchrun every local rank decodes its own share (:meth:`DecodeCache.build_shard`, into
+``shards/<rank>/``); after a barrier, local rank 0's :meth:`DecodeCache.build` merges the shards into
+the cache, so no rank sits idle at a barrier while one process decodes everything.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -95,8 +100,8 @@ class DecodeCache:
     def index_path(self) -> Path:
         return self.directory / "index.json"
 
-    def _load_index(self) -> dict[str, Any]:
-        if not self.index_path.exists() and self.cache_url:
+    def _load_index(self, pull: bool = True) -> dict[str, Any]:
+        if pull and not self.index_path.exists() and self.cache_url:
             self._pull()
         if self.index_path.exists() and self.images_path.exists():
             data: dict[str, Any] = json.loads(self.index_path.read_text())
@@ -123,18 +128,90 @@ class DecodeCache:
         index = self._load_index()
         return self._view(index, samples, 0, 0.0)
 
+    def sync(self) -> None:
+        """Pull the cache from ``cache_url`` when there is none locally (one process per node, first)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._load_index()
+
+    @staticmethod
+    def _todo(index: dict[str, Any], samples: Sequence[Sample]) -> list[Sample]:
+        """Samples to decode: not cached and not skipped for good; one per key, in sample order."""
+        entries, skipped = index["entries"], index["skipped"]
+        todo = [s for s in samples if s.key not in entries
+                and (s.key not in skipped or skipped[s.key] in RETRIED_REASONS)]
+        return list({s.key: s for s in todo}.values())
+
+    def _shard(self, shard: int) -> DecodeCache:
+        part = DecodeCache(self.directory, self.size, self.dtype)
+        part.directory = self.directory / "shards" / str(shard)
+        return part
+
+    def build_shard(self, samples: Sequence[Sample], fetcher: Fetcher, shard: int, shards: int,
+                    concurrency: int = 8) -> int:
+        """Decode every ``shards``-th missing sample from ``shard`` on into ``shards/<shard>/``; returns how many.
+
+        Call :meth:`sync` first (once per node); :meth:`build` afterwards merges the shards.
+        """
+        todo = self._todo(self._load_index(pull=False), samples)[shard::shards]
+        return self._shard(shard).build(todo, fetcher, concurrency).decoded_now if todo else 0
+
+    def _merge_shards(self, index: dict[str, Any]) -> int:
+        """Append the rows of ``shards/*/`` to the cache (atomically), then remove them; returns rows added."""
+        folder = self.directory / "shards"
+        parts = sorted((p for p in folder.glob("*") if (p / "index.json").exists()), key=lambda p: p.name) \
+            if folder.is_dir() else []
+        if not parts:
+            return 0
+        loaded = [(json.loads((p / "index.json").read_text()), np.load(p / "images.npy", mmap_mode="r")) for p in parts]
+        entries: dict[str, Any] = index["entries"]
+        skipped: dict[str, str] = index["skipped"]
+        old_rows = int(index["rows"])
+        capacity = old_rows + sum(int(part["rows"]) for part, _ in loaded)
+        np_dtype = np.uint8 if self.dtype == "uint8" else np.float16
+        tmp_images = self.directory / f".images.{os.getpid()}.npy.tmp"
+        out = np.lib.format.open_memmap(tmp_images, mode="w+", dtype=np_dtype, shape=(capacity, self.size, self.size))
+        if old_rows:
+            old = np.load(self.images_path, mmap_mode="r")
+            out[:old_rows] = old[:old_rows]
+            del old
+        row = old_rows
+        for part, images in loaded:
+            for key, entry in part["entries"].items():
+                if key in entries:
+                    continue
+                out[row] = images[int(entry["row"])]
+                entries[key] = {"row": row, "patient": entry["patient"]}
+                skipped.pop(key, None)
+                row += 1
+            for key, reason in part["skipped"].items():
+                if key not in entries:
+                    skipped[key] = reason
+        out.flush()
+        del out, loaded
+        index["rows"] = row
+        self._replace(tmp_images, index)
+        shutil.rmtree(folder)
+        return row - old_rows
+
+    def _replace(self, tmp_images: Path, index: dict[str, Any]) -> None:
+        os.replace(tmp_images, self.images_path)
+        tmp_index = self.directory / f".index.{os.getpid()}.json.tmp"
+        tmp_index.write_text(json.dumps(index))
+        os.replace(tmp_index, self.index_path)
+
     def build(self, samples: Sequence[Sample], fetcher: Fetcher, concurrency: int = 8) -> CacheView:
-        """Decode the samples that are not cached yet (``concurrency`` at a time), then return the view."""
+        """Merge decoded shards, decode the samples still missing (``concurrency`` at a time), return the view."""
         started = time.perf_counter()
         self.directory.mkdir(parents=True, exist_ok=True)
         index = self._load_index()
+        merged = self._merge_shards(index)
         entries: dict[str, Any] = index["entries"]
         skipped: dict[str, str] = index["skipped"]
-        todo = [s for s in samples if s.key not in entries
-                and (s.key not in skipped or skipped[s.key] in RETRIED_REASONS)]
-        todo = list({s.key: s for s in todo}.values())
+        todo = self._todo(index, samples)
         if not todo:
-            return self._view(index, samples, 0, time.perf_counter() - started)
+            if merged and self.cache_url:
+                self._push()
+            return self._view(index, samples, merged, time.perf_counter() - started)
         old_rows = int(index["rows"])
         capacity = old_rows + len(todo)
         np_dtype = np.uint8 if self.dtype == "uint8" else np.float16
@@ -175,16 +252,13 @@ class DecodeCache:
         out.flush()
         del out
         index["rows"] = row
-        os.replace(tmp_images, self.images_path)
-        tmp_index = self.directory / f".index.{os.getpid()}.json.tmp"
-        tmp_index.write_text(json.dumps(index))
-        os.replace(tmp_index, self.index_path)
+        self._replace(tmp_images, index)
         if self.cache_url:
             self._push()
         seconds = time.perf_counter() - started
-        logger.info("decode cache updated", extra={"decoded": decoded, "skipped": len(todo) - decoded,
-                                                   "seconds": round(seconds, 2)})
-        return self._view(index, samples, decoded, seconds)
+        logger.info("decode cache updated", extra={"decoded": decoded, "merged": merged,
+                                                   "skipped": len(todo) - decoded, "seconds": round(seconds, 2)})
+        return self._view(index, samples, decoded + merged, seconds)
 
     def _one(self, fetcher: Fetcher, sample: Sample) -> DecodedImage | SkipImage:
         try:

@@ -41,6 +41,9 @@ class TrainState:
     """Optimizer steps already done in ``epoch``."""
     global_step: int = 0
     best_metric: float = float("-inf")
+    """The selection metric of the best epoch so far (higher is better; see ``loop.selection_key``)."""
+    best_tiebreak: float = float("-inf")
+    """Its tie-break value (minus the validation loss when the metric is AUROC)."""
     best_epoch: int = -1
     history: list[dict[str, Any]] = field(default_factory=list)
     epoch_loss_sum: float = 0.0
@@ -90,6 +93,7 @@ class Checkpointer:
             "step_in_epoch": state.step_in_epoch,
             "global_step": state.global_step,
             "best_metric": state.best_metric,
+            "best_tiebreak": state.best_tiebreak,
             "best_epoch": state.best_epoch,
             "history": state.history,
             "epoch_loss_sum": state.epoch_loss_sum,
@@ -126,6 +130,7 @@ class Checkpointer:
         set_rng_state(payload["rng"])
         return TrainState(epoch=int(payload["epoch"]), step_in_epoch=int(payload["step_in_epoch"]),
                           global_step=int(payload["global_step"]), best_metric=float(payload["best_metric"]),
+                          best_tiebreak=float(payload.get("best_tiebreak", float("-inf"))),
                           best_epoch=int(payload["best_epoch"]), history=list(payload["history"]),
                           epoch_loss_sum=float(payload["epoch_loss_sum"]),
                           epoch_loss_steps=int(payload["epoch_loss_steps"]))

@@ -7,8 +7,8 @@ Examples::
     dicomlab train run --manifest out.manifest --dicom-dir ./dicoms --out runs/smoke --size 128 --epochs 2 \\
         --set augment.rotate_degrees=5 --set batch_size=16
     dicomlab train evaluate --model runs/j1/models/best.pt --manifest other.manifest --dicom-dir ./d --out eval/
-    dicomlab train submit --image registry/dicomlab-training:0.1.0 --nodes 2 --gpus-per-node 8 \\
-        --node-group gpu-a100 --capacity-type spot --dry-run -- --manifest s3://... --out s3://...
+    dicomlab train submit --nodes 2 --gpus-per-node 8 \\
+        --karpenter-nodepool gpu --capacity-type spot --dry-run -- --manifest s3://... --out s3://...
 """
 
 from __future__ import annotations
@@ -29,14 +29,14 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--orthanc-url", help="Orthanc URL (credentials from DICOMLAB_TRAIN__ORTHANC__*)")
     source.add_argument("--dicom-dir", help="folder or s3:// prefix of .dcm files instead of Orthanc")
     source.add_argument("--local-stack", action="store_true", help="use the running local stack's Orthanc")
-    parser.add_argument("--out", help="output folder or s3:// URL")
-    parser.add_argument("--size", type=int, help="training resolution in pixels")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int, help="global batch size")
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--workers", type=int, help="DataLoader workers")
+    parser.add_argument("--out", help="output folder or s3:// URL (checkpoints, models, report)")
+    parser.add_argument("--size", type=int, help="training resolution in pixels (default 224)")
+    parser.add_argument("--epochs", type=int, help="passes over the training split (default 10)")
+    parser.add_argument("--batch-size", type=int, help="global batch size, over all ranks (default 32)")
+    parser.add_argument("--lr", type=float, help="peak AdamW learning rate (default 3e-4)")
+    parser.add_argument("--seed", type=int, help="seed for split, batch order, augmentation and weights")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default auto)")
+    parser.add_argument("--workers", type=int, help="DataLoader worker processes (default 2)")
     parser.add_argument("--cache-dir", help="local decode-cache folder")
     parser.add_argument("--labels", help="comma-separated label set (default: from the manifest)")
     parser.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
@@ -105,23 +105,75 @@ def export_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def submit_command(args: argparse.Namespace) -> int:
-    from dicomlab_training.launch import build_training_job, spec_from, submit, to_yaml
+SUBMIT_OPTIONS = ("name", "namespace", "image", "nodes", "gpus_per_node", "cpu", "memory", "shm_size",
+                  "service_account", "node_group", "karpenter_nodepool", "capacity_type", "backoff_limit",
+                  "config_map", "orthanc_secret", "orthanc_username_key", "orthanc_password_key", "orthanc_url",
+                  "pushgateway_url")
+"""``train submit`` options that map one to one onto :class:`~dicomlab_training.launch.JobSpec` fields."""
 
+
+def submit_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The JobSpec overrides given on a ``train submit`` command line (unset options keep the defaults)."""
     overrides: dict[str, Any] = {"train_args": tuple(a for a in args.train_args if a != "--")}
-    for name in ("name", "namespace", "image", "nodes", "gpus_per_node", "cpu", "memory", "shm_size",
-                 "service_account", "node_group", "karpenter_nodepool", "capacity_type", "backoff_limit",
-                 "config_map", "orthanc_secret", "orthanc_url", "pushgateway_url"):
+    for name in SUBMIT_OPTIONS:
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
-    manifests = build_training_job(spec_from(overrides))
+    if args.allow_disruption:
+        overrides["do_not_disrupt"] = False
+    return overrides
+
+
+def submit_command(args: argparse.Namespace) -> int:
+    from dicomlab_core.errors import ConfigError
+    from dicomlab_training.launch import build_training_job, spec_from, submit, to_yaml
+
+    try:
+        manifests = build_training_job(spec_from(submit_overrides(args)))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if args.dry_run:
         print(to_yaml(manifests), end="")
         return 0
     for created in submit(manifests):
         print(f"created {created}")
     return 0
+
+
+def add_submit_arguments(sub: argparse.ArgumentParser) -> None:
+    """``train submit`` options; defaults (job-defaults.json) point at the chart's release ``dicomlab``."""
+    from dicomlab_training.launch import load_defaults
+
+    d = load_defaults()
+    sub.add_argument("--dry-run", action="store_true", help="print the manifests as YAML instead of creating them")
+    sub.add_argument("--name", help=f"Job/JobSet name, also the run's instance label (default {d['name']})")
+    sub.add_argument("--namespace", help=f"namespace of the chart's release (default {d['namespace']})")
+    sub.add_argument("--image", help=f"training image (default the chart's: {d['image']})")
+    sub.add_argument("--nodes", type=int,
+                     help="nodes; more than 1 renders a JobSet (needs the JobSet controller) (default 1)")
+    sub.add_argument("--gpus-per-node", type=int, help="nvidia.com/gpu per pod; 0 trains on CPU (default 1)")
+    sub.add_argument("--cpu", help=f"CPU request per pod (default {d['cpu']})")
+    sub.add_argument("--memory", help=f"memory request and limit per pod (default {d['memory']})")
+    sub.add_argument("--shm-size", help=f"size of the memory-backed /dev/shm (default {d['shm_size']})")
+    sub.add_argument("--service-account",
+                     help=f"ServiceAccount with S3 access via IRSA / Pod Identity (default {d['service_account']})")
+    sub.add_argument("--node-group", help="EKS managed node group (eks.amazonaws.com/nodegroup)")
+    sub.add_argument("--karpenter-nodepool", help="Karpenter NodePool (karpenter.sh/nodepool)")
+    sub.add_argument("--capacity-type", choices=["spot", "on-demand"], help="capacity type (default either)")
+    sub.add_argument("--backoff-limit", type=int,
+                     help="retries for real failures: Job backoffLimit, JobSet maxRestarts; disruptions and "
+                          f"preempted exits do not count (default {d['backoff_limit']})")
+    sub.add_argument("--config-map", help="ConfigMap holding train.json (mounted at /config, passed as --config)")
+    sub.add_argument("--orthanc-secret", help=f"Secret with the Orthanc credentials (default {d['orthanc_secret']})")
+    sub.add_argument("--orthanc-username-key",
+                     help=f"key of the user name in that Secret (default {d['orthanc_username_key']})")
+    sub.add_argument("--orthanc-password-key",
+                     help=f"key of the password in that Secret (default {d['orthanc_password_key']})")
+    sub.add_argument("--orthanc-url", help=f"Orthanc URL inside the cluster (default {d['orthanc_url']})")
+    sub.add_argument("--pushgateway-url", help="Prometheus Pushgateway URL for training metrics (default none)")
+    sub.add_argument("--allow-disruption", action="store_true",
+                     help="do not annotate pods karpenter.sh/do-not-disrupt")
+    sub.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then the arguments of `train run`")
 
 
 def register(subparsers: Any) -> None:
@@ -134,7 +186,8 @@ def register(subparsers: Any) -> None:
     evaluate = actions.add_parser("evaluate", help="evaluate a model file on a manifest")
     add_run_arguments(evaluate)
     evaluate.add_argument("--model", required=True, help="model state dict (models/best.pt) path or URI")
-    evaluate.add_argument("--split", choices=["all", "train", "val", "test"], default="all")
+    evaluate.add_argument("--split", choices=["all", "train", "val", "test"], default="all",
+                          help="which part of the patient split to evaluate (default all)")
     evaluate.set_defaults(func=evaluate_command)
 
     export = actions.add_parser("export", help="export a model file as TorchScript + ONNX bundle")
@@ -142,24 +195,7 @@ def register(subparsers: Any) -> None:
     export.add_argument("--model", required=True, help="model state dict path or URI")
     export.set_defaults(func=export_command)
 
-    sub = actions.add_parser("submit", help="run training as a Kubernetes Job (--dry-run prints YAML)")
-    sub.add_argument("--dry-run", action="store_true")
-    sub.add_argument("--name")
-    sub.add_argument("--namespace")
-    sub.add_argument("--image")
-    sub.add_argument("--nodes", type=int)
-    sub.add_argument("--gpus-per-node", type=int)
-    sub.add_argument("--cpu")
-    sub.add_argument("--memory")
-    sub.add_argument("--shm-size")
-    sub.add_argument("--service-account")
-    sub.add_argument("--node-group", help="EKS managed node group")
-    sub.add_argument("--karpenter-nodepool")
-    sub.add_argument("--capacity-type", choices=["spot", "on-demand"])
-    sub.add_argument("--backoff-limit", type=int)
-    sub.add_argument("--config-map", help="ConfigMap holding train.json")
-    sub.add_argument("--orthanc-secret", help="Secret with username/password keys")
-    sub.add_argument("--orthanc-url")
-    sub.add_argument("--pushgateway-url")
-    sub.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then the arguments of `train run`")
+    sub = actions.add_parser("submit", help="run training on Kubernetes: a Job, or a JobSet for --nodes > 1 "
+                                            "(--dry-run prints YAML)")
+    add_submit_arguments(sub)
     sub.set_defaults(func=submit_command)

@@ -27,6 +27,11 @@ from dicomlab_core.orthanc import OrthancSettings
 
 ENV_PREFIX = "DICOMLAB_TRAIN"
 SAGEMAKER_CHECKPOINTS = Path("/opt/ml/checkpoints")
+PREEMPTED_EXIT_CODE = 143
+"""Exit code of a run stopped by SIGTERM after writing its checkpoint (128 + 15, what a shell reports for a
+process ended by SIGTERM). Job and JobSet failure policies treat it as a preemption, not a failure."""
+SELECT_METRICS = ("val_macro_auroc", "val_loss")
+"""Choices of ``TrainConfig.select_metric`` (how the best epoch is chosen)."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,9 @@ class TrainConfig:
     """Fraction of patients in the test split."""
     threshold: float = 0.5
     """Probability threshold for sensitivity/specificity."""
+    select_metric: str = "val_macro_auroc"
+    """How models/best.pt is chosen: val_macro_auroc (highest validation macro AUROC; equal AUROC, e.g. a
+    saturated 1.0, goes to the lower validation loss) or val_loss (lowest validation loss)."""
     amp: str = "auto"
     """Mixed precision: auto (bf16 on CUDA when supported, else fp16; off on CPU), bf16, fp16, off."""
     channels_last: bool = True
@@ -122,6 +130,9 @@ class TrainConfig:
     """DataLoader worker processes (0 = load in the main process)."""
     fetch_concurrency: int = 8
     """Parallel downloads/decodes while building the cache."""
+    dist_timeout_seconds: int = 1800
+    """Timeout of the process group's collectives and barriers under torchrun, seconds (covers building the
+    decode cache while other ranks wait)."""
     checkpoint_every_steps: int = 200
     """Write a checkpoint every N optimizer steps (and at every epoch end and on SIGTERM)."""
     resume: bool = True
@@ -150,10 +161,14 @@ class TrainConfig:
             raise ValueError("pixels.cache_dtype must be uint8 or float16")
         if self.amp not in ("auto", "bf16", "fp16", "off"):
             raise ValueError("amp must be auto, bf16, fp16 or off")
+        if self.select_metric not in SELECT_METRICS:
+            raise ValueError(f"select_metric must be one of {', '.join(SELECT_METRICS)}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError("device must be auto, cpu or cuda")
         if self.model.arch not in ("densenet121", "densenet-tiny"):
             raise ValueError("model.arch must be densenet121 or densenet-tiny")
+        if self.dist_timeout_seconds < 1:
+            raise ValueError("dist_timeout_seconds must be >= 1")
         if self.batch_size < 1 or self.micro_batches < 1 or self.epochs < 0:
             raise ValueError("batch_size and micro_batches must be >= 1, epochs >= 0")
         if not 0 <= self.val_fraction < 1 or not 0 <= self.test_fraction < 1 \
@@ -174,7 +189,8 @@ class TrainConfig:
         """A short hash of the hyperparameters that change the result (not paths or credentials)."""
         data = self.to_dict()
         for volatile in ("out", "cache_dir", "cache_url", "pushgateway_url", "run_name", "orthanc", "resume", "export",
-                         "num_workers", "fetch_concurrency", "step_delay", "checkpoint_every_steps", "threads"):
+                         "num_workers", "fetch_concurrency", "step_delay", "checkpoint_every_steps", "threads",
+                         "dist_timeout_seconds"):
             data.pop(volatile, None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 

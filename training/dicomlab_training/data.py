@@ -16,6 +16,7 @@ duplicated, and predictions are gathered with their sample indices.
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,10 +67,26 @@ def pos_weights(table: LabelTable, rows: npt.NDArray[np.int64], upper: float) ->
     return np.clip(weight, 1.0 / upper, upper).astype(np.float32)
 
 
+def decode_cache(config: TrainConfig) -> DecodeCache:
+    """The decode cache ``config`` trains from."""
+    return DecodeCache(config.cache_dir, config.pixels.size, config.pixels.cache_dtype, config.cache_url)
+
+
+def decode_shard(config: TrainConfig, shard: int, shards: int) -> int:
+    """Decode this process's share of the images the cache lacks (one of ``shards`` local ranks).
+
+    Fetch concurrency is split between the local ranks, so a node keeps about ``fetch_concurrency``
+    requests in flight while the decoding runs in ``shards`` processes. Returns how many it decoded.
+    """
+    table = load_table(config.manifest, config.labels)
+    return decode_cache(config).build_shard(table.samples, make_fetcher(config), shard, shards,
+                                            concurrency=max(1, config.fetch_concurrency // max(1, shards)))
+
+
 def prepare(config: TrainConfig, *, build: bool = True) -> PreparedData:
     """Read the manifest, make sure every image is in the cache (when ``build``), split by patient."""
     table = load_table(config.manifest, config.labels)
-    cache = DecodeCache(config.cache_dir, config.pixels.size, config.pixels.cache_dtype, config.cache_url)
+    cache = decode_cache(config)
     if build:
         view = cache.build(table.samples, make_fetcher(config), concurrency=config.fetch_concurrency)
     else:
@@ -198,11 +215,22 @@ class EvalSampler(Sampler[list[int]]):
         return len(self.batches)
 
 
+def ignore_sigterm(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: a worker ignores SIGTERM and leaves the decision to the main process.
+
+    The kubelet and torchrun signal the whole process group. PyTorch's own worker handler dies on a
+    SIGTERM that does not come from its parent, and the main process then fails with "DataLoader worker
+    ... killed by signal: Terminated" before it can checkpoint. Ignored here, the main process finishes
+    its step, writes the checkpoint and shuts its workers down itself (workers exit when it does).
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def loader(dataset: CachedBatches, sampler: Sampler[list[int]], *, workers: int, pin: bool) -> DataLoader[Batch]:
     """A DataLoader over whole-batch samples (batch_size=None), tuned for workers and pinned memory."""
     kwargs: dict[str, Any] = {}
     if workers > 0:
-        kwargs.update(persistent_workers=True, prefetch_factor=4)
+        kwargs.update(persistent_workers=True, prefetch_factor=4, worker_init_fn=ignore_sigterm)
     return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=workers, pin_memory=pin, **kwargs)
 
 

@@ -1,27 +1,40 @@
-"""``dicomlab train submit``: the training run as a Kubernetes Job (one node) or an Indexed Job +
-headless Service running torchrun with c10d rendezvous (several nodes).
+"""``dicomlab train submit``: a training run on Kubernetes — a Job on one node, a JobSet on several.
 
 :func:`build_training_job` is a pure function from a :class:`JobSpec` to manifests (plain dicts made
-with the kubernetes client's models), so the CLI, the tests and the Helm chart's training-Job
-template share one definition; :data:`DEFAULTS_FILE` (``job-defaults.json`` next to this module) holds
-the defaults the chart mirrors in ``values.yaml``.
+with the kubernetes client's models), so the CLI, the tests and ``k8s/*.yaml`` share one definition;
+:data:`DEFAULTS_FILE` (``job-defaults.json`` next to this module) holds the defaults. Training runs are
+not part of the Helm release (a Job's pod template cannot change under ``helm upgrade``); the defaults
+point at what the chart creates for release ``dicomlab``: its image, its Orthanc Service and its app
+Secret (keys ``orthanc-username`` / ``orthanc-password``).
 
 What the spec encodes (see infra-notes.md):
 
+- labels ``app.kubernetes.io/part-of=dicomlab`` + ``app.kubernetes.io/component=training``: what the
+  chart's NetworkPolicies admit to Orthanc (``instance`` is the run's name, not the release's);
 - ``nvidia.com/gpu`` requests/limits, a toleration for the GPU taint, a node selector for an EKS
   managed node group (``eks.amazonaws.com/nodegroup``) or a Karpenter NodePool
   (``karpenter.sh/nodepool``) and the capacity type (spot/on-demand), optional extra affinity;
+- ``karpenter.sh/do-not-disrupt: "true"`` on training pods (Karpenter does not consolidate a node
+  under a running step; a spot reclaim still can, and is handled below);
 - an emptyDir ``medium: Memory`` at /dev/shm (the default 64 MB breaks DataLoader workers);
 - a ServiceAccount for S3 through IRSA / EKS Pod Identity (no static keys in the pod);
-- ``backoffLimit`` plus a ``podFailurePolicy`` that ignores DisruptionTarget (spot reclaim, eviction):
-  the pod restarts and the run resumes from its checkpoint without using up the retry budget;
-- multi-node: ``completionMode: Indexed`` with ``parallelism = completions = nodes``, pods named
-  ``<job>-<index>.<service>``, torchrun ``--rdzv-backend=c10d --rdzv-endpoint=<job>-0.<service>:29400``.
+- one node: a Job whose ``podFailurePolicy`` ignores DisruptionTarget (spot reclaim, eviction) and the
+  preempted exit code 143, so the pod is replaced and the run resumes from its checkpoint without
+  using up ``backoffLimit``;
+- several nodes: a JobSet (``jobset.x-k8s.io/v1alpha2``, needs the JobSet controller) with one
+  replicated Job of ``nodes`` Indexed pods. When any pod fails the whole group is recreated
+  (``failurePolicy.maxRestarts`` = ``backoff_limit``): each child Job has ``backoffLimit: 0`` and a
+  ``podFailurePolicy`` that fails the Job with reason ``PodFailurePolicy`` on DisruptionTarget or exit
+  code 143, which the JobSet rule ``RestartJobSetAndIgnoreMaxRestarts`` turns into a restart that does not
+  count. torchrun meets through the JobSet's headless Service (``network.enableDNSHostnames``): c10d
+  rendezvous on ``<jobset>-node-0-0.<subdomain>:29400``. Every restart runs the same command, which
+  resumes from ``<out>/checkpoints/last.pt`` in the object store.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -29,21 +42,31 @@ from typing import Any
 
 from kubernetes import client as k8s
 
+from dicomlab_training.config import PREEMPTED_EXIT_CODE
+
 DEFAULTS_FILE = Path(__file__).with_name("job-defaults.json")
 RDZV_PORT = 29400
 GPU_RESOURCE = "nvidia.com/gpu"
 
 
+JOBSET_API_VERSION = "jobset.x-k8s.io/v1alpha2"
+REPLICATED_JOB = "node"
+"""Name of the JobSet's one replicated Job (pods are ``<jobset>-node-0-<index>``)."""
+DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
+CONTAINER = "train"
+
+
 @dataclass(frozen=True)
 class JobSpec:
-    """A training Job. Defaults are in ``job-defaults.json`` (one source of truth with the chart)."""
+    """A training run on Kubernetes. Defaults are in ``job-defaults.json``."""
 
     name: str = "dicomlab-train"
-    namespace: str = "default"
-    image: str = "dicomlab/training:0.1.0"
+    namespace: str = "dicomlab"
+    image: str = "ghcr.io/dicomlab/dicomlab-training:0.1.0"
+    """The chart's training image (``training.image`` at the chart's appVersion)."""
     image_pull_policy: str = "IfNotPresent"
     train_args: tuple[str, ...] = ()
-    """Arguments after ``python -m dicomlab_training`` (e.g. --manifest ... --out s3://...)."""
+    """Arguments after ``python -m dicomlab_training run`` (e.g. --manifest ... --out s3://...)."""
     config_map: str = ""
     """Optional ConfigMap with a ``train.json`` mounted at /config (passed as --config)."""
     nodes: int = 1
@@ -63,14 +86,20 @@ class JobSpec:
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},)
     affinity: Mapping[str, Any] = field(default_factory=dict)
     backoff_limit: int = 3
+    """Retries for real failures: the Job's ``backoffLimit``, the JobSet's ``failurePolicy.maxRestarts``."""
     active_deadline_seconds: int = 0
     ttl_seconds_after_finished: int = 86400
     env: Mapping[str, str] = field(default_factory=dict)
-    orthanc_secret: str = ""
-    """Secret with keys ``username``/``password`` for Orthanc (env DICOMLAB_TRAIN__ORTHANC__*)."""
-    orthanc_url: str = ""
+    orthanc_secret: str = "dicomlab-app"  # noqa: S105 (a Secret's name)
+    """Secret with the Orthanc credentials (the chart's app Secret for release ``dicomlab``)."""
+    orthanc_username_key: str = "orthanc-username"
+    orthanc_password_key: str = "orthanc-password"  # noqa: S105 (a key name)
+    orthanc_url: str = "http://dicomlab-orthanc:8042"
+    """The chart's Orthanc Service for release ``dicomlab``."""
     pushgateway_url: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
+    do_not_disrupt: bool = True
+    """Annotate pods ``karpenter.sh/do-not-disrupt: "true"``."""
 
 
 def load_defaults(path: Path = DEFAULTS_FILE) -> dict[str, Any]:
@@ -102,13 +131,15 @@ def defaults_document() -> dict[str, Any]:
 
 
 def _labels(spec: JobSpec) -> dict[str, str]:
+    """part-of + component select training pods in the chart's NetworkPolicies; instance names the run."""
     return {"app.kubernetes.io/name": "dicomlab", "app.kubernetes.io/component": "training",
             "app.kubernetes.io/instance": spec.name, "app.kubernetes.io/part-of": "dicomlab",
             "app.kubernetes.io/managed-by": "dicomlab-cli", **spec.labels}
 
 
-def _service_name(spec: JobSpec) -> str:
-    return f"{spec.name}-rdzv"
+def rendezvous_host(spec: JobSpec) -> str:
+    """The JobSet's first pod through its headless Service: ``<jobset>-<replicated job>-0-0.<subdomain>``."""
+    return f"{spec.name}-{REPLICATED_JOB}-0-0.{spec.name}"
 
 
 def _command(spec: JobSpec) -> list[str]:
@@ -119,12 +150,14 @@ def _command(spec: JobSpec) -> list[str]:
         args += ["--set", f"pushgateway_url={spec.pushgateway_url}"]
     if spec.nodes == 1 and spec.gpus_per_node <= 1:
         return ["python", "-m", "dicomlab_training", "run", *args]
-    torchrun = ["torchrun", f"--nnodes={spec.nodes}", f"--nproc-per-node={max(1, spec.gpus_per_node)}"]
+    # torchrun through dicomlab_training.torchrun: the same launcher, exiting 143 when preempted
+    torchrun = ["python", "-m", "dicomlab_training.torchrun", f"--nnodes={spec.nodes}",
+                f"--nproc-per-node={max(1, spec.gpus_per_node)}"]
     if spec.nodes > 1:
-        # c10d rendezvous on the first pod of the Indexed Job (stable name through the headless Service);
-        # node ranks are assigned by the rendezvous, restarts re-run it.
-        endpoint = f"{spec.name}-0.{_service_name(spec)}.{spec.namespace}.svc:{RDZV_PORT}"
-        torchrun += ["--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}", f"--rdzv-id={spec.name}"]
+        # c10d rendezvous on the JobSet's first pod; node ranks come from the rendezvous. A group restart
+        # recreates every pod, which meet again under the same name and resume from the checkpoint.
+        torchrun += ["--rdzv-backend=c10d", f"--rdzv-endpoint={rendezvous_host(spec)}:{RDZV_PORT}",
+                     f"--rdzv-id={spec.name}"]
     else:
         torchrun += ["--standalone"]
     return [*torchrun, "-m", "dicomlab_training", "run", *args]
@@ -135,8 +168,8 @@ def _env(spec: JobSpec) -> list[k8s.V1EnvVar]:
     if spec.orthanc_url:
         env.append(k8s.V1EnvVar(name="DICOMLAB_TRAIN__ORTHANC__URL", value=spec.orthanc_url))
     if spec.orthanc_secret:
-        for key in ("username", "password"):
-            env.append(k8s.V1EnvVar(name=f"DICOMLAB_TRAIN__ORTHANC__{key.upper()}", value_from=k8s.V1EnvVarSource(
+        for setting, key in (("USERNAME", spec.orthanc_username_key), ("PASSWORD", spec.orthanc_password_key)):
+            env.append(k8s.V1EnvVar(name=f"DICOMLAB_TRAIN__ORTHANC__{setting}", value_from=k8s.V1EnvVarSource(
                 secret_key_ref=k8s.V1SecretKeySelector(name=spec.orthanc_secret, key=key))))
     env.append(k8s.V1EnvVar(name="PYTHONUNBUFFERED", value="1"))
     env.append(k8s.V1EnvVar(name="MPLCONFIGDIR", value="/tmp/matplotlib"))  # noqa: S108 (read-only root fs)
@@ -175,7 +208,7 @@ def _pod_spec(spec: JobSpec) -> k8s.V1PodSpec:
         volumes.append(k8s.V1Volume(name="config", config_map=k8s.V1ConfigMapVolumeSource(name=spec.config_map)))
     ports = [k8s.V1ContainerPort(name="rdzv", container_port=RDZV_PORT)] if spec.nodes > 1 else None
     container = k8s.V1Container(
-        name="train", image=spec.image, image_pull_policy=spec.image_pull_policy, command=_command(spec),
+        name=CONTAINER, image=spec.image, image_pull_policy=spec.image_pull_policy, command=_command(spec),
         env=_env(spec),
         resources=k8s.V1ResourceRequirements(requests=resources, limits=limits), volume_mounts=mounts, ports=ports,
         security_context=k8s.V1SecurityContext(allow_privilege_escalation=False, run_as_non_root=True,
@@ -187,44 +220,80 @@ def _pod_spec(spec: JobSpec) -> k8s.V1PodSpec:
         # tolerations and affinity are given in Kubernetes' own (camelCase) form and passed through as is
         tolerations=[dict(t) for t in spec.tolerations] or None,  # type: ignore[misc]
         affinity=dict(spec.affinity) or None,  # type: ignore[arg-type]
-        subdomain=_service_name(spec) if spec.nodes > 1 else None,
         termination_grace_period_seconds=60,
         security_context=k8s.V1PodSecurityContext(run_as_non_root=True, run_as_user=1000, fs_group=1000,
                                                   seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault")))
 
 
+def _pod_template(spec: JobSpec) -> k8s.V1PodTemplateSpec:
+    annotations = {DO_NOT_DISRUPT: "true"} if spec.do_not_disrupt else None
+    return k8s.V1PodTemplateSpec(metadata=k8s.V1ObjectMeta(labels=_labels(spec), annotations=annotations),
+                                 spec=_pod_spec(spec))
+
+
+def _preempted(action: str) -> k8s.V1PodFailurePolicy:
+    """``action`` for a pod that was disrupted (spot reclaim, eviction, preemption) or exited as preempted."""
+    return k8s.V1PodFailurePolicy(rules=[
+        k8s.V1PodFailurePolicyRule(action=action, on_pod_conditions=[
+            k8s.V1PodFailurePolicyOnPodConditionsPattern(type="DisruptionTarget", status="True")]),
+        k8s.V1PodFailurePolicyRule(action=action, on_exit_codes=k8s.V1PodFailurePolicyOnExitCodesRequirement(
+            container_name=CONTAINER, operator="In", values=[PREEMPTED_EXIT_CODE])),
+    ])
+
+
 def build_training_job(spec: JobSpec) -> list[dict[str, Any]]:
-    """The manifests for ``spec``: ``[Job]`` or ``[Service (headless), Indexed Job]``."""
+    """The manifests for ``spec``: ``[Job]`` on one node, ``[JobSet]`` on several."""
     if spec.nodes < 1:
         raise ValueError("nodes must be >= 1")
-    labels = _labels(spec)
-    meta = k8s.V1ObjectMeta(name=spec.name, namespace=spec.namespace, labels=labels)
-    # Spot reclaim / eviction / preemption mark the pod DisruptionTarget: restart without using up backoffLimit
-    # (the run resumes from its last checkpoint). Every other failure counts.
-    failure_policy = k8s.V1PodFailurePolicy(rules=[
-        k8s.V1PodFailurePolicyRule(action="Ignore", on_pod_conditions=[
-            k8s.V1PodFailurePolicyOnPodConditionsPattern(type="DisruptionTarget", status="True")]),
-    ])
-    job_spec = k8s.V1JobSpec(
-        backoff_limit=spec.backoff_limit, pod_failure_policy=failure_policy,
-        ttl_seconds_after_finished=spec.ttl_seconds_after_finished or None,
-        active_deadline_seconds=spec.active_deadline_seconds or None,
-        template=k8s.V1PodTemplateSpec(metadata=k8s.V1ObjectMeta(labels=labels), spec=_pod_spec(spec)))
-    objects: list[Any] = []
     if spec.nodes > 1:
-        job_spec.completion_mode = "Indexed"
-        job_spec.completions = spec.nodes
-        job_spec.parallelism = spec.nodes
-        objects.append(k8s.V1Service(
-            api_version="v1", kind="Service",
-            metadata=k8s.V1ObjectMeta(name=_service_name(spec), namespace=spec.namespace, labels=labels),
-            spec=k8s.V1ServiceSpec(cluster_ip="None", publish_not_ready_addresses=True,
-                                   selector={"app.kubernetes.io/instance": spec.name,
-                                             "app.kubernetes.io/component": "training"},
-                                   ports=[k8s.V1ServicePort(name="rdzv", port=RDZV_PORT, target_port=RDZV_PORT)])))
-    objects.append(k8s.V1Job(api_version="batch/v1", kind="Job", metadata=meta, spec=job_spec))
-    api = k8s.ApiClient()
-    return [api.sanitize_for_serialization(obj) for obj in objects]  # type: ignore[no-untyped-call]
+        return [build_jobset(spec)]
+    # A disrupted or preempted pod is replaced without using up backoffLimit (the run resumes from its
+    # last checkpoint). Every other failure counts.
+    job_spec = k8s.V1JobSpec(
+        backoff_limit=spec.backoff_limit, pod_failure_policy=_preempted("Ignore"),
+        ttl_seconds_after_finished=spec.ttl_seconds_after_finished or None,
+        active_deadline_seconds=spec.active_deadline_seconds or None, template=_pod_template(spec))
+    job = k8s.V1Job(api_version="batch/v1", kind="Job", spec=job_spec,
+                    metadata=k8s.V1ObjectMeta(name=spec.name, namespace=spec.namespace, labels=_labels(spec)))
+    return [_serialize(job)]
+
+
+def build_jobset(spec: JobSpec) -> dict[str, Any]:
+    """The multi-node run as a JobSet: whole-group restart, disruptions not counted, DNS rendezvous."""
+    last_pod = f"{spec.name}-{REPLICATED_JOB}-0-{spec.nodes - 1}"
+    if len(last_pod) > 63 or not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", spec.name):
+        raise ValueError(f"JobSet name {spec.name!r}: pod host names ({last_pod}) must be DNS labels of at most "
+                         "63 characters (lower-case letters, digits, '-')")
+    child = k8s.V1JobSpec(
+        completion_mode="Indexed", completions=spec.nodes, parallelism=spec.nodes, backoff_limit=0,
+        pod_failure_policy=_preempted("FailJob"),
+        active_deadline_seconds=spec.active_deadline_seconds or None, template=_pod_template(spec))
+    jobset_spec: dict[str, Any] = {
+        "network": {"enableDNSHostnames": True, "subdomain": spec.name, "publishNotReadyAddresses": True},
+        "failurePolicy": {
+            "maxRestarts": spec.backoff_limit,
+            "restartStrategy": "Recreate",
+            "rules": [
+                # the child Job failed through its podFailurePolicy: a disruption or a preempted exit
+                {"name": "RestartOnPreemption", "action": "RestartJobSetAndIgnoreMaxRestarts",
+                 "onJobFailureReasons": ["PodFailurePolicy"]},
+                # anything else (BackoffLimitExceeded, DeadlineExceeded, ...) restarts and counts
+                {"name": "RestartOnFailure", "action": "RestartJobSet"},
+            ],
+        },
+        "successPolicy": {"operator": "All"},
+        "replicatedJobs": [{"name": REPLICATED_JOB, "replicas": 1, "template": {
+            "metadata": {"labels": _labels(spec)}, "spec": _serialize(child)}}],
+    }
+    if spec.ttl_seconds_after_finished:
+        jobset_spec["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
+    return {"apiVersion": JOBSET_API_VERSION, "kind": "JobSet",
+            "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": _labels(spec)},
+            "spec": jobset_spec}
+
+
+def _serialize(obj: Any) -> Any:
+    return k8s.ApiClient().sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
 
 
 def to_yaml(manifests: list[dict[str, Any]]) -> str:
@@ -234,19 +303,45 @@ def to_yaml(manifests: list[dict[str, Any]]) -> str:
 
 
 def submit(manifests: list[dict[str, Any]]) -> list[str]:
-    """Create the objects in the current kube context (in-cluster config when running in a pod)."""
+    """Create the objects in the current kube context (in-cluster config when running in a pod).
+
+    No configuration, an unreachable API server or a refusal raise :class:`ConfigError` with one line
+    (the CLI prints it without a traceback); a missing JobSet CRD says that the controller is needed.
+    """
     from kubernetes import config as k8s_config
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    from dicomlab_core.errors import ConfigError
 
     try:
         k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
     except k8s_config.ConfigException:
-        k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
+        try:
+            k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
+        except (k8s_config.ConfigException, OSError) as exc:
+            raise ConfigError(f"no Kubernetes configuration ({_first_line(exc)}); set KUBECONFIG or use "
+                              "--dry-run to print the manifests") from None
     created = []
     for manifest in manifests:
         namespace = manifest["metadata"].get("namespace", "default")
-        if manifest["kind"] == "Service":
-            k8s.CoreV1Api().create_namespaced_service(namespace, manifest)  # type: ignore[arg-type]
-        else:
-            k8s.BatchV1Api().create_namespaced_job(namespace, manifest)  # type: ignore[arg-type]
-        created.append(f"{manifest['kind']}/{manifest['metadata']['name']}")
+        kind = manifest["kind"]
+        try:
+            if kind == "JobSet":
+                group, version = JOBSET_API_VERSION.split("/")
+                k8s.CustomObjectsApi().create_namespaced_custom_object(group, version, namespace, "jobsets", manifest)
+            else:
+                k8s.BatchV1Api().create_namespaced_job(namespace, manifest)  # type: ignore[arg-type]
+        except ApiException as exc:
+            hint = " (is the JobSet controller installed?)" if kind == "JobSet" and exc.status == 404 else ""
+            raise ConfigError(f"creating {kind}/{manifest['metadata']['name']} in {namespace} failed: "
+                              f"{exc.status} {exc.reason}{hint}") from None
+        except HTTPError as exc:
+            raise ConfigError(f"cannot reach the Kubernetes API server: {_first_line(exc)}") from None
+        created.append(f"{kind}/{manifest['metadata']['name']}")
     return created
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

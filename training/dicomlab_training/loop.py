@@ -7,12 +7,19 @@
   optional torch.compile, pinned memory and non-blocking copies. CPU: fp32 unless ``amp=bf16``.
 - Distributed: torchrun's env:// (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_ADDR``), NCCL on GPU,
   gloo on CPU; rank 0 alone writes checkpoints, models and reports.
-- SIGTERM (spot interruption, pod eviction) sets a flag; after the current step every rank agrees to
-  stop, rank 0 writes a checkpoint and :class:`Interrupted` is raised (exit code 143).
+- SIGTERM (spot interruption, pod eviction, ``kubectl delete``, torchrun forwarding its own SIGTERM) sets
+  a flag (:class:`PreemptionFlag`, installed for the whole run by the runner). After the current step the
+  ranks agree on it (an all_reduce MAX of the flag every step), so all of them stop at the same step;
+  rank 0 writes a checkpoint of that step and :class:`Interrupted` is raised: ``train run`` exits with
+  ``config.PREEMPTED_EXIT_CODE`` (143 = 128 + SIGTERM, what a shell reports for a process ended by SIGTERM).
+  DataLoader workers ignore SIGTERM (``data.ignore_sigterm``), so a signal sent to the whole process
+  group (the kubelet, torchrun) reaches the decision of the main process only.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import logging
 import os
 import signal
@@ -30,7 +37,7 @@ from torch.nn import functional as F  # noqa: N812
 
 from dicomlab_training import augment
 from dicomlab_training.checkpoint import Checkpointer, TrainState
-from dicomlab_training.config import TrainConfig
+from dicomlab_training.config import PREEMPTED_EXIT_CODE, TrainConfig
 from dicomlab_training.data import (
     CachedBatches,
     EvalSampler,
@@ -48,7 +55,7 @@ logger = logging.getLogger(__name__)
 class Interrupted(Exception):
     """The run stopped on SIGTERM after writing a checkpoint."""
 
-    exit_code = 143
+    exit_code = PREEMPTED_EXIT_CODE
 
 
 @dataclass(frozen=True)
@@ -66,13 +73,19 @@ class DistInfo:
         return self.world > 1
 
 
-def init_distributed(device_type: str) -> DistInfo:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
+def init_distributed(device_type: str, timeout_seconds: float = 1800) -> DistInfo:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1).
+
+    ``timeout_seconds`` bounds every collective and barrier (NCCL's default is 10 minutes, and a barrier
+    while another rank still decodes images would otherwise hit it); set it through
+    ``TrainConfig.dist_timeout_seconds``.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
     if not torch_dist.is_initialized():
-        torch_dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", init_method="env://")
+        torch_dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", init_method="env://",
+                                      timeout=datetime.timedelta(seconds=timeout_seconds))
     return DistInfo(rank=torch_dist.get_rank(), world=torch_dist.get_world_size(),
                     local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
@@ -104,12 +117,14 @@ def masked_bce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, 
     return (loss * mask).sum() / denominator
 
 
-class _SigtermFlag:
+class PreemptionFlag:
+    """Records SIGTERM while installed (main thread only); the loop stops at the next step boundary."""
+
     def __init__(self) -> None:
         self.raised = False
         self._previous: Any = None
 
-    def __enter__(self) -> _SigtermFlag:
+    def __enter__(self) -> PreemptionFlag:
         try:
             self._previous = signal.signal(signal.SIGTERM, self._handle)
         except ValueError:  # not the main thread (e.g. called from a test thread): no handler
@@ -133,7 +148,10 @@ def _agree(flag: bool, dist: DistInfo, device: torch.device) -> bool:
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig, total_steps: int) -> tuple[Any, Any]:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    """AdamW (fused, one kernel for all parameters, when they are on CUDA) and the warm-up + cosine schedule."""
+    on_cuda = all(p.is_cuda for p in model.parameters())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                  fused=True if on_cuda else None)
     warmup = max(0, config.warmup_steps)
 
     def schedule(step: int) -> float:
@@ -194,22 +212,118 @@ def score(data: PreparedData, idx: npt.NDArray[np.int64], logits: npt.NDArray[np
     return metrics
 
 
+def selection_key(record: dict[str, Any], select_metric: str) -> tuple[float, float]:
+    """How an epoch ranks for ``models/best.pt`` (higher is better; compared as a tuple, ties go to earlier).
+
+    ``val_macro_auroc``: (AUROC, -validation loss), so when AUROC saturates (1.0 at every epoch) or is
+    equal, the epoch with the lower validation loss wins instead of the first one; with an undefined
+    AUROC the loss decides alone. ``val_loss``: (-validation loss, AUROC). Without a validation split:
+    (-training loss, -inf).
+    """
+    if "val_loss" not in record:
+        return -float(record["train_loss"]), float("-inf")
+    loss = -float(record["val_loss"])
+    auroc = record.get("val_macro_auroc")
+    if select_metric == "val_loss":
+        return loss, float("-inf") if auroc is None else float(auroc)
+    if auroc is None:
+        return float("-inf"), loss
+    return float(auroc), loss
+
+
+@dataclass
+class Stepper:
+    """One optimizer step of ``train run``: on-device augmentation, micro-batches with gradient accumulation
+    (DDP gradient sync on the last), masked pos-weighted BCE over the global batch, gradient clipping,
+    optimizer, grad scaler and scheduler. The loop and benchmarks/bench_training_gpu.py both call it."""
+
+    config: TrainConfig
+    runner: nn.Module
+    """What runs the forward pass: the model, compiled and/or wrapped in DDP."""
+    model: nn.Module
+    """The plain model (its parameters are clipped)."""
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    pos_weight: torch.Tensor
+    device: torch.device
+    dtype: torch.dtype | None
+    dist: DistInfo
+    global_batch: int
+    labels: int
+
+    def step(self, images: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+             positions: npt.NDArray[np.int64], epoch: int, step: int) -> float:
+        """Train on this rank's share of global batch ``step`` of ``epoch``; returns its (scaled) loss."""
+        config, micro = self.config, self.config.micro_batches
+        params = augment.random_params(self.global_batch, config.augment,
+                                       augment.batch_generator(config.seed, epoch, step))
+        params = params[torch.from_numpy(positions)]
+        x = _to_input(images, self.device, config)
+        y, m = targets.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
+        denominator = float(self.global_batch * self.labels) / self.dist.world
+        b = x.shape[0] // micro
+        step_loss = 0.0
+        for j in range(micro):
+            part = slice(j * b, (j + 1) * b)
+            xj = augment.apply(x[part], params[part]) if config.augment.enabled else x[part]
+            sync = j == micro - 1 or not self.dist.enabled
+            context = self.runner.no_sync() if not sync else _Null()  # type: ignore[operator]
+            with context:
+                with torch.autocast(self.device.type, dtype=self.dtype or torch.float32,
+                                    enabled=self.dtype is not None):
+                    logits = self.runner(xj)
+                loss = masked_bce(logits, y[part], m[part], self.pos_weight, denominator)
+                self.scaler.scale(loss).backward()
+            step_loss += float(loss.detach())
+        if config.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return step_loss
+
+
+def prepare_model(model: Classifier, config: TrainConfig, device: torch.device) -> None:
+    """CUDA settings of the loop: cudnn.benchmark, TF32, channels_last; then move the model to ``device``."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        if config.channels_last:
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model.to(device)
+
+
+def wrap_model(model: nn.Module, config: TrainConfig, dist: DistInfo, device: torch.device) -> nn.Module:
+    """The module that runs the forward pass: torch.compile (CUDA, when configured), then DDP."""
+    runner: nn.Module = model
+    if config.model.compile and device.type == "cuda":
+        runner = torch.compile(runner)  # type: ignore[assignment]
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        runner = DistributedDataParallel(runner, device_ids=[device.index] if device.type == "cuda" else None)
+    return runner
+
+
 def train(config: TrainConfig, data: PreparedData, model: Classifier, dist: DistInfo, device: torch.device,
-          checkpointer: Checkpointer, on_epoch: Any = None, save_best: Any = None) -> TrainState:
-    """Train ``model`` in place from the last checkpoint (if any) to ``config.epochs``; returns the state."""
+          checkpointer: Checkpointer, on_epoch: Any = None, save_best: Any = None,
+          preemption: PreemptionFlag | None = None) -> TrainState:
+    """Train ``model`` in place from the last checkpoint (if any) to ``config.epochs``; returns the state.
+
+    ``preemption`` is the run's SIGTERM flag (the runner installs it before data preparation so an
+    early signal is not lost); without one, the loop installs its own for its duration.
+    """
     dataset = CachedBatches(data)
     global_batch = global_batch_size(config, len(data.split.train), dist.world)
     sampler = StepSampler(data.split.train, global_batch, world=dist.world, rank=dist.rank,
                           micro_batches=config.micro_batches, seed=config.seed)
     total_steps = sampler.steps_per_epoch * config.epochs
     dtype = amp_dtype(config, device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        if config.channels_last:
-            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    model.to(device)
+    prepare_model(model, config, device)
     optimizer, scheduler = build_optimizer(model, config, total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
     state = TrainState()
@@ -220,24 +334,22 @@ def train(config: TrainConfig, data: PreparedData, model: Classifier, dist: Dist
                                "use another output location or resume=false")
         state = Checkpointer.restore(payload, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
         logger.info("resumed", extra={"epoch": state.epoch, "step": state.global_step})
-    runner: nn.Module = model
-    if config.model.compile and device.type == "cuda":
-        runner = torch.compile(runner)  # type: ignore[assignment]
-    if dist.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        runner = DistributedDataParallel(runner, device_ids=[device.index] if device.type == "cuda" else None)
-    pos_weight = torch.from_numpy(data.pos_weight).to(device)
+    runner = wrap_model(model, config, dist, device)
+    stepper = Stepper(config=config, runner=runner, model=model, optimizer=optimizer, scheduler=scheduler,
+                      scaler=scaler, pos_weight=torch.from_numpy(data.pos_weight).to(device), device=device,
+                      dtype=dtype, dist=dist, global_batch=global_batch, labels=len(data.table.labels))
     train_loader = loader(dataset, sampler, workers=config.num_workers, pin=device.type == "cuda")
-    micro = config.micro_batches
-    denominator = float(global_batch * len(data.table.labels))
 
     def write_checkpoint() -> None:
         if dist.is_main:
             checkpointer.save(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, state=state,
                               config_digest=config.digest())
 
-    with _SigtermFlag() as sigterm:
+    with PreemptionFlag() if preemption is None else contextlib.nullcontext(preemption) as sigterm:
+        if _agree(sigterm.raised, dist, device):  # signalled before the first step (data preparation)
+            if state.global_step:
+                write_checkpoint()
+            raise Interrupted(f"stopped by SIGTERM before step {state.global_step + 1}")
         while state.epoch < config.epochs:
             if config.max_steps and state.global_step >= config.max_steps:
                 break
@@ -245,35 +357,11 @@ def train(config: TrainConfig, data: PreparedData, model: Classifier, dist: Dist
             runner.train()
             started, images_seen = time.perf_counter(), 0
             for images, targets, mask, _idx in train_loader:
-                step = state.step_in_epoch
-                params = augment.random_params(global_batch, config.augment,
-                                               augment.batch_generator(config.seed, state.epoch, step))
-                params = params[torch.from_numpy(sampler.positions())]
-                x = _to_input(images, device, config)
-                y, m = targets.to(device, non_blocking=True), mask.to(device, non_blocking=True)
-                b = x.shape[0] // micro
-                step_loss = 0.0
-                for j in range(micro):
-                    part = slice(j * b, (j + 1) * b)
-                    xj = augment.apply(x[part], params[part]) if config.augment.enabled else x[part]
-                    sync = j == micro - 1 or not dist.enabled
-                    context = runner.no_sync() if not sync else _Null()  # type: ignore[operator]
-                    with context:
-                        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                            logits = runner(xj)
-                        loss = masked_bce(logits, y[part], m[part], pos_weight, denominator / dist.world)
-                        scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
-                    step_loss += float(loss.detach())
-                if config.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                step_loss = stepper.step(images, targets, mask, sampler.positions(), state.epoch,
+                                         state.step_in_epoch)
                 state.step_in_epoch += 1
                 state.global_step += 1
-                images_seen += x.shape[0]
+                images_seen += images.shape[0]
                 state.epoch_loss_sum += step_loss  # this rank's share, scaled: the mean over ranks is the global loss
                 state.epoch_loss_steps += 1
                 if config.step_delay:
@@ -303,12 +391,10 @@ def train(config: TrainConfig, data: PreparedData, model: Classifier, dist: Dist
                 record.update(val_loss=val["loss"], val_macro_auroc=val["macro_auroc"],
                               val_micro_auroc=val["micro_auroc"],
                               val_per_label_auroc={k: v["auroc"] for k, v in val["per_label"].items()})
-                metric = val["macro_auroc"] if val["macro_auroc"] is not None else -val["loss"]
-            else:
-                metric = -train_loss
             state.history.append(record)
-            if metric > state.best_metric:
-                state.best_metric, state.best_epoch = float(metric), state.epoch
+            metric, tiebreak = selection_key(record, config.select_metric)
+            if (metric, tiebreak) > (state.best_metric, state.best_tiebreak):
+                state.best_metric, state.best_tiebreak, state.best_epoch = metric, tiebreak, state.epoch
                 if dist.is_main and save_best is not None:
                     save_best(model, state)
             logger.info("epoch done", extra={k: v for k, v in record.items() if not isinstance(v, dict)})

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import random
 import tempfile
 import time
@@ -30,11 +31,12 @@ import torch.distributed as torch_dist
 from dicomlab_core.objectstore import ObjectStore, open_store
 from dicomlab_training.checkpoint import Checkpointer, TrainState
 from dicomlab_training.config import TrainConfig, checkpoint_location
-from dicomlab_training.data import CachedBatches, PreparedData, prepare
+from dicomlab_training.data import CachedBatches, PreparedData, decode_cache, decode_shard, prepare
 from dicomlab_training.evaluate import plot_calibration, plot_history, plot_roc
 from dicomlab_training.loop import (
     DistInfo,
     Interrupted,
+    PreemptionFlag,
     amp_dtype,
     init_distributed,
     predict,
@@ -81,9 +83,18 @@ def _state_bytes(model: torch.nn.Module) -> bytes:
 
 
 def _prepare_all_ranks(config: TrainConfig, dist: DistInfo, device: torch.device) -> PreparedData:
-    """The local rank 0 of every node builds (or pulls) the cache; the others wait and then open it."""
+    """Every node's cache: local rank 0 pulls it (``cache_url``), every local rank decodes its own shard of
+    the missing images, local rank 0 merges the shards, then all open it. The barriers are bounded by
+    ``dist_timeout_seconds``."""
     if not dist.enabled:
         return prepare(config)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if dist.local_rank == 0:
+        decode_cache(config).sync()
+    torch_dist.barrier()
+    decoded = decode_shard(config, dist.local_rank, local_world)
+    logger.info("decoded this rank's shard", extra={"decoded": decoded, "rank": dist.rank})
+    torch_dist.barrier()
     data = prepare(config) if dist.local_rank == 0 else None
     torch_dist.barrier()
     return data if data is not None else prepare(config, build=False)
@@ -96,15 +107,16 @@ def run(config: TrainConfig) -> RunResult:
         torch.set_num_threads(config.threads)
     device_type = "cuda" if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()) \
         else "cpu"
-    dist = init_distributed(device_type)
-    try:
-        return _run(config, dist, select_device(config, dist))
-    finally:
-        if dist.enabled and torch_dist.is_initialized():
-            torch_dist.destroy_process_group()
+    with PreemptionFlag() as preemption:  # from the start: a SIGTERM during data preparation is not lost
+        dist = init_distributed(device_type, config.dist_timeout_seconds)
+        try:
+            return _run(config, dist, select_device(config, dist), preemption)
+        finally:
+            if dist.enabled and torch_dist.is_initialized():
+                torch_dist.destroy_process_group()
 
 
-def _run(config: TrainConfig, dist: DistInfo, device: torch.device) -> RunResult:
+def _run(config: TrainConfig, dist: DistInfo, device: torch.device, preemption: PreemptionFlag) -> RunResult:
     started = time.time()
     seed_everything(config.seed)
     store = open_store(config.out)
@@ -130,7 +142,8 @@ def _run(config: TrainConfig, dist: DistInfo, device: torch.device) -> RunResult
 
     checkpointer = Checkpointer(checkpoint_location(config))
     try:
-        state = train(config, data, model, dist, device, checkpointer, on_epoch=on_epoch, save_best=save_best)
+        state = train(config, data, model, dist, device, checkpointer, on_epoch=on_epoch, save_best=save_best,
+                      preemption=preemption)
     except Interrupted:
         logger.warning("training interrupted by SIGTERM; the checkpoint allows a resume")
         raise
