@@ -218,3 +218,18 @@ def test_keyring_rejects_weak_or_malformed_keys() -> None:
         KeyRing.parse(["no-separator"])
     with pytest.raises(ValueError, match="at least one"):
         KeyRing.parse([])
+
+
+def test_readme_states_the_same_scope_table() -> None:
+    """The README's security model shows SCOPE_TABLE; the two cannot drift apart."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = text.split("<!-- scope-table:start -->")[1].split("<!-- scope-table:end -->")[0]
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in block.strip().splitlines()]
+    header, body = rows[0], rows[2:]
+    grants = [Grant.STUDY, Grant.SERIES, Grant.INSTANCE, Grant.ORTHANC_ID]
+    assert header[2:] == ["study grant", "series grant", "instance grant", "Orthanc-ID grant"]
+    stated = {RouteLevel(cells[0].strip("`")): frozenset(g for g, cell in zip(grants, cells[2:], strict=True)
+                                                          if cell == "yes") for cells in body}
+    assert stated == dict(SCOPE_TABLE)
