@@ -109,6 +109,10 @@ def test_deidentified_job_never_sends_identifiers_to_the_browser(site: dict[str,
                                timeout=30_000)
     finally:
         context.close()
+    secrets = identifying_values(site["identities"])
+    for url, body in bodies:
+        for value in secrets:
+            assert value.encode() not in body, (value, url)
     assert not [e for e in log.errors if "HTTP 4" in e or "HTTP 5" in e or "pageerror" in e], log.errors
     image_urls = [r["url"] for r in log.requests if "/dicom-web/" in r["url"] or "/instances/" in r["url"]]
     assert any(u.endswith("/metadata") for u in image_urls) and any("/frames/" in u for u in image_urls)
@@ -118,7 +122,3 @@ def test_deidentified_job_never_sends_identifiers_to_the_browser(site: dict[str,
     # navigates away at once (it holds the user, no image data).
     assert all(status == 204 or 300 <= status < 400 or url.endswith("/api/auth/login") for status, url in unread), \
         unread
-    secrets = identifying_values(site["identities"])
-    for url, body in bodies:
-        for value in secrets:
-            assert value.encode() not in body, (value, url)
