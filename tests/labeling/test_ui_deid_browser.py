@@ -54,7 +54,8 @@ def site(orthanc: OrthancServer, synthetic_set: list[dict[str, Any]],
             "readersPerImage": 1, "strategy": "in-order", "allowPatientIdentifiers": False})
         assert status == 201, job
         create_users(admin, ["dora"])
-        yield {"base": base, "job": job, "identities": identities}
+        create_users(admin, ["rita"], role="reviewer")
+        yield {"base": base, "job": job, "identities": identities, "admin": admin}
     app.extensions["dicomlab_labeling_api"].db.dispose()
 
 
@@ -68,36 +69,58 @@ def identifying_values(identities: list[dict[str, Any]]) -> list[str]:
     return values
 
 
-def test_deidentified_job_never_sends_identifiers_to_the_browser(site: dict[str, Any]) -> None:
+class Recorder:
+    """Every response body a page receives: read as it arrives, labeling API answers through a route."""
+
+    def __init__(self, page: Any, base: str) -> None:
+        self.bodies: list[tuple[str, bytes]] = []
+        self.unread: list[tuple[int, str]] = []
+        page.on("response", self._keep)
+        page.route(base + "/api/**", self._through)
+
+    def _keep(self, response: Any) -> None:
+        try:
+            self.bodies.append((response.url, response.body()))
+        except PlaywrightError:  # redirects, and answers of a page already navigated away from
+            self.unread.append((response.status, response.url))
+
+    def _through(self, route: Any) -> None:
+        response = route.fetch()
+        self.bodies.append((route.request.url, response.body()))
+        route.fulfill(response=response)
+
+    def check(self, secrets: list[str]) -> None:
+        """No body holds a secret; every body was searched (those the event missed came through the route)."""
+        for url, body in self.bodies:
+            for value in secrets:
+                assert value.encode() not in body, (value, url)
+        assert len(self.bodies) > 5
+        searched = {url for url, _ in self.bodies}
+        assert all(status == 204 or 300 <= status < 400 or url in searched for status, url in self.unread), \
+            self.unread
+
+
+def sign_in(site: dict[str, Any], username: str) -> tuple[Any, PageLog, Recorder]:
     context = browser().new_context(viewport={"width": 1400, "height": 950})
     page = context.new_page()
     log = PageLog()
     log.attach(page)
-    bodies: list[tuple[str, bytes]] = []
-    unread: list[tuple[int, str]] = []
+    recorder = Recorder(page, site["base"])
+    page.goto(site["base"] + "/ui/login")
+    page.get_by_label("User name").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/ui/queue")
+    return page, log, recorder
 
-    def keep(response: Any) -> None:
-        """Read each body as it arrives (a page navigated away from drops its bodies)."""
-        try:
-            bodies.append((response.url, response.body()))
-        except PlaywrightError:  # redirects have no body to read
-            unread.append((response.status, response.url))
 
-    page.on("response", keep)
+def image_urls(log: PageLog) -> list[str]:
+    return [r["url"] for r in log.requests if "/dicom-web/" in r["url"] or "/instances/" in r["url"]]
 
-    def through(route: Any) -> None:
-        """Labeling API answers, recorded on their way in: the queue page's may be gone once it navigates."""
-        response = route.fetch()
-        bodies.append((route.request.url, response.body()))
-        route.fulfill(response=response)
 
-    page.route(site["base"] + "/api/**", through)
+def test_deidentified_job_never_sends_identifiers_to_the_browser(site: dict[str, Any]) -> None:
+    page, log, recorder = sign_in(site, "dora")
     try:
-        page.goto(site["base"] + "/ui/login")
-        page.get_by_label("User name").fill("dora")
-        page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Sign in").click()
-        page.wait_for_url("**/ui/queue")
         page.get_by_role("link", name="Label images of deid-batch").click()
         ready = ("() => document.querySelector('#dl-viewer')?.dataset.state === 'ready'"
                  " && document.body.dataset.busy === 'false'")
@@ -116,16 +139,39 @@ def test_deidentified_job_never_sends_identifiers_to_the_browser(site: dict[str,
         page.wait_for_function("() => document.querySelector('#dl-viewer').dataset.state === 'done'",
                                timeout=30_000)
     finally:
-        context.close()
-    secrets = identifying_values(site["identities"])
-    for url, body in bodies:
-        for value in secrets:
-            assert value.encode() not in body, (value, url)
+        page.context.close()
+    recorder.check(identifying_values(site["identities"]))
     assert not [e for e in log.errors if "HTTP 4" in e or "HTTP 5" in e or "pageerror" in e], log.errors
-    image_urls = [r["url"] for r in log.requests if "/dicom-web/" in r["url"] or "/instances/" in r["url"]]
-    assert any(u.endswith("/metadata") for u in image_urls) and any("/frames/" in u for u in image_urls)
-    assert not any(u.endswith("/file") for u in image_urls), image_urls  # no whole DICOM file was asked for
-    assert len(bodies) > 5
-    # Every body was searched: those the response event missed came through the API route (or had none).
-    searched = {url for url, _ in bodies}
-    assert all(status == 204 or 300 <= status < 400 or url in searched for status, url in unread), unread
+    urls = image_urls(log)
+    assert any(u.endswith("/metadata") for u in urls) and any("/frames/" in u for u in urls)
+    assert not any(u.endswith("/file") for u in urls), urls  # no whole DICOM file was asked for
+
+
+def test_reviewer_of_a_deidentified_job_sees_images_without_identifiers(site: dict[str, Any]) -> None:
+    """The review page's side-by-side viewers (one image id per viewer) take the same de-identified path."""
+    job = site["job"]
+    dora = Api(base_url=site["base"]).login("dora", PASSWORD)
+    while True:  # answers to review, whatever ran before
+        status, data = dora.call("POST", f"/jobs/{job['id']}/next")
+        if status != 200 or not data:
+            break
+        dora.submit(data["assignment"]["id"], {"Edema": "present"}, sop=data["assignment"]["image"]["sopInstanceUid"])
+    page, log, recorder = sign_in(site, "rita")
+    try:
+        page.get_by_role("link", name="Review").click()
+        page.wait_for_url("**/ui/review")
+        page.select_option("#dl-review-filter", "all")
+        page.wait_for_selector("#dl-review-tasks button")
+        page.locator("#dl-review-tasks tbody tr").first.get_by_role("button").click()
+        page.wait_for_function(
+            "() => { const v = [...document.querySelectorAll('#dl-review-answers .dl-viewer, "
+            "#dl-adjudicate-viewer')]; return v.length >= 2 && v.every(x => x.dataset.state === 'ready'); }",
+            timeout=60_000)
+        std, levels = pixel_stats(page.locator("#dl-review-answers .dl-viewport").first.screenshot())
+        assert std > 5 and levels > 20, (std, levels)
+    finally:
+        page.context.close()
+    recorder.check(identifying_values(site["identities"]))
+    assert not [e for e in log.errors if "HTTP 4" in e or "HTTP 5" in e or "pageerror" in e], log.errors
+    urls = image_urls(log)
+    assert any(u.endswith("/metadata") for u in urls) and not any(u.endswith("/file") for u in urls), urls
