@@ -76,21 +76,35 @@ class ApiState:
         return max(60, min(self.config.token_ttl_seconds, job.lease_seconds + 300))
 
     def image_token(self, task: Task, job: Job, subject: str) -> tuple[str, str]:
+        """A proxy token for this task's one instance; de-identified unless the job allows patient identifiers.
+
+        An instance grant opens that instance's own routes only (see ``SCOPE_TABLE``); the Orthanc-ID
+        grant opens its ``/file`` — which the proxy refuses to de-identified tokens, whose viewer
+        reads metadata and frames instead (:meth:`image_json`'s ``viewerUrl``).
+        """
         ttl = self.token_ttl(job)
         scope = Scope(instances=(task.sop_instance_uid,) if task.sop_instance_uid else (),
                       orthanc_ids=(task.source,))
-        token = self.signer.issue(scope, subject=subject, ttl_seconds=ttl)
+        token = self.signer.issue(scope, subject=subject, ttl_seconds=ttl,
+                                  deidentified=not job.allow_patient_identifiers)
         expires = datetime.fromtimestamp(datetime.now(UTC).timestamp() + ttl, UTC)
         return token, cast(str, iso(expires))
 
-    def image_json(self, task: Task) -> dict[str, Any]:
+    def image_json(self, task: Task, job: Job) -> dict[str, Any]:
+        """Where the viewer reads the image. ``viewerUrl`` is what it loads: the DICOM file when the job
+        shows patient identifiers, else WADO-RS metadata + frames (``wadors:``), the path a
+        de-identified token is served (a whole file would carry the patient's name)."""
         proxy = self.config.proxy_public_url.rstrip("/")
         st, se, sop = task.study_instance_uid, task.series_instance_uid, task.sop_instance_uid
         wado = f"{proxy}/dicom-web/studies/{st}/series/{se}/instances/{sop}" if st and se and sop else None
+        file_url = f"{proxy}/instances/{task.source}/file"
+        wadors = f"wadors:{wado}/frames/1" if wado else None
+        deidentified = not job.allow_patient_identifiers
         return {"orthancId": task.source, "sopInstanceUid": sop, "studyInstanceUid": st,
-                "seriesInstanceUid": se, "fileUrl": f"{proxy}/instances/{task.source}/file",
+                "seriesInstanceUid": se, "fileUrl": file_url,
                 "wadoRoot": f"{proxy}/dicom-web", "wadoRsUrl": wado,
-                "wadoUri": f"wadors:{wado}/frames/1" if wado else None}
+                "wadoUri": wadors, "deidentified": deidentified,
+                "viewerUrl": (wadors or file_url) if deidentified else file_url}
 
     def patient_json(self, task: Task, job: Job) -> dict[str, Any] | None:
         if not job.allow_patient_identifiers:
@@ -108,7 +122,7 @@ class ApiState:
         token, expires = self.image_token(task, job, f"assignment:{assignment.id}")
         return {"id": assignment.id, "jobId": job.id, "taskId": task.id, "status": assignment.status,
                 "leaseExpiresAt": iso(assignment.expires_at), "leaseSeconds": job.lease_seconds,
-                "labels": list(job.labels), "instructions": job.instructions, "image": self.image_json(task),
+                "labels": list(job.labels), "instructions": job.instructions, "image": self.image_json(task, job),
                 "token": token, "tokenExpiresAt": expires, "patient": self.patient_json(task, job),
                 "mySubmission": submission_json(latest) if latest is not None else None}
 

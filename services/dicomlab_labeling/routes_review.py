@@ -68,7 +68,7 @@ def task_detail(task_id: int) -> Response:
         reviewer = item.adjudication.reviewer.username if item.adjudication is not None else ""
         audit.record(session, audit.Action.ANSWERS_VIEWED, user=user, job_id=job.id, task_id=task.id,
                      client_ip=client_ip())
-        out = {"task": results.summary(item, job), "image": api.image_json(task), "token": token,
+        out = {"task": results.summary(item, job), "image": api.image_json(task, job), "token": token,
                "tokenExpiresAt": expires, "labels": list(job.labels),
                "patient": api.patient_json(task, job),
                "answers": [{"reader": reader, "version": s.version, "findings": s.answer.get("findings", {}),

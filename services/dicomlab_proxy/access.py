@@ -3,8 +3,10 @@
 Browser callers present a short-lived token from the labeling service (:mod:`dicomlab_core.tokens`)
 in ``Authorization: Bearer`` or the ``token`` query parameter (for ``<img src>`` / WADO-URI cases).
 Service callers (training, STOW-RS) present one of the configured service secrets instead, compared
-in constant time. Every refusal carries the same generic body (see :mod:`dicomlab_proxy.errors`);
-the reason only goes to the ``dicomlab_proxy_token_rejections_total`` metric.
+in constant time, and only in the ``Authorization`` header: a service secret grants full read
+without expiry, so it must never sit in a URL (browser history, referrers, logs of other hops).
+Every refusal carries the same generic body (see :mod:`dicomlab_proxy.errors`); the reason only
+goes to the ``dicomlab_proxy_token_rejections_total`` metric.
 
 The rate limit is an in-process token bucket per token id: each gunicorn worker keeps its own
 buckets, so the effective limit is ``workers ×`` the configured one. It stops a runaway or
@@ -19,10 +21,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NoReturn
 
 from dicomlab_core.config import Secret
 from dicomlab_core.errors import TooManyRequests
-from dicomlab_core.tokens import Claims, TokenError, TokenRejection, TokenSigner
+from dicomlab_core.tokens import Claims, Grant, RouteLevel, TokenError, TokenRejection, TokenSigner
 from dicomlab_proxy.errors import forbidden, unauthorized
 from dicomlab_proxy.metrics import RATE_LIMITED, TOKEN_REJECTIONS
 
@@ -39,22 +42,33 @@ class Identity:
     claims: Claims | None = None
     service: bool = False
 
-    def allows(self, *, study: str | None = None, series: str | None = None, instance: str | None = None,
-               orthanc_id: str | None = None) -> bool:
-        if self.service:
-            return True
-        assert self.claims is not None
-        return self.claims.scope.allows(study=study, series=series, instance=instance, orthanc_id=orthanc_id)
+    @property
+    def deidentified(self) -> bool:
+        """The caller reads de-identified data only (a token with the ``deid`` claim)."""
+        return self.claims is not None and self.claims.deidentified
+
+    @property
+    def subject(self) -> str | None:
+        """The token's opaque subject (``assignment:42``), for the access log; None for services."""
+        return self.claims.subject if self.claims is not None else None
 
 
-def bearer_token(authorization: str | None, query_token: str | None) -> str | None:
+@dataclass(frozen=True)
+class Presented:
+    """The credential a request carries and where it was found."""
+
+    value: str | None
+    in_query: bool = False
+
+
+def bearer_token(authorization: str | None, query_token: str | None) -> Presented:
     """The presented credential: the Bearer header wins over the query parameter."""
     if authorization:
         scheme, _, value = authorization.strip().partition(" ")
         if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
-        return ""  # some other scheme (Basic...): present but not a token we accept
-    return query_token
+            return Presented(value.strip())
+        return Presented("")  # some other scheme (Basic...): present but not a token we accept
+    return Presented(query_token, in_query=query_token is not None)
 
 
 class Authenticator:
@@ -72,12 +86,20 @@ class Authenticator:
                 found = index
         return found
 
-    def authenticate(self, presented: str | None) -> Identity:
-        """The caller's identity, or a 401 :class:`~dicomlab_core.errors.Unauthorized`."""
+    def authenticate(self, credential: Presented) -> Identity:
+        """The caller's identity, or a 401 :class:`~dicomlab_core.errors.Unauthorized`.
+
+        A service secret counts only in the ``Authorization`` header; in ``?token=`` it is refused
+        like any unknown credential.
+        """
+        presented = credential.value
         if presented and not presented.startswith("v1."):
             index = self._service_index(presented)
             if index is not None:
-                return Identity(key=f"service:{index}", service=True)
+                if not credential.in_query:
+                    return Identity(key=f"service:{index}", service=True)
+                TOKEN_REJECTIONS.labels(str(TokenRejection.SERVICE_TOKEN_IN_QUERY)).inc()
+                raise unauthorized()
         try:
             claims = self.signer.verify(presented)
         except TokenError as exc:
@@ -86,12 +108,27 @@ class Authenticator:
         return Identity(key=claims.token_id, claims=claims)
 
 
-def require_scope(identity: Identity, *, study: str | None = None, series: str | None = None,
-                  instance: str | None = None, orthanc_id: str | None = None) -> None:
-    """A 403 unless the identity may read what the request names."""
-    if not identity.allows(study=study, series=series, instance=instance, orthanc_id=orthanc_id):
-        TOKEN_REJECTIONS.labels(str(TokenRejection.OUT_OF_SCOPE)).inc()
-        raise forbidden()
+def require_scope(identity: Identity, level: RouteLevel, *, study: str | None = None, series: str | None = None,
+                  instance: str | None = None, orthanc_id: str | None = None) -> Grant | None:
+    """The grant that opens a route of ``level`` whose path names these identifiers, else a 403.
+
+    Services read everything (None: no grant needed); tokens go through
+    :data:`~dicomlab_core.tokens.SCOPE_TABLE`.
+    """
+    if identity.service:
+        return None
+    assert identity.claims is not None
+    grant = identity.claims.scope.permits(level, study=study, series=series, instance=instance,
+                                          orthanc_id=orthanc_id)
+    if grant is None:
+        deny()
+    return grant
+
+
+def deny(reason: TokenRejection = TokenRejection.OUT_OF_SCOPE) -> NoReturn:
+    """Count a refused request by ``reason`` and refuse it (403, the generic body)."""
+    TOKEN_REJECTIONS.labels(str(reason)).inc()
+    raise forbidden()
 
 
 def require_service(identity: Identity) -> None:

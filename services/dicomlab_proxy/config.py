@@ -54,6 +54,8 @@ class Config:
     """Sustained requests per second per token (in-process token bucket, per worker); 0 disables; default 50."""
     rate_limit_burst: int = 200
     """Requests a token may make in a burst above the sustained rate; default 200."""
+    deid_max_json_bytes: int = 32 * 1024 * 1024
+    """Largest metadata/search answer read whole to be de-identified for a ``deid`` token, in bytes; default 32 MiB."""
     chunk_bytes: int = 1024 * 1024
     """Size of each upstream read while streaming, in bytes; default 1 MiB."""
     zero_copy: bool = True
@@ -79,6 +81,8 @@ class Config:
             raise ValueError("service tokens must be at least 16 characters")
         if self.chunk_bytes < 64 * 1024:
             raise ValueError("chunk_bytes must be at least 65536")
+        if self.deid_max_json_bytes < 64 * 1024:
+            raise ValueError("deid_max_json_bytes must be at least 65536")
         if self.send_timeout <= 0:
             raise ValueError("send_timeout must be positive")
         if not self.wado_root.startswith("/"):

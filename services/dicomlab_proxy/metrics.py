@@ -13,7 +13,7 @@ STREAM_DURATION = Histogram("dicomlab_proxy_stream_duration_seconds",
                             ("route", "outcome"), buckets=LATENCY_BUCKETS_SECONDS)
 UPSTREAM_ERRORS = Counter("dicomlab_proxy_upstream_errors_total",
                           "Failures talking to Orthanc, by kind (connect, connect_timeout, read_timeout, "
-                          "protocol, midstream, status_5xx, auth).", ("kind",))
+                          "protocol, midstream, status_5xx, auth, deid).", ("kind",))
 TOKEN_REJECTIONS = Counter("dicomlab_proxy_token_rejections_total", "Refused tokens, by reason.", ("reason",))
 CLIENT_ABORTS = Counter("dicomlab_proxy_client_aborts_total",
                         "Responses abandoned by the client before the last byte, by route.", ("route",))

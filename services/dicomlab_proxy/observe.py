@@ -6,8 +6,11 @@ proxy therefore installs it with ``observe_requests=False`` and records its own 
 counter and the time-to-headers histogram in ``after_request``, and the access log line plus bytes
 and time-to-last-byte when the relay ends.
 
-The access log holds the route template, never the path or query (UIDs, tokens), and the token
-id (``jti``), never the token or the subject's name.
+The access log is the audit trail of reads: each line names the route template (never the raw path or
+query, which may carry a token or search terms), the study/series/instance (or Orthanc ID) the scope
+decision was made on — for a search, the filter the proxy wrote —, the grant that allowed it, the
+token id (``jti``) and opaque subject (``assignment:42``; ``service:<n>`` for a service caller) and
+whether the token was de-identified. Never the token itself, never a patient's name or ID.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Response, g, request
@@ -22,10 +26,39 @@ from flask import Response, g, request
 from dicomlab_core.web import HTTP_LATENCY, HTTP_REQUESTS, method_label, route_label
 from dicomlab_proxy.access import Identity
 from dicomlab_proxy.metrics import CLIENT_ABORTS, RESPONSE_BYTES, STREAM_DURATION
+from dicomlab_proxy.scope import Target
 
 SERVICE = "proxy"
 access_logger = logging.getLogger("dicomlab.access")
 _QUIET_ROUTES = frozenset({"/metrics", "/healthz", "/readyz"})
+
+
+@dataclass(frozen=True)
+class Audit:
+    """Who read what: the access-log fields of one request (all safe to log, see the module docstring)."""
+
+    token_id: str | None = None
+    subject: str | None = None
+    deidentified: bool = False
+    target: Target | None = None
+    grant: str | None = None
+
+    def fields(self) -> dict[str, Any]:
+        target = self.target or Target()
+        return {"token_id": self.token_id, "token_subject": self.subject, "deid": self.deidentified,
+                "study": target.study, "series": target.series, "instance": target.instance,
+                "orthanc_id": target.orthanc_id, "grant": self.grant}
+
+
+def current_audit() -> Audit:
+    """The audit fields of the request being handled (from what authentication and the scope check left in ``g``)."""
+    identity: Identity | None = g.get("proxy_identity")
+    grant = g.get("proxy_grant")
+    if identity is None:
+        return Audit(target=g.get("proxy_target"))
+    return Audit(token_id=identity.key, subject=identity.subject, deidentified=identity.deidentified,
+                 target=g.get("proxy_target"), grant=str(grant) if grant is not None else
+                 ("service" if identity.service else None))
 
 
 def start() -> None:
@@ -45,7 +78,7 @@ def observe(response: Response) -> Response:
     latency.observe(elapsed)
     if not g.get("proxy_streamed"):
         log_completion(method, route, status, response.content_length or 0, elapsed, "complete",
-                       g.get("proxy_identity"))
+                       current_audit())
     return response
 
 
@@ -62,7 +95,7 @@ def _stream_metrics(route: str, outcome: str) -> tuple[Any, Any]:
 
 
 def log_completion(method: str, route: str, status: int, sent: int, seconds: float, outcome: str,
-                   identity: Identity | None, relay: str | None = None) -> None:
+                   audit: Audit, relay: str | None = None) -> None:
     """One access-log line and the byte/duration metrics for a finished (or abandoned) response.
 
     ``relay`` says how a streamed body travelled: ``splice`` (kernel, zero-copy) or ``copy``.
@@ -78,5 +111,5 @@ def log_completion(method: str, route: str, status: int, sent: int, seconds: flo
         "%s %s %d", method, route, status,
         extra={"method": method, "route": route, "status": status, "bytes": sent,
                "duration_ms": round(seconds * 1000, 2), "outcome": outcome,
-               "token_id": identity.key if identity is not None else None, "relay": relay},
+               "relay": relay, **audit.fields()},
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -20,20 +20,34 @@ from flask import Flask, Response, current_app, g, request
 from werkzeug.routing import BaseConverter
 
 from dicomlab_core.errors import BadRequest, NotFound, PayloadTooLarge, ServiceError, UpstreamError
-from dicomlab_proxy import hardening
+from dicomlab_core.tokens import Grant, RouteLevel, TokenRejection
+from dicomlab_proxy import deid, hardening
 from dicomlab_proxy.access import (
     TOKEN_PARAM,
     Authenticator,
     Identity,
     RateLimiter,
     bearer_token,
+    deny,
     require_scope,
     require_service,
 )
 from dicomlab_proxy.config import PUBLIC_URL, Config
 from dicomlab_proxy.errors import LengthRequired, NotAcceptable, RangeNotSatisfiable, UnsupportedMediaType
 from dicomlab_proxy.metrics import UPSTREAM_ERRORS
-from dicomlab_proxy.observe import log_completion
+from dicomlab_proxy.observe import current_audit, log_completion
+from dicomlab_proxy.scope import (
+    LEVEL_OF_KEY,
+    WADO_LEVEL_OF_KEY,
+    Route,
+    RouteKind,
+    Target,
+    classify,
+    constrain_search,
+    normal_key,
+    one_uid,
+    search_query,
+)
 from dicomlab_proxy.streaming import (
     Done,
     drain,
@@ -50,11 +64,8 @@ from dicomlab_proxy.upstream import Upstream
 
 UID = re.compile(r"[0-9][0-9.]{0,63}")
 _HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
-_LEVEL_OF_KEY = {"studyinstanceuid": "study", "0020000d": "study", "seriesinstanceuid": "series",
-                 "0020000e": "series", "sopinstanceuid": "instance", "00080018": "instance"}
-"""Query keys (normalized by :func:`_key`) that name an identifier, and its level."""
-_WADO_LEVEL_OF_KEY = {"studyuid": "study", "seriesuid": "series", "objectuid": "instance"}
-"""The same for WADO-URI, whose three keys are all required."""
+WADO_URI_ROUTE = Route(RouteLevel.INSTANCE, RouteKind.WADO_URI)
+FILE_ROUTE = Route(RouteLevel.ORTHANC_FILE, RouteKind.FILE)
 
 
 class UidConverter(BaseConverter):
@@ -93,53 +104,42 @@ def state() -> ProxyState:
 
 # ------------------------------------------------------------------------------------ identifiers
 
-@functools.lru_cache(maxsize=1024)
-def _key(name: str) -> str:
-    return "".join(c for c in name.lower() if c.isalnum())
-
-
-def _query_identifiers(level_of_key: Mapping[str, str]) -> dict[str, list[str]]:
-    """The query's values by level (study/series/instance), its keys normalized by :func:`_key`."""
-    named: dict[str, list[str]] = {"study": [], "series": [], "instance": []}
+def _query_identifiers(level_of_key: Mapping[str, Grant]) -> dict[Grant, list[str]]:
+    """The query's UID values by kind, its keys normalized by :func:`~dicomlab_proxy.scope.normal_key`."""
+    named: dict[Grant, list[str]] = {Grant.STUDY: [], Grant.SERIES: [], Grant.INSTANCE: []}
     for name, value in request.args.items(multi=True):
-        level = level_of_key.get(_key(name))
+        level = level_of_key.get(normal_key(name))
         if level is not None:
             named[level].append(value)
     return named
 
 
-def _one(path_value: str | None, query_values: list[str], what: str) -> str | None:
-    """The single identifier a request names at one level; conflicting or malformed ones are refused."""
-    values = set(query_values)
-    if path_value is not None:
-        values.add(path_value)
-    if len(values) > 1:
-        raise BadRequest(f"conflicting {what} values")
-    for value in values:
-        if not UID.fullmatch(value):
-            raise BadRequest(f"invalid {what}")
-    return next(iter(values), None)
+def dicomweb_targets(view_args: Mapping[str, str]) -> tuple[Target, dict[Grant, str | None]]:
+    """The study/series/instance of a DICOMweb request's path, and the single UID its query names per kind.
+
+    Conflicting (path vs query, repeated, aliases) or malformed UIDs — lists, wildcards — are a 400.
+    Only the path takes part in a scope decision; the query's UIDs are at most a search's choice.
+    """
+    named = _query_identifiers(LEVEL_OF_KEY)
+    path = Target(view_args.get("study"), view_args.get("series"), view_args.get("sop"))
+    chosen = {Grant.STUDY: one_uid(path.study, named[Grant.STUDY], "StudyInstanceUID", UID),
+              Grant.SERIES: one_uid(path.series, named[Grant.SERIES], "SeriesInstanceUID", UID),
+              Grant.INSTANCE: one_uid(path.instance, named[Grant.INSTANCE], "SOPInstanceUID", UID)}
+    return path, chosen
 
 
-def dicomweb_targets(view_args: Mapping[str, str]) -> dict[str, str | None]:
-    """Study, series and instance named by a DICOMweb request's path and query."""
-    named = _query_identifiers(_LEVEL_OF_KEY)
-    return {"study": _one(view_args.get("study"), named["study"], "StudyInstanceUID"),
-            "series": _one(view_args.get("series"), named["series"], "SeriesInstanceUID"),
-            "instance": _one(view_args.get("sop"), named["instance"], "SOPInstanceUID")}
-
-
-def wado_uri_targets() -> dict[str, str | None]:
-    """Study, series and object UIDs of a WADO-URI request (all three required)."""
+def wado_uri_target() -> Target:
+    """Study, series and object UIDs of a WADO-URI request (all three required, one value each)."""
     if request.args.get("requestType") != "WADO":
         raise BadRequest("requestType=WADO is required")
-    named = _query_identifiers(_WADO_LEVEL_OF_KEY)
-    found: dict[str, str | None] = {}
-    for key, level in _WADO_LEVEL_OF_KEY.items():
-        found[level] = _one(None, named[level], key)
-        if found[level] is None:
+    named = _query_identifiers(WADO_LEVEL_OF_KEY)
+    found: dict[Grant, str] = {}
+    for key, grant in WADO_LEVEL_OF_KEY.items():
+        value = one_uid(None, named[grant], key, UID)
+        if value is None:
             raise BadRequest(f"{key} is required")
-    return found
+        found[grant] = value
+    return Target(found[Grant.STUDY], found[Grant.SERIES], found[Grant.INSTANCE])
 
 
 # ------------------------------------------------------------------------------------ upstream calls
@@ -211,10 +211,10 @@ def _respond(st: ProxyState, upstream: UpstreamResponse) -> Response:
 
 def _access_logger(status: int, relay_mode: str) -> Done:
     method, route = request.method, (request.url_rule.rule if request.url_rule else "unmatched")
-    identity: Identity | None = g.get("proxy_identity")
+    audit = current_audit()
 
     def done(sent: int, outcome: str, seconds: float) -> None:
-        log_completion(method, route, status, sent, seconds, outcome, identity, relay_mode)
+        log_completion(method, route, status, sent, seconds, outcome, audit, relay_mode)
 
     return done
 
@@ -227,28 +227,85 @@ def _authenticate(st: ProxyState) -> Identity:
     return identity
 
 
-def _read(targets: Callable[[], dict[str, str | None]]) -> Response:
+def _route() -> Route:
+    return route_of(request.url_rule.rule if request.url_rule else "", state().config.dicomweb_root)
+
+
+@functools.lru_cache(maxsize=64)
+def route_of(rule: str, root: str) -> Route:
+    return classify(rule[len(root):])
+
+
+def _read(identity: Identity, route: Route, target: Target, query: str) -> Response:
+    """Forward a read the scope allowed; apply the de-identified mode for such tokens."""
+    st = state()
+    headers = _upstream_headers(st, body=False)
+    if identity.deidentified:
+        if not deid.allowed(route, request.args.items(multi=True), request.view_args.get("tags")
+                            if request.view_args else None):
+            deny(TokenRejection.DEIDENTIFIED)
+        if route.kind is RouteKind.SEARCH:
+            deid.check_search_keys(request.args.items(multi=True), TOKEN_PARAM)
+        if route.kind in deid.FILTERED_KINDS:
+            upstream = st.upstream.open("GET", request.path, query=query, headers=deid.upstream_headers(headers))
+            if upstream.status >= HTTPStatus.BAD_REQUEST:
+                drain(upstream)
+                raise _status_error(upstream.status)
+            response = deid.filtered(upstream, st.config.deid_max_json_bytes)
+            if request.method == "HEAD":
+                response.set_data(b"")
+            return response
+    upstream = st.upstream.open("GET", request.path, query=query, headers=headers)
+    return _respond(st, upstream)
+
+
+def _begin() -> tuple[ProxyState, Identity]:
     st = state()
     hardening.check_no_body(request.environ)
-    identity = _authenticate(st)
-    require_scope(identity, **targets())
-    query = hardening.forwardable_query(request.query_string.decode("latin-1"), TOKEN_PARAM)
-    upstream = st.upstream.open("GET", request.path, query=query, headers=_upstream_headers(st, body=False))
-    return _respond(st, upstream)
+    return st, _authenticate(st)
+
+
+def _raw_query() -> str:
+    return request.query_string.decode("latin-1")
 
 
 # ------------------------------------------------------------------------------------ views
 
 def dicomweb_read(**view_args: str) -> Response:
-    return _read(lambda: dicomweb_targets(view_args))
+    """Every DICOMweb read: retrieve/metadata/rendered/frames/bulk by the path, searches constrained."""
+    _, identity = _begin()
+    route = _route()
+    path, chosen = dicomweb_targets(view_args)
+    if route.kind is not RouteKind.SEARCH:
+        g.proxy_target = path
+        g.proxy_grant = require_scope(identity, route.level, study=path.study, series=path.series,
+                                      instance=path.instance)
+        return _read(identity, route, path, hardening.forwardable_query(_raw_query(), TOKEN_PARAM))
+    if identity.service:
+        g.proxy_target = Target(chosen[Grant.STUDY], chosen[Grant.SERIES], chosen[Grant.INSTANCE])
+        return _read(identity, route, g.proxy_target, hardening.forwardable_query(_raw_query(), TOKEN_PARAM))
+    assert identity.claims is not None
+    g.proxy_target = path
+    search = constrain_search(identity.claims.scope, route.level, path, chosen)
+    if search is None:
+        deny()
+    g.proxy_target, g.proxy_grant = search.target, search.grant
+    return _read(identity, route, search.target, search_query(_raw_query(), drop_key=TOKEN_PARAM, search=search))
 
 
 def wado_uri() -> Response:
-    return _read(wado_uri_targets)
+    _, identity = _begin()
+    target = g.proxy_target = wado_uri_target()
+    g.proxy_grant = require_scope(identity, RouteLevel.INSTANCE, study=target.study, series=target.series,
+                                  instance=target.instance)
+    return _read(identity, WADO_URI_ROUTE, target, hardening.forwardable_query(_raw_query(), TOKEN_PARAM))
 
 
 def instance_file(oid: str) -> Response:
-    return _read(lambda: {"orthanc_id": oid})
+    _, identity = _begin()
+    target = g.proxy_target = Target(orthanc_id=oid)
+    g.proxy_grant = require_scope(identity, RouteLevel.ORTHANC_FILE, orthanc_id=oid)
+    return _read(identity, FILE_ROUTE, target, hardening.forwardable_query(_raw_query(), TOKEN_PARAM))
 
 
 def stow(**view_args: str) -> Response:
@@ -257,7 +314,7 @@ def stow(**view_args: str) -> Response:
     identity = _authenticate(st)
     require_service(identity)
     if view_args.get("study") is not None:
-        _one(view_args["study"], [], "StudyInstanceUID")
+        one_uid(view_args["study"], [], "StudyInstanceUID", UID)
     length = request.content_length
     if length is None or request.headers.get("Transfer-Encoding"):
         raise LengthRequired("Content-Length is required")

@@ -125,6 +125,7 @@ def test_label_flow_blinded_idempotent_versions(app: Flask, job: dict[str, Any],
     claims = TokenSigner(state_of(app).signer.keyring).verify(first["token"])
     assert claims.scope.instances == (synthetic_set[0]["sop_uid"],)
     assert claims.scope.orthanc_ids == (synthetic_set[0]["orthanc_id"],)
+    assert len(claims.token_id) == 16  # every token has an id (jti), which the proxy's access log records
     assert claims.scope.allows(study=synthetic_set[0]["study_uid"], instance=synthetic_set[0]["sop_uid"])
     assert not claims.scope.allows(study=synthetic_set[1]["study_uid"], instance=synthetic_set[1]["sop_uid"])
 
@@ -231,11 +232,21 @@ def test_token_refresh_and_skip(app: Flask, job: dict[str, Any]) -> None:
 def test_patient_identifiers_only_when_allowed(app: Flask, admin: Api, job: dict[str, Any],
                                                synthetic_set: list[dict[str, Any]]) -> None:
     ann = reader(app, "ann")
-    assert ann.call("POST", f"/jobs/{job['id']}/next")[1]["assignment"]["patient"] is None
+    signer = TokenSigner(state_of(app).signer.keyring)
+    hidden = ann.call("POST", f"/jobs/{job['id']}/next")[1]["assignment"]
+    assert hidden["patient"] is None
+    # Hidden identifiers: a de-identified proxy token, and the viewer reads metadata + frames, not the file.
+    assert signer.verify(hidden["token"]).deidentified and hidden["image"]["deidentified"]
+    assert hidden["image"]["viewerUrl"] == hidden["image"]["wadoUri"]
+    assert hidden["image"]["viewerUrl"].startswith("wadors:") and hidden["image"]["viewerUrl"].endswith("/frames/1")
+    refreshed = ann.call("POST", f"/assignments/{hidden['id']}/token")[1]
+    assert signer.verify(refreshed["token"]).deidentified
     status, _ = admin.call("PATCH", f"/admin/jobs/{job['id']}", {"allowPatientIdentifiers": True})
     assert status == 200
-    patient = ann.call("POST", f"/jobs/{job['id']}/next")[1]["assignment"]["patient"]
-    assert patient["id"] == synthetic_set[0]["patient_id"]
+    shown = ann.call("POST", f"/jobs/{job['id']}/next")[1]["assignment"]
+    assert shown["patient"]["id"] == synthetic_set[0]["patient_id"]
+    assert not signer.verify(shown["token"]).deidentified
+    assert shown["image"]["viewerUrl"] == shown["image"]["fileUrl"]
 
 
 def test_review_adjudication_stats_and_export(app: Flask, admin: Api, job: dict[str, Any], tmp_path: Path) -> None:

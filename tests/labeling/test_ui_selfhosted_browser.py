@@ -45,7 +45,9 @@ def site(orthanc: Any, synthetic_set: list[dict[str, Any]],
         admin = Api(base_url=base).login(*ADMIN)
         status, job = admin.call("POST", "/admin/jobs", {
             "name": "ui-batch", "manifestUri": write_manifest(tmp, records), "readersPerImage": 2,
-            "instructions": "Mark every finding you see.", "strategy": "in-order", "leaseSeconds": 300})
+            "instructions": "Mark every finding you see.", "strategy": "in-order", "leaseSeconds": 300,
+            # Identifiers shown: the viewer reads whole files here (test_ui_deid_browser covers the other path).
+            "allowPatientIdentifiers": True})
         assert status == 201, job
         create_users(admin, ["ann", "bob"])
         create_users(admin, ["rev"], role="reviewer")

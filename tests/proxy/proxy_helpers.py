@@ -201,14 +201,19 @@ def recording_upstream(recorder: Recorder) -> Iterator[str]:
 
 
 def raw_request(url: str, request_line: str, headers: dict[str, str] | None = None, body: bytes = b"",
-                *, host: str | None = None, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
-    """Send bytes exactly as given (no client-side normalization) and read the whole answer."""
+                *, host: str | None = None, timeout: float = 10.0,
+                extra_lines: list[str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes exactly as given (no client-side normalization) and read the whole answer.
+
+    ``extra_lines`` are header lines sent verbatim after ``headers`` (duplicates, smuggling attempts).
+    """
     import socket
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
     lines = [request_line, f"Host: {host if host is not None else parts.netloc}", "Connection: close"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    lines += extra_lines or []
     data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
     with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as sock:
         sock.sendall(data)

@@ -136,7 +136,8 @@ ATTACKS = [
        headers=lambda c: {}),
     _a("scope-file-b", "GET", lambda c: f"/instances/{c.s.b.orthanc_id}/file", 403),
     _a("scope-qido-b", "GET", lambda c: f"/dicom-web/studies?StudyInstanceUID={c.s.b.study}", 403),
-    _a("scope-qido-no-study", "GET", lambda c: "/dicom-web/studies", 403),
+    _a("scope-qido-no-study", "GET", lambda c: "/dicom-web/studies", 403,  # two grants: the proxy cannot choose
+       headers=lambda c: c.auth(c.proxy.token(Scope(studies=(c.s.a.study, c.s.big.study))))),
     _a("scope-qido-wildcard", "GET", lambda c: "/dicom-web/studies?StudyInstanceUID=*", 400),
     _a("scope-qido-list", "GET", lambda c: f"/dicom-web/studies?StudyInstanceUID={c.s.a.study},{c.s.b.study}", 400),
     _a("scope-qido-tag-alias", "GET",

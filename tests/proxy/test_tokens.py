@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
+
 import pytest
 
-from dicomlab_core.tokens import KeyRing, Scope, TokenError, TokenRejection, TokenSigner
+from dicomlab_core.tokens import (
+    MAX_LIFETIME_SECONDS,
+    SCOPE_TABLE,
+    Grant,
+    KeyRing,
+    RouteLevel,
+    Scope,
+    TokenError,
+    TokenRejection,
+    TokenSigner,
+)
 
 
 class Clock:
@@ -110,9 +125,90 @@ def test_scope_levels() -> None:
     assert scope.allows(study="9.9", series="8.8", instance="3.3")
     assert not scope.allows(study="9.9", series="8.8", instance="7.7")
     assert not scope.allows(study="9.9")
-    assert not scope.allows(series="2.2")  # every request must name its study
     assert scope.allows(orthanc_id="abc") and not scope.allows(orthanc_id="abd")
     assert not Scope(studies=("1.1",)).allows(orthanc_id="1.1")
+
+
+# (route level, grant kind) pairs that open the route when the grant names the path's identifier.
+OPENS = {
+    (RouteLevel.STUDY, Grant.STUDY),
+    (RouteLevel.SERIES, Grant.STUDY), (RouteLevel.SERIES, Grant.SERIES),
+    (RouteLevel.INSTANCE, Grant.STUDY), (RouteLevel.INSTANCE, Grant.SERIES), (RouteLevel.INSTANCE, Grant.INSTANCE),
+    (RouteLevel.ORTHANC_FILE, Grant.ORTHANC_ID),
+    (RouteLevel.SEARCH_STUDIES, Grant.STUDY),
+    (RouteLevel.SEARCH_SERIES, Grant.STUDY), (RouteLevel.SEARCH_SERIES, Grant.SERIES),
+    (RouteLevel.SEARCH_INSTANCES, Grant.STUDY), (RouteLevel.SEARCH_INSTANCES, Grant.SERIES),
+    (RouteLevel.SEARCH_INSTANCES, Grant.INSTANCE),
+}
+
+
+@pytest.mark.parametrize("level", list(RouteLevel))
+@pytest.mark.parametrize("grant", list(Grant))
+def test_scope_table(level: RouteLevel, grant: Grant) -> None:
+    """Every cell of the route level x grant table; an instance grant never opens a study or series route."""
+    ids = {"study": "1.1", "series": "2.2", "instance": "3.3", "orthanc_id": "abc"}
+    scope = Scope(**{{Grant.STUDY: "studies", Grant.SERIES: "series", Grant.INSTANCE: "instances",
+                      Grant.ORTHANC_ID: "orthanc_ids"}[grant]: (ids[grant.value],)})
+    assert (SCOPE_TABLE[level] >= {grant}) == ((level, grant) in OPENS)
+    assert (scope.permits(level, **ids) is grant) == ((level, grant) in OPENS)
+    other = {k: "9.9" for k in ids}  # the grant names the token's own identifier, the path another one
+    assert scope.permits(level, **other) is None
+
+
+def test_instance_grant_with_its_own_uid_elsewhere_opens_nothing_above_it() -> None:
+    """The escape of issue 14: an instance token, its own UID anywhere but the path's instance position."""
+    scope = Scope(instances=("3.3",))
+    assert scope.permits(RouteLevel.STUDY, study="3.3") is None
+    assert scope.permits(RouteLevel.SERIES, study="9.9", series="3.3") is None
+    assert scope.permits(RouteLevel.STUDY, study="9.9", instance="3.3") is None  # a level takes its own grants only
+    assert scope.permits(RouteLevel.INSTANCE, study="9.9", series="8.8", instance="3.3") is Grant.INSTANCE
+
+
+@pytest.mark.parametrize("exp", [10**30, -1, float("inf"), float("nan"), "9999999999", 1.5e9, True, None, [1]])
+def test_absurd_expiry_is_malformed_not_a_crash(exp: object) -> None:
+    """A correctly signed token whose ``exp`` is absurd is refused as malformed (the proxy's 401)."""
+    entry = KeyRing.generate_entry()
+    s = signer(entry)
+    with pytest.raises(TokenError) as info:
+        s.verify(sign_payload(s, {"aud": "dicomlab-proxy", "iat": 1_000_000, "exp": exp, "sub": "r", "jti": "j",
+                                  "scope": {"st": ["1.2"]}}))
+    assert info.value.reason is TokenRejection.MALFORMED
+
+
+@pytest.mark.parametrize("field", ["jti", "sub", "aud"])
+def test_missing_or_non_string_ids_are_malformed(field: str) -> None:
+    entry = KeyRing.generate_entry()
+    s = signer(entry)
+    payload: dict[str, object] = {"aud": "dicomlab-proxy", "iat": 1_000_000, "exp": 1_000_060, "sub": "r",
+                                  "jti": "j", "scope": {}}
+    for value in (None, 5):
+        payload[field] = value
+        with pytest.raises(TokenError):
+            s.verify(sign_payload(s, payload))
+
+
+def test_lifetime_is_bounded_and_deid_claim_round_trips() -> None:
+    entry = KeyRing.generate_entry()
+    s = signer(entry)
+    with pytest.raises(ValueError, match="ttl_seconds"):
+        s.issue(Scope(), subject="r", ttl_seconds=MAX_LIFETIME_SECONDS + 1)
+    too_long = {"aud": "dicomlab-proxy", "iat": 1_000_000, "exp": 1_000_000 + MAX_LIFETIME_SECONDS + 1, "sub": "r",
+                "jti": "j", "scope": {}}
+    with pytest.raises(TokenError):
+        s.verify(sign_payload(s, too_long))
+    assert s.verify(s.issue(Scope(), subject="r", ttl_seconds=60, deidentified=True)).deidentified
+    assert not s.verify(s.issue(Scope(), subject="r", ttl_seconds=60)).deidentified
+    with pytest.raises(TokenError):
+        s.verify(sign_payload(s, {**too_long, "exp": 1_000_060, "deid": "yes"}))
+
+
+def sign_payload(s: TokenSigner, payload: dict[str, object]) -> str:
+    """A token with exactly this payload, correctly signed by ``s``'s active key (what a key holder could mint)."""
+    body = base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
+    kid = s.keyring.active
+    signing_input = f"v1.{kid}.{body}"
+    mac = hmac.new(s.keyring.keys[kid], signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{base64.urlsafe_b64encode(mac).decode().rstrip('=')}"
 
 
 def test_keyring_rejects_weak_or_malformed_keys() -> None:
@@ -122,3 +218,18 @@ def test_keyring_rejects_weak_or_malformed_keys() -> None:
         KeyRing.parse(["no-separator"])
     with pytest.raises(ValueError, match="at least one"):
         KeyRing.parse([])
+
+
+def test_readme_states_the_same_scope_table() -> None:
+    """The README's security model shows SCOPE_TABLE; the two cannot drift apart."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = text.split("<!-- scope-table:start -->")[1].split("<!-- scope-table:end -->")[0]
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in block.strip().splitlines()]
+    header, body = rows[0], rows[2:]
+    grants = [Grant.STUDY, Grant.SERIES, Grant.INSTANCE, Grant.ORTHANC_ID]
+    assert header[2:] == ["study grant", "series grant", "instance grant", "Orthanc-ID grant"]
+    stated = {RouteLevel(cells[0].strip("`")): frozenset(g for g, cell in zip(grants, cells[2:], strict=True)
+                                                          if cell == "yes") for cells in body}
+    assert stated == dict(SCOPE_TABLE)

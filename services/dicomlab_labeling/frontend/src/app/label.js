@@ -52,7 +52,7 @@ export default async function label({ api }) {
       const fresh = await api('POST', `/api/assignments/${assignment.id}/token`);
       assignment.token = fresh.token;
       assignment.tokenExpiresAt = fresh.tokenExpiresAt;
-      viewer.setToken(fresh.token, assignment.image.fileUrl);
+      viewer.setToken(fresh.token, assignment.image.viewerUrl);
       scheduleTokenRefresh(assignment);
     } catch (error) {
       showMessage(`Could not refresh the image token: ${describeError(error)}`);
@@ -80,7 +80,7 @@ export default async function label({ api }) {
     pendingSubmissionId = null;
     document.body.dataset.assignmentId = String(assignment.id);
     await viewer.load({
-      url: assignment.image.fileUrl,
+      url: assignment.image.viewerUrl,
       token: assignment.token,
       sopInstanceUid: assignment.image.sopInstanceUid,
       labels: assignment.labels,
@@ -109,7 +109,7 @@ export default async function label({ api }) {
       return;
     }
     await show(result.assignment);
-    for (const upcoming of result.upcoming ?? []) viewer.prefetch({ url: upcoming.image.fileUrl, token: upcoming.token });
+    for (const upcoming of result.upcoming ?? []) viewer.prefetch({ url: upcoming.image.viewerUrl, token: upcoming.token });
     const fresh = await api('GET', `/api/jobs/${encodeURIComponent(jobId)}`).catch(() => null);
     if (fresh) progress.textContent = `${fresh.counts.mine} labelled by you · ${fresh.counts.complete}/${fresh.counts.images} images complete`;
   }

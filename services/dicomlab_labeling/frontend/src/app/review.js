@@ -57,7 +57,7 @@ export default async function review({ api }) {
       const d = await api('GET', `/api/review/tasks/${encodeURIComponent(taskId)}`);
       openTask = d;
       detail.hidden = false;
-      const source = { url: d.image.fileUrl, token: d.token, sopInstanceUid: d.image.sopInstanceUid };
+      const source = { url: d.image.viewerUrl, token: d.token, sopInstanceUid: d.image.sopInstanceUid };
       const panels = d.answers.map((answer) => {
         const host = el('div', {});
         const panel = el(

@@ -84,13 +84,40 @@ export function initCornerstone({ cpu = false, maxWebWorkers = 1 } = {}) {
   return ready;
 }
 
+const metadataLoads = new Map(); // wadors image id -> promise of its metadata being registered
+
+/**
+ * A `wadors:` image id (WADO-RS frames: the path for de-identified jobs, where the proxy refuses whole
+ * files) needs its instance's metadata registered before the loader can ask for frames: fetch it once
+ * from the instance's `/metadata` through the proxy, with the image's token. Other ids need nothing.
+ */
+export function prepareImage(imageId) {
+  const id = String(imageId ?? '');
+  if (!id.startsWith('wadors:')) return Promise.resolve();
+  if (!metadataLoads.has(id)) {
+    const url = tokenKey(id).replace(/\/frames\/[0-9,]+$/, '/metadata');
+    const token = tokenFor(id);
+    const headers = { Accept: 'application/dicom+json', ...(token ? { Authorization: `Bearer ${token}` } : {}) };
+    const loading = fetch(url, { headers, credentials: 'omit' }).then(async (response) => {
+      if (!response.ok) throw new Error(`image metadata: HTTP ${response.status}`);
+      const [metadata] = await response.json();
+      dicomImageLoader.wadors.metaDataManager.add(id, metadata);
+    });
+    loading.catch(() => metadataLoads.delete(id)); // a failed load is tried again next time
+    metadataLoads.set(id, loading);
+  }
+  return metadataLoads.get(id);
+}
+
 /** Start downloading and decoding an image into the cache (prefetch of the next task). */
 export async function prefetchImage(imageId) {
   await initCornerstone();
-  return core.imageLoader.loadAndCacheImage(imageId).then(
-    () => true,
-    () => false,
-  );
+  return prepareImage(imageId)
+    .then(() => core.imageLoader.loadAndCacheImage(imageId))
+    .then(
+      () => true,
+      () => false,
+    );
 }
 
 export { core, tools };

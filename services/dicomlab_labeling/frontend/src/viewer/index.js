@@ -8,7 +8,7 @@
 //   viewer.getAnswer();  // the clean answer object (answer.js)
 
 import { boundingCorners, buildAnswer, FindingsModel, PRESETS, presetRange, STATES, NO_FINDING } from './answer.js';
-import { core, initCornerstone, prefetchImage, setToken, tools } from './cornerstone.js';
+import { core, initCornerstone, prefetchImage, prepareImage, setToken, tools } from './cornerstone.js';
 import { el, isTyping, replaceChildren } from './dom.js';
 
 export * from './answer.js';
@@ -249,6 +249,7 @@ export class LabelingViewer {
     this.syncFindings();
     this.focusFinding(0, false);
     try {
+      await prepareImage(id);
       await viewport.setStack([id], 0);
     } catch (error) {
       this.setStatus('error', `Could not load the image (${describe(error)})`);
