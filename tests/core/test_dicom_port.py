@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+import requests
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
@@ -144,3 +145,26 @@ def test_modalities_are_parsed_from_the_environment(monkeypatch: pytest.MonkeyPa
 def test_bad_modalities_are_refused_with_a_clear_message(text: str, says: str) -> None:
     with pytest.raises(ModalityError, match=says):
         parse_modalities(text)
+
+
+def own_outside_address() -> str | None:
+    """A non-loopback address of this machine (the one its default route uses), if it has one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the route
+        except OSError:
+            return None
+        address = str(probe.getsockname()[0])
+    return None if address.startswith("127.") else address
+
+
+def test_the_http_port_refuses_clients_that_are_not_on_loopback(orthanc: OrthancServer) -> None:
+    """Orthanc 1.10 listens on every address; RemoteAccessAllowed=false makes it refuse all but loopback."""
+    address = own_outside_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback address")
+    auth = (orthanc.username, orthanc.password.reveal())
+    assert requests.get(f"{orthanc.url}/system", auth=auth, timeout=10).status_code == 200
+    outside = requests.get(f"http://{address}:{orthanc.http_port}/system", auth=auth, timeout=10)
+    assert outside.status_code in (401, 403)
+    assert "DicomAet" not in outside.text
