@@ -105,6 +105,7 @@ class HeadFirstThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is 
         conn.sock.setblocking(False)
         self.heads[conn] = head
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_head_readable, conn))
+        self._on_head_readable(conn, conn.sock)  # the head has often arrived already: no wait for the poller
 
     def _on_head_readable(self, conn: TConn, client: socket.socket) -> None:
         head = self.heads[conn]

@@ -93,6 +93,14 @@ def test_a_head_that_never_ends_gets_408_and_the_connection_closed(proxy_service
     assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
 
 
+def test_a_kept_alive_connection_that_trickles_its_next_head_gets_408(proxy_service: GunicornService) -> None:
+    first = f"GET /healthz HTTP/1.1\r\nHost: {LOOPBACK}\r\n\r\n".encode()
+    answer = raw_exchange(proxy_service.port, [first, b"GET /healthz HTTP/1.1\r\nX-Slow: a"], pause=0.3,
+                          read_for=HEADER_TIMEOUT + 10)
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert answer.count(b"HTTP/1.1 200 OK") == 1 and b"HTTP/1.1 408 Request Timeout\r\n" in answer
+
+
 def test_too_many_header_fields_are_refused_by_gunicorns_limits(proxy_service: GunicornService) -> None:
     fields = b"".join(b"X-%d: a\r\n" % i for i in range(150))
     answer = raw_exchange(proxy_service.port, [b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n"])
