@@ -4,8 +4,10 @@ Starts a real Orthanc and the proxy under gunicorn with the shared config
 (``dicomlab_core.gunicorn_conf``: 2 workers x 16 threads), all on loopback, then for each worker class
 (ours, ``dicomlab_core.gthread_worker.HeadFirstThreadWorker``, and gunicorn's stock ``gthread``) times
 ``/healthz`` and an authorised QIDO request through the proxy to Orthanc, on fresh connections,
-first without load and then while ``--slow`` connections from 127.0.0.1 trickle their request heads
-one byte a second. The goal (issue 14 §4): 500 slow connections delay the others by at most 1 s.
+first without load, then while ``--slow`` connections from 127.0.0.1 trickle their request heads one
+byte a second (slowloris), then while as many trickle a small request body (a STOW-RS POST declaring
+60,000 bytes; STOW is enabled so the app would read it). The goal (issue 14 §4): 500 slow connections
+delay the others by at most 1 s.
 
     .venv/bin/python benchmarks/bench_slow_clients.py [--slow 500] [--seconds 15] [--write]
 
@@ -69,25 +71,34 @@ def probe(service: GunicornService, seconds: float) -> dict[str, Any]:
     return {name: summary(samples, failed) for name, (samples, failed) in results.items()}
 
 
+def body_opening() -> bytes:
+    return (f"POST /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {SERVICE_TOKEN}\r\n"
+            "Content-Type: multipart/related\r\nContent-Length: 60000\r\n\r\n").encode()
+
+
 def run(worker_class: str, orthanc: OrthancServer, directory: Path, slow: int, seconds: float) -> dict[str, Any]:
     env = {"DICOMLAB_PROXY__ORTHANC__URL": orthanc.url, "DICOMLAB_PROXY__ORTHANC__USERNAME": orthanc.username,
            "DICOMLAB_PROXY__ORTHANC__PASSWORD": orthanc.password.reveal(),
            "DICOMLAB_PROXY__TOKEN_KEYS": KeyRing.generate_entry("b1"),
            "DICOMLAB_PROXY__SERVICE_TOKENS": SERVICE_TOKEN,
-           "DICOMLAB_PROXY__RATE_LIMIT_PER_SECOND": "1000",
+           "DICOMLAB_PROXY__RATE_LIMIT_PER_SECOND": "1000", "DICOMLAB_PROXY__STOW_ENABLED": "true",
            "GUNICORN_CMD_ARGS": f"--worker-class {worker_class}"}
     directory.mkdir()
     service = GunicornService("proxy", "dicomlab_proxy.app:create_app()", directory, env=env).start()
+    results: dict[str, Any] = {}
     try:
-        idle = probe(service, min(5.0, seconds))
-        with SlowClients(service.port, slow) as clients:
-            time.sleep(2.0)  # let the server take them all in
-            loaded = probe(service, seconds)
-            loaded["slow_connections_opened"] = clients.opened
-            loaded["slow_connections_closed_by_server"] = clients.closed_by_server
+        results["idle"] = probe(service, min(5.0, seconds))
+        for phase, opening in (("slow_heads", b""), ("slow_bodies", body_opening())):
+            with SlowClients(service.port, slow, opening=opening) as clients:
+                time.sleep(2.0)  # let the server take them all in
+                loaded = probe(service, seconds)
+                loaded["slow_connections_opened"] = clients.opened
+                loaded["slow_connections_closed_by_server"] = clients.closed_by_server
+            results[phase] = loaded
+            time.sleep(1.0)
     finally:
         service.stop()
-    return {"idle": idle, "under_slow_clients": loaded}
+    return results
 
 
 def main() -> None:
@@ -111,7 +122,8 @@ def main() -> None:
     report = {"slow_connections": args.slow, "seconds_under_load": args.seconds, "probe_timeout_s": PROBE_TIMEOUT,
               "gunicorn": "2 workers x 16 threads (dicomlab_core.gunicorn_conf)", "worker_classes": classes,
               "results": figures, "fd_soft_limit": fd_limit,
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                          "load_average_1m_at_end": round(os.getloadavg()[0], 2)},
               "note": "load generator, Orthanc and gunicorn share the machine's CPUs; latencies include that"}
     print(json.dumps(report, indent=2))
     if args.write:

@@ -32,10 +32,11 @@ def raise_fd_limit(wanted: int) -> int:
 
 @dataclass
 class SlowClients:
-    """``count`` connections to ``port`` that send a request head one byte every ``interval`` seconds.
+    """``count`` connections to ``port`` that send a request one byte every ``interval`` seconds.
 
-    The head never completes: after the request line, each connection sends an endless header one byte
-    at a time, as a slowloris client does. A connection the server closes is reopened (up to
+    The request never completes: after the request line, each connection sends an endless header one
+    byte at a time, as a slowloris client does (or, given an ``opening`` with a whole head declaring a
+    body, the body one byte at a time, as an R-U-D-Y client does). A connection the server closes is reopened (up to
     ``max_reopen`` times in all), so the pressure stays at ``count`` for as long as the clients run.
     """
 
@@ -44,6 +45,8 @@ class SlowClients:
     interval: float = 1.0
     max_reopen: int = 5000
     path: str = "/healthz"
+    opening: bytes = b""
+    """What each connection sends first (default: a request line and the start of an endless header)."""
     opened: int = 0
     reopened: int = 0
     closed_by_server: int = 0
@@ -53,7 +56,7 @@ class SlowClients:
 
     def _connect(self) -> socket.socket:
         sock = socket.create_connection((LOOPBACK, self.port), timeout=5)
-        sock.sendall(f"GET {self.path} HTTP/1.1\r\nHost: {LOOPBACK}\r\nX-Slow: ".encode())
+        sock.sendall(self.opening or f"GET {self.path} HTTP/1.1\r\nHost: {LOOPBACK}\r\nX-Slow: ".encode())
         sock.setblocking(False)
         self.opened += 1
         return sock
