@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import requests
-from deploy_chart import render_values, scenario_values
+from deploy_chart import render_scenario, render_values, scenario_values
 
 NON_STANDARD = {  # orthanc-builder env-var-non-standards.json (the PostgreSQL section's spelling)
     f"ORTHANC__POSTGRESQL__{key}": f"PostgreSQL.{name}"
@@ -150,3 +150,38 @@ def test_chart_dicom_port_takes_only_the_modalities_from_values(chart_orthanc: A
         assert accepted or "Association Rejected" in result.stderr
         assert (client.lookup_instance(dataset.SOPInstanceUID) is not None) is accepted
     client.close()
+
+
+@pytest.mark.parametrize(("orthanc", "message"), [
+    ({"dicomService": {"enabled": True}}, "orthanc.dicomService.enabled needs at least one modality"),
+    ({"dicomModalities": [{"name": "a", "aet": "X1", "host": "10.0.0.1"}, {"name": "a", "aet": "X2", "host": "10.0.0.2"}]},
+     'the name "a" is used twice'),
+])
+def test_chart_refuses_a_dicom_port_nobody_may_use_or_ambiguous_modalities(orthanc: dict[str, Any],
+                                                                          message: str) -> None:
+    import helm_python as helm
+
+    with pytest.raises(helm.HelmError) as excinfo:
+        render_values({"postgresql": {"mode": "internal"}, "orthanc": orthanc})
+    assert message in str(excinfo.value)
+
+
+@pytest.mark.parametrize("modality", [
+    {"name": "a", "aet": "X1", "host": "modality.example.org"},
+    {"name": "a", "aet": "AN-AE-TITLE-TOO-LONG", "host": "10.0.0.1"},
+    {"name": "a", "aet": "X1"},
+    {"name": "a", "aet": "X1", "host": "10.0.0.1", "allowFind": True},
+])
+def test_chart_schema_refuses_malformed_modalities(modality: dict[str, Any]) -> None:
+    import helm_python as helm
+
+    with pytest.raises(helm.HelmValuesError):
+        render_values({"postgresql": {"mode": "internal"}, "orthanc": {"dicomModalities": [modality]}})
+
+
+def test_chart_notes_say_who_may_store() -> None:
+    rendered = render_scenario("external-db")
+    assert "accepted only from (orthanc.dicomModalities): XRAY1@10.30.4.21" in rendered.notes
+    config = rendered.get("ConfigMap", "dicomlab-orthanc")["data"]
+    assert json.loads(config["ORTHANC__DICOM_MODALITIES"])["xray-room-1"]["Host"] == "10.30.4.21"
+    assert config["ORTHANC__DICOM_SERVER_ENABLED"] == "true" and config["ORTHANC__DICOM_ALWAYS_ALLOW_STORE"] == "false"
