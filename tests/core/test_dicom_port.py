@@ -7,9 +7,11 @@ play the modalities; every refusal is also checked on Orthanc's side (the image 
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -168,3 +170,13 @@ def test_the_http_port_refuses_clients_that_are_not_on_loopback(orthanc: Orthanc
     outside = requests.get(f"http://{address}:{orthanc.http_port}/system", auth=auth, timeout=10)
     assert outside.status_code in (401, 403)
     assert "DicomAet" not in outside.text
+
+
+def test_stack_up_refuses_a_bad_modality_before_starting_anything(tmp_path: Path) -> None:
+    env = {**os.environ, "DICOMLAB_RUN_DIR": str(tmp_path / "run"), "DICOMLAB_DICOM_MODALITIES": "ct=CT1@ct.example"}
+    result = subprocess.run([sys.executable, "-m", "dicomlab_cli.main", "stack", "up"], env=env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert "dicomlab stack: error: modality 'ct': host 'ct.example' must be an IP address" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "orthanc").exists()
