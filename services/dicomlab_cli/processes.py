@@ -29,6 +29,8 @@ from pathlib import Path
 
 import requests
 
+from dicomlab_cli import dicom_policy
+from dicomlab_cli.dicom_policy import DicomModality
 from dicomlab_core.config import Secret
 from dicomlab_core.orthanc import OrthancClient, OrthancSettings
 
@@ -242,6 +244,8 @@ class OrthancServer:
     postgres_database: str = "orthanc"
     pid: int | None = None
     extra_config: dict[str, object] = field(default_factory=dict)
+    dicom_modalities: tuple[DicomModality, ...] = ()
+    """Who may C-ECHO/C-STORE (see :mod:`dicomlab_cli.dicom_policy`); none: the DICOM port stays closed."""
 
     @property
     def url(self) -> str:
@@ -287,6 +291,7 @@ class OrthancServer:
             "Plugins": plugins,
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True, "WadoRoot": "/wado",
                          "Ssl": False, "StudiesMetadata": "Full", "SeriesMetadata": "Full"},
+            **dicom_policy.orthanc_settings(self.dicom_modalities),
         }
         if self.postgres is not None:
             plugins.append(str(ORTHANC_PLUGINS / "libOrthancPostgreSQLIndex.so"))

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 import requests
 
+from dicomlab_cli.dicom_policy import ModalityError, modalities_from_env
 from dicomlab_cli.processes import (
     LOOPBACK,
     GunicornService,
@@ -219,6 +220,10 @@ def up(directory: Path | None = None, *, postgres: bool = False, services: tuple
        monitoring: bool = False) -> dict[str, Any]:
     """Start Orthanc (and PostgreSQL when asked) and every landed service; idempotent."""
     directory = directory or run_dir()
+    try:
+        modalities = modalities_from_env()  # checked before anything starts
+    except ModalityError as exc:
+        raise StackError(str(exc)) from exc
     current = status(directory)
     if current and all(c["health"] == "up" for c in current.values()):
         logger.info("stack already running", extra={"run_dir": str(directory)})
@@ -247,7 +252,8 @@ def _start(directory: Path, creds: dict[str, str], *, postgres: bool, services: 
             state.save(directory)
         orthanc = OrthancServer(directory / "orthanc", http_port=port_for("orthanc"),
                                 dicom_port=port_for("orthanc_dicom"), username=creds["orthanc_username"],
-                                password=Secret(creds["orthanc_password"]), postgres=pg)
+                                password=Secret(creds["orthanc_password"]), postgres=pg,
+                                dicom_modalities=modalities)
         orthanc.start()
         state.pids["orthanc"] = orthanc.pid or 0
         state.ports["orthanc"] = orthanc.http_port

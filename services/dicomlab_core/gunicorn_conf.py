@@ -14,7 +14,10 @@ from dicomlab_core.metrics import mark_worker_dead, reset_multiprocess_dir
 
 bind = os.environ.get("DICOMLAB_BIND", "0.0.0.0:8080")
 workers = int(os.environ.get("DICOMLAB_WORKERS", "2"))
-worker_class = "gthread"
+# gthread, except that a connection gets a thread only once its request head (and a small body) is
+# complete, read by the event loop under DICOMLAB_HEADER_TIMEOUT / DICOMLAB_BODY_TIMEOUT: slow clients
+# cannot take the threads.
+worker_class = "dicomlab_core.gthread_worker.HeadFirstThreadWorker"
 threads = int(os.environ.get("DICOMLAB_THREADS", "16"))
 timeout = int(os.environ.get("DICOMLAB_WORKER_TIMEOUT", "120"))
 graceful_timeout = 25

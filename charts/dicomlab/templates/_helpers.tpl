@@ -145,6 +145,16 @@ imagePullSecrets:
 {{- if and .Values.gateway.enabled (not .Values.gateway.parentRefs) -}}
 {{- $errors = append $errors "gateway.parentRefs must name at least one Gateway when gateway.enabled=true" -}}
 {{- end -}}
+{{- $modalityNames := list -}}
+{{- range .Values.orthanc.dicomModalities -}}
+{{- if has .name $modalityNames -}}
+{{- $errors = append $errors (printf "orthanc.dicomModalities: the name %q is used twice" .name) -}}
+{{- end -}}
+{{- $modalityNames = append $modalityNames .name -}}
+{{- end -}}
+{{- if and .Values.orthanc.dicomService.enabled (not .Values.orthanc.dicomModalities) -}}
+{{- $errors = append $errors "orthanc.dicomService.enabled needs at least one modality in orthanc.dicomModalities (without one the DICOM server is off)" -}}
+{{- end -}}
 {{- if and (gt (int .Values.orthanc.replicaCount) 1) (not (has "ReadWriteMany" .Values.orthanc.storage.accessModes)) (not .Values.orthanc.storage.existingClaim) -}}
 {{- $errors = append $errors "orthanc.replicaCount > 1 needs a ReadWriteMany storage volume (orthanc.storage.accessModes) or an existingClaim" -}}
 {{- end -}}
