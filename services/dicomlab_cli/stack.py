@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import requests
 
-from dicomlab_cli.dicom_policy import ModalityError, modalities_from_env
+from dicomlab_cli.dicom_policy import DicomModality, ModalityError, modalities_from_env
 from dicomlab_cli.processes import (
     LOOPBACK,
     GunicornService,
@@ -235,11 +235,12 @@ def up(directory: Path | None = None, *, postgres: bool = False, services: tuple
     for name in PRIVATE_DIRS:
         private_dir(directory / name)
     with private_umask():
-        return _start(directory, creds, postgres=postgres, services=services, monitoring=monitoring)
+        return _start(directory, creds, postgres=postgres, services=services, monitoring=monitoring,
+                      modalities=modalities)
 
 
 def _start(directory: Path, creds: dict[str, str], *, postgres: bool, services: tuple[str, ...],
-           monitoring: bool) -> dict[str, Any]:
+           monitoring: bool, modalities: tuple[DicomModality, ...]) -> dict[str, Any]:
     state = StackState(postgres=postgres)
     try:
         pg: PostgresServer | None = None
