@@ -7,6 +7,8 @@ is derived from :data:`CHEXPERT_LABELS`.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
 
@@ -14,6 +16,13 @@ from dicomlab_core.errors import BadRequest
 
 MAX_LABEL_LENGTH = 64
 """Ground Truth rejects label names longer than this (characters)."""
+
+_FORBIDDEN = re.compile(r'[\[\]{}"\'`\\\x00-\x1f\x7f-\x9f\u2028\u2029]')
+"""Characters a label may not hold: brackets, braces, quotes, backslash and control characters.
+
+A label with any of them is almost always a mis-parsed JSON array (``["Atelectasis"``), and it would
+not survive the comma string, the Liquid template or a DICOM code meaning unchanged.
+"""
 
 
 class Finding(StrEnum):
@@ -53,8 +62,9 @@ class FindingState(StrEnum):
 def validate_label_set(labels: Iterable[str], *, field: str = "labels") -> tuple[str, ...]:
     """Return ``labels`` as a tuple after checking the Ground Truth constraints.
 
-    Labels must be non-empty, unique, free of commas (the manifest joins them with commas)
-    and at most :data:`MAX_LABEL_LENGTH` characters. Raises :class:`BadRequest` naming ``field``.
+    Labels must be non-empty, unique, free of commas (the manifest joins them with commas), of
+    brackets, quotes, backslashes and control characters (:data:`_FORBIDDEN`), and at most
+    :data:`MAX_LABEL_LENGTH` characters. Raises :class:`BadRequest` naming ``field``.
     """
     result = tuple(label.strip() for label in labels)
     if not result:
@@ -65,6 +75,10 @@ def validate_label_set(labels: Iterable[str], *, field: str = "labels") -> tuple
             raise BadRequest(f"{field}: empty label name")
         if "," in label:
             raise BadRequest(f"{field}: label {label!r} contains a comma")
+        bad = _FORBIDDEN.search(label)
+        if bad is not None:
+            raise BadRequest(f"{field}: label {label[:40]!r} contains {bad.group()!r}; brackets, quotes, "
+                             "backslashes and control characters are not allowed")
         if len(label) > MAX_LABEL_LENGTH:
             raise BadRequest(f"{field}: label {label[:20]!r}... is longer than {MAX_LABEL_LENGTH} characters")
         if label in seen:
@@ -74,8 +88,21 @@ def validate_label_set(labels: Iterable[str], *, field: str = "labels") -> tuple
 
 
 def parse_label_list(value: str | Sequence[str], *, field: str = "labels") -> tuple[str, ...]:
-    """Parse a label list given as a comma string or a JSON array (both appear in manifests)."""
+    """Parse a label list given as a comma string or a JSON array (both appear in manifests).
+
+    A string that starts with ``[`` is a JSON array written as a string (``"[\\"A\\", \\"B\\"]"``, as some
+    manifest writers emit it) and is decoded as one; splitting it on commas would make labels such as
+    ``["A"`` that match nothing.
+    """
     if isinstance(value, str):
+        if value.lstrip().startswith("["):
+            try:
+                decoded = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise BadRequest(f"{field}: starts with '[' but is not a JSON array ({exc.msg})") from None
+            if not isinstance(decoded, list):
+                raise BadRequest(f"{field}: expected a JSON array of strings")
+            return parse_label_list(decoded, field=field)
         return validate_label_set(value.split(","), field=field)
     if isinstance(value, Sequence) and all(isinstance(v, str) for v in value):
         return validate_label_set(value, field=field)
