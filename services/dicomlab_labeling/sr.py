@@ -5,8 +5,8 @@ Per labelled image, in the image's study: one report per reader (their latest an
 adjudication (the reviewer as person observer as well). The content is built by
 :func:`dicomlab_labeling.sr_report.build_report` with highdicom's template classes.
 
-The consensus report carries the ROIs of the adjudication when the reviewer drew any, otherwise the
-readers' ROIs of findings that ended up present (and those tied to no finding).
+The consensus report carries :func:`dicomlab_labeling.results.final_rois`: the adjudication's ROIs when
+the reviewer drew any, otherwise the readers' ROIs of findings that ended up present.
 
 Idempotent re-export: each report slot (job, image, observer) has its own Series Instance UID
 derived from the slot, and its SOP Instance UID derives from the slot and the content. An unchanged
@@ -33,7 +33,7 @@ from dicomlab_core.groundtruth import AnswerError, ConsolidatedLabel, Roi, parse
 from dicomlab_core.labels import FindingState
 from dicomlab_core.orthanc import OrthancClient, ResourceLevel
 from dicomlab_labeling.models import Job
-from dicomlab_labeling.results import ADJUDICATED, TaskAnswers
+from dicomlab_labeling.results import ADJUDICATED, TaskAnswers, final_rois
 from dicomlab_labeling.sr_report import Observer, ReportContent, build_report
 
 logger = logging.getLogger(__name__)
@@ -98,26 +98,19 @@ def _ordered(findings: dict[str, FindingState], labels: Sequence[str]) -> dict[s
 def slots(job: Job, item: TaskAnswers, label: ConsolidatedLabel) -> Iterator[Slot]:
     """The reports of one image: each reader's, then the consensus/adjudication."""
     labels = list(job.labels)
-    reader_rois: list[Roi] = []
     for _, submission in item.answers:
         parsed = _answer(submission.answer, labels)
         if parsed is None:
             continue
         findings, drawn = parsed
-        reader_rois.extend(drawn)
         key = reader_pseudonym(submission.user_id)
         yield Slot(key, ReportContent(findings=_ordered(findings, labels), rois=drawn, observer=Observer(person=key),
                                       description=f"dicomlab {job.name} {key}"))
     final = {name: c.value for name, c in label.findings.items()}
-    rois: tuple[Roi, ...] = ()
     person = None
     if label.method == ADJUDICATED and item.adjudication is not None:
         person = f"reviewer-{item.adjudication.reviewer_id}"
-        decided = _answer({"findings": {}, "rois": item.adjudication.rois or []}, labels)
-        rois = decided[1] if decided is not None else ()
-    if not rois:
-        rois = tuple(r for r in reader_rois if r.finding is None or final.get(r.finding) is FindingState.PRESENT)
-    yield Slot(CONSENSUS, ReportContent(findings=_ordered(final, labels), rois=rois,
+    yield Slot(CONSENSUS, ReportContent(findings=_ordered(final, labels), rois=final_rois(item, label, labels),
                                         observer=Observer(person=person, device=True),
                                         description=f"dicomlab {job.name} {label.method}",
                                         final=label.method == ADJUDICATED))
