@@ -212,6 +212,31 @@ def test_dciodvfy_finds_no_error_and_only_the_declared_private_scheme(exported: 
         assert declared.CodingSchemeDesignator == PRIVATE_SCHEME and declared.CodingSchemeUID == PRIVATE_SCHEME_UID
 
 
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools' dciodvfy is not installed")
+def test_dciodvfy_is_silent_on_a_report_with_standard_codes_only(tmp_path: Path) -> None:
+    from dicomlab_core.groundtruth import Roi, RoiTool
+    from dicomlab_core.synth import SynthConfig, make_image, plan
+    from dicomlab_labeling.sr_report import Observer, ReportContent, build_report
+
+    image = make_image(next(plan(SynthConfig(patients=1, seed=7, rows=64, columns=64)))).dataset
+    standard = [f.value for f, c in FINDING_CODES.items() if c.scheme != PRIVATE_SCHEME]
+    content = ReportContent(
+        findings={name: FindingState.PRESENT if name == "Cardiomegaly" else FindingState.ABSENT for name in standard},
+        rois=(Roi(RoiTool.RECTANGLE, ((4.0, 5.0), (30.0, 40.0)), "Cardiomegaly"),
+              Roi(RoiTool.ELLIPSE, ((10.0, 10.0), (20.0, 50.0)), "Cardiomegaly"),
+              Roi(RoiTool.POLYGON, ((1.0, 1.0), (9.0, 2.0), (5.0, 8.0)), "Cardiomegaly")),
+        observer=Observer(person="reviewer-1", device=True), description="dicomlab t consensus", final=True)
+    uids = [f"2.25.{n}" for n in range(1, 7)]
+    report = build_report(image, content, series_instance_uid=uids[0], series_number=1, sop_instance_uid=uids[1],
+                          tracking_uids=uids[2:5], image_group_uid=uids[5])
+    assert "CodingSchemeIdentificationSequence" not in report  # no private code, nothing to declare
+    path = tmp_path / "standard.dcm"
+    report.save_as(path, enforce_file_format=True)
+    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
+    lines = (result.stdout + result.stderr).splitlines()
+    assert [line for line in lines if line.startswith(("Error", "Warning"))] == []
+
+
 def test_every_chexpert_finding_has_one_code_standard_where_one_exists() -> None:
     assert set(FINDING_CODES) == set(Finding)
     assert len({(c.value, c.scheme) for c in FINDING_CODES.values()}) == len(Finding)
