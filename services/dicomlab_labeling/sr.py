@@ -122,8 +122,7 @@ def build_sr(source: pydicom.Dataset, job: Job, orthanc_id: str, slot: Slot) -> 
                 for i, r in enumerate(slot.content.rois)]
     return build_report(source, slot.content, series_instance_uid=series_uid(job, orthanc_id, slot.key),
                         series_number=SR_SERIES_NUMBER if slot.key == CONSENSUS else READER_SERIES_NUMBER,
-                        sop_instance_uid=instance_uid(job, orthanc_id, slot), tracking_uids=tracking,
-                        image_group_uid=_uid("dicomlab-findings", job.name, orthanc_id, slot.key))
+                        sop_instance_uid=instance_uid(job, orthanc_id, slot), tracking_uids=tracking)
 
 
 def to_bytes(dataset: pydicom.Dataset) -> bytes:

@@ -9,9 +9,9 @@ classes), never by hand, so it follows the template that OHIF, dcmjs and dciodvf
         device observer  dicomlab, model "dicomlab <version>"  (consensus and adjudicated reports)
       Procedure reported: Plain radiography (SCT 168537006)
       Image Library: the source image
-      Imaging Measurements
-        Measurement Group (TID 1501) "Image findings", source image:
-          one Qualitative Evaluation per finding: <finding code> = Present | Absent | Undetermined (CID 240)
+      Qualitative Evaluations (C0034375, UMLS):
+        one CODE per finding: <finding code> = Present | Absent | Undetermined (SCT, CID 240)
+      Imaging Measurements (only when there are ROIs)
         Measurement Group (TID 1501) per ROI: Tracking Identifier + UID, Finding = <finding code>,
           Area (TID 300, mm²) INFERRED FROM Image Region = SCOORD on the source image (TID 320;
           rectangle and polygon: closed POLYLINE; ellipse: ELLIPSE)
@@ -54,7 +54,10 @@ DEVICE_UID = "2.25.65326745221472335017494354212892263182342317565184677591808"
 PROCEDURE = hd.sr.CodedConcept("168537006", "SCT", "Plain radiography")
 """Procedure reported (PS3.16 CID 10005)."""
 IMAGE_FINDINGS = "Image findings"
-"""Tracking identifier of the image-level group that holds the per-finding evaluations."""
+"""Tracking identifier of the stand-in group of a report without ROIs (dropped, see build_report)."""
+QUALITATIVE_EVALUATIONS = hd.sr.CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")
+"""TID 1500's container of image-level evaluations (the concept dcmjs's TID 1500 writer uses too)."""
+IMAGING_MEASUREMENTS = codes.DCM.ImagingMeasurements
 CORNERSTONE_TAG = "Cornerstone3DTools@^0.1.0"
 CORNERSTONE_TOOLS = {RoiTool.RECTANGLE: "RectangleROI", RoiTool.ELLIPSE: "EllipticalROI",
                      RoiTool.POLYGON: "PlanarFreehandROI"}
@@ -174,6 +177,22 @@ def _roi_group(source: pydicom.Dataset, roi: Roi, tracking_uid: str) -> hd.sr.Me
         measurements=[area])
 
 
+def _evaluations(findings: dict[str, FindingState]) -> hd.sr.ContainerContentItem:
+    """TID 1500's Qualitative Evaluations container: one CODE item per finding, ``<finding> = <state>``.
+
+    Image-level evaluations live here, not in a measurement group: OHIF (3.13) reads every group of
+    Imaging Measurements as something to draw and fails on one without coordinates.
+    """
+    container = hd.sr.ContainerContentItem(name=QUALITATIVE_EVALUATIONS,
+                                           relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+    container.ContentSequence = hd.sr.ContentSequence(
+        [item for label, state in findings.items()
+         for item in hd.sr.QualitativeEvaluation(name=coded(finding_code(label)),
+                                                 value=coded(FINDING_STATE_CODES[state]))],
+        is_root=False)
+    return container
+
+
 def _coding_schemes(used: set[str]) -> list[pydicom.Dataset]:
     """Coding Scheme Identification Sequence items for the private schemes the report uses (PS3.3 C.12.1.1.2)."""
     if PRIVATE_SCHEME not in used:
@@ -187,23 +206,29 @@ def _coding_schemes(used: set[str]) -> list[pydicom.Dataset]:
 
 
 def build_report(source: pydicom.Dataset, content: ReportContent, *, series_instance_uid: str, series_number: int,
-                 sop_instance_uid: str, tracking_uids: Sequence[str], image_group_uid: str
-                 ) -> hd.sr.Comprehensive3DSR:
+                 sop_instance_uid: str, tracking_uids: Sequence[str]) -> hd.sr.Comprehensive3DSR:
     """The TID 1500 report for ``source`` (see the module docstring); UIDs are given, so it is deterministic.
 
-    ``tracking_uids`` has one UID per ROI (same order); ``image_group_uid`` tracks the findings group.
+    ``tracking_uids`` has one UID per ROI (same order).
     """
-    evaluations = [hd.sr.QualitativeEvaluation(name=coded(finding_code(label)), value=coded(FINDING_STATE_CODES[state]))
-                   for label, state in content.findings.items()]
-    groups: list[hd.sr.MeasurementsAndQualitativeEvaluations] = [
-        hd.sr.MeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(uid=image_group_uid, identifier=IMAGE_FINDINGS),
-            qualitative_evaluations=evaluations or None,
-            source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)])]
-    groups.extend(_roi_group(source, roi, uid) for roi, uid in zip(content.rois, tracking_uids, strict=True))
+    groups = [_roi_group(source, roi, uid) for roi, uid in zip(content.rois, tracking_uids, strict=True)]
+    # highdicom builds TID 1500 only around at least one measurement group; a report without ROIs is
+    # built around a stand-in group that is then dropped with its container (rows 6 and 10 are "at least
+    # one of", so the Qualitative Evaluations container alone is a complete report).
+    stand_in = not groups and bool(content.findings)
+    if stand_in:
+        groups = [hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(identifier=IMAGE_FINDINGS))]
     report = hd.sr.MeasurementReport(observation_context=_observation_context(content.observer),
                                      procedure_reported=PROCEDURE, imaging_measurements=groups,
                                      referenced_images=[source])
+    root = report[0]
+    items = [item for item in root.ContentSequence
+             if not (stand_in and item.ValueType == "CONTAINER"
+                     and item.ConceptNameCodeSequence[0].CodeValue == IMAGING_MEASUREMENTS.value)]
+    if content.findings:
+        items.append(_evaluations(content.findings))
+    root.ContentSequence = hd.sr.ContentSequence(items, is_root=False)
     sr = hd.sr.Comprehensive3DSR(
         evidence=[source], content=report[0], series_instance_uid=series_instance_uid, series_number=series_number,
         sop_instance_uid=sop_instance_uid, instance_number=1, manufacturer=MANUFACTURER, is_complete=True,

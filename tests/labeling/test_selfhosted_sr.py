@@ -15,13 +15,14 @@ import json
 import shutil
 import subprocess
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import highdicom as hd
 import pydicom
 import pytest
+from highdicom.sr.utils import find_content_items
 from selfhosted_support import ADMIN, PASSWORD, Api, create_users, make_config, write_manifest
 
 from dicomlab_cli.processes import OrthancServer
@@ -38,6 +39,7 @@ from dicomlab_core.labels import (
 from dicomlab_core.orthanc import OrthancClient, ResourceLevel
 from dicomlab_labeling.app import create_app
 from dicomlab_labeling.sr import reader_pseudonym, series_uid
+from dicomlab_labeling.sr_report import QUALITATIVE_EVALUATIONS
 
 READBACK = Path(__file__).parent / "sr_readback"
 RECT = {"tool": "rectangle", "finding": "Cardiomegaly", "points": [[40, 60], [180, 200]]}
@@ -119,13 +121,10 @@ def _report(path: Path) -> tuple[pydicom.Dataset, hd.sr.MeasurementReport]:
 
 def _read(report: hd.sr.MeasurementReport) -> tuple[dict[str, str], list[dict[str, Any]], set[str]]:
     """(finding meaning → state meaning, ROIs as {finding, graphic type, points, image}, referenced images)."""
-    groups = report.get_image_measurement_groups()
-    image_group = next(g for g in groups if g.tracking_identifier == "Image findings")
-    findings = {e.name.meaning: e.value.meaning for e in image_group.get_qualitative_evaluations()}
+    (evaluations,) = find_content_items(report[0], name=QUALITATIVE_EVALUATIONS)
+    findings = {e.name.meaning: e.value.meaning for e in evaluations.ContentSequence}
     rois, images = [], set()
-    for group in groups:
-        if group is image_group:
-            continue
+    for group in report.get_image_measurement_groups():  # every group is a ROI (what OHIF expects)
         (area,) = group.get_measurements()
         (coords,) = area.referenced_coordinates
         images.add(coords.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
@@ -226,15 +225,23 @@ def test_dciodvfy_is_silent_on_a_report_with_standard_codes_only(tmp_path: Path)
               Roi(RoiTool.ELLIPSE, ((10.0, 10.0), (20.0, 50.0)), "Cardiomegaly"),
               Roi(RoiTool.POLYGON, ((1.0, 1.0), (9.0, 2.0), (5.0, 8.0)), "Cardiomegaly")),
         observer=Observer(person="reviewer-1", device=True), description="dicomlab t consensus", final=True)
-    uids = [f"2.25.{n}" for n in range(1, 7)]
+    uids = [f"2.25.{n}" for n in range(1, 6)]
     report = build_report(image, content, series_instance_uid=uids[0], series_number=1, sop_instance_uid=uids[1],
-                          tracking_uids=uids[2:5], image_group_uid=uids[5])
+                          tracking_uids=uids[2:5])
     assert "CodingSchemeIdentificationSequence" not in report  # no private code, nothing to declare
-    path = tmp_path / "standard.dcm"
-    report.save_as(path, enforce_file_format=True)
-    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
-    lines = (result.stdout + result.stderr).splitlines()
-    assert [line for line in lines if line.startswith(("Error", "Warning"))] == []
+    # A report without ROIs has the findings only (no Imaging Measurements container at all).
+    no_rois = build_report(image, replace(content, rois=()), series_instance_uid=uids[0], series_number=1,
+                           sop_instance_uid=uids[2], tracking_uids=[])
+    parsed = hd.sr.MeasurementReport.from_sequence([no_rois])
+    assert parsed.get_image_measurement_groups() == []
+    (evaluations,) = find_content_items(parsed[0], name=QUALITATIVE_EVALUATIONS)
+    assert {e.name.meaning: e.value.meaning for e in evaluations.ContentSequence}["Cardiomegaly"] == "Present"
+    for name, dataset in (("standard", report), ("no-rois", no_rois)):
+        path = tmp_path / f"{name}.dcm"
+        dataset.save_as(path, enforce_file_format=True)
+        result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
+        lines = (result.stdout + result.stderr).splitlines()
+        assert [line for line in lines if line.startswith(("Error", "Warning"))] == [], name
 
 
 def test_every_chexpert_finding_has_one_code_standard_where_one_exists() -> None:
