@@ -6,7 +6,8 @@ set -euo pipefail
 PACKAGES=(
   orthanc orthanc-dicomweb orthanc-postgresql   # the PACS, its DICOMweb plugin and PostgreSQL index
   postgresql                                    # production-path database (tests start their own cluster)
-  dcmtk                                         # dsrdump/dciodvfy-style validation of written SR
+  dcmtk                                         # dsrdump: reading written SR in tests
+  dicom3tools                                   # dciodvfy: validating written SR (IOD, codes, templates)
   chromium                                      # headless browser tests (driven by Playwright)
   nginx-light                                   # the reference-design baseline in the proxy benchmark
   prometheus prometheus-pushgateway             # `dicomlab stack up --monitoring`, promtool in tests

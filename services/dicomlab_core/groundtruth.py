@@ -18,7 +18,7 @@ The consolidated content of one data object::
     {"findings": {"Cardiomegaly": {"value": "present", "confidence": 0.93, "agreement": 0.67, "answers": 3}},
      "method": "dawid-skene",
      "workers": [{"workerId": "...", "answer": <the answer exactly as received (usually a JSON string)>}],
-     "rejected": [{"workerId": "...", "reason": "..."}],
+     "rejected": [{"workerId": "...", "reason": "...", "answer": <the malformed answer exactly as received>}],
      "flags": ["no-valid-answer"]}
 """
 
@@ -641,6 +641,21 @@ class FindingConsensus(NamedTuple):
                 "answers": self.answers}
 
 
+class RejectedAnswer(NamedTuple):
+    """A worker answer excluded from consolidation, kept with its raw text (every raw answer is kept)."""
+
+    worker_id: str
+    reason: str
+    raw: Any = None
+    """The answer exactly as received (None when there was none to keep, e.g. no ``annotationData``)."""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"workerId": self.worker_id, "reason": self.reason}
+        if self.raw is not None:
+            out["answer"] = self.raw
+        return out
+
+
 @dataclass(frozen=True)
 class ConsolidatedLabel:
     """The consolidated content of one data object: the value of the label attribute."""
@@ -648,8 +663,8 @@ class ConsolidatedLabel:
     findings: dict[str, FindingConsensus]
     method: str
     workers: tuple[WorkerAnswer, ...] = ()
-    rejected: tuple[tuple[str, str], ...] = ()
-    """(worker id, reason) of answers excluded as malformed."""
+    rejected: tuple[RejectedAnswer | tuple[str, str], ...] = ()
+    """Answers excluded as malformed: (worker id, reason[, raw answer as received])."""
     flags: tuple[Flag, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
@@ -657,7 +672,7 @@ class ConsolidatedLabel:
                                "method": self.method,
                                "workers": [{"workerId": w.worker_id, "answer": w.raw} for w in self.workers]}
         if self.rejected:
-            out["rejected"] = [{"workerId": w, "reason": r} for w, r in self.rejected]
+            out["rejected"] = [RejectedAnswer(*r).to_json() for r in self.rejected]
         if self.flags:
             out["flags"] = [f.value for f in self.flags]
         return out

@@ -141,7 +141,7 @@ def _job_export(args: argparse.Namespace) -> int:
         if job is None:
             raise NotFound(f"no job named {args.name!r}")
         outcome = export_job(session, job, store=open_store(config.store_url), settings=config.consolidation,
-                             orthanc=OrthancClient(config.orthanc) if args.sr else None)
+                             orthanc=OrthancClient(config.orthanc), sr=args.sr)
     print(json.dumps(outcome))
     return 0
 

@@ -40,6 +40,7 @@ from dicomlab_core.groundtruth import (
     ConsolidatedLabel,
     FindingConsensus,
     Flag,
+    RejectedAnswer,
     WorkerAnswer,
     parse_worker_answer,
 )
@@ -65,9 +66,16 @@ class Rejection:
     object_id: str
     worker_id: str
     reason: str
+    raw: Any = field(default=None, repr=False, compare=False)
+    """The answer exactly as received, kept in the consolidated content (never in the job report or logs)."""
 
     def to_json(self) -> dict[str, str]:
+        """The job-report form: no raw answer (reports are logged; answers stay in the output manifest)."""
         return {"datasetObjectId": self.object_id, "workerId": self.worker_id, "reason": self.reason}
+
+    def consolidated_json(self) -> dict[str, Any]:
+        """The form kept in the consolidated content: worker, reason and the raw answer."""
+        return RejectedAnswer(self.worker_id, self.reason, self.raw).to_json()
 
 
 @dataclass
@@ -79,6 +87,11 @@ class ObjectAnswers:
     rejected: list[Rejection] = field(default_factory=list)
 
 
+def _raw(content: Any) -> Any:
+    """An answer as kept for audit: bytes become text (JSON has no bytes), anything else is unchanged."""
+    return content.decode("utf-8", "replace") if isinstance(content, bytes | bytearray) else content
+
+
 def collect(object_id: str, raw: Iterable[tuple[str, Any]], labels: Sequence[str] | frozenset[str]) -> ObjectAnswers:
     """Parse ``(worker id, answer content)`` pairs; malformed ones (and repeats of a worker) are rejected."""
     answers: list[WorkerAnswer] = []
@@ -87,12 +100,13 @@ def collect(object_id: str, raw: Iterable[tuple[str, Any]], labels: Sequence[str
     allowed = labels if type(labels) is frozenset else frozenset(labels)
     for worker_id, content in raw:
         if worker_id in seen:
-            rejected.append(Rejection(object_id, worker_id, "a second answer from the same worker"))
+            rejected.append(Rejection(object_id, worker_id, "a second answer from the same worker",
+                                      _raw(content)))
             continue
         try:
             answer = parse_worker_answer(content, worker_id=worker_id, labels=allowed)
         except AnswerError as exc:
-            rejected.append(Rejection(object_id, worker_id, exc.reason))
+            rejected.append(Rejection(object_id, worker_id, exc.reason, _raw(content)))
             continue
         seen.add(worker_id)
         answers.append(answer)
@@ -194,7 +208,8 @@ class ConsolidationResult:
                 findings=dict(zip(self.label_names, map(make, zip(c.states[i], c.confidence[i], c.agreement[i],
                                                                   c.answers[i], strict=True)), strict=True)),
                 method=c.methods[i], workers=tuple(item.answers),
-                rejected=tuple((r.worker_id, r.reason) for r in item.rejected), flags=c.flags[i])
+                rejected=tuple(RejectedAnswer(r.worker_id, r.reason, r.raw) for r in item.rejected),
+                flags=c.flags[i])
             for i, item in enumerate(self.items)]
 
     def contents(self) -> Iterator[dict[str, Any]]:
@@ -209,7 +224,7 @@ class ConsolidationResult:
             out: dict[str, Any] = {"findings": findings, "method": method,
                                    "workers": [{"workerId": w.worker_id, "answer": w.raw} for w in item.answers]}
             if item.rejected:
-                out["rejected"] = [{"workerId": r.worker_id, "reason": r.reason} for r in item.rejected]
+                out["rejected"] = [r.consolidated_json() for r in item.rejected]
             if flags:
                 out["flags"] = [f.value for f in flags]
             yield out

@@ -1,4 +1,4 @@
-"""Export a job: the Ground Truth output manifest, a CSV, and optionally DICOM SR back to the PACS.
+"""Export a job: the Ground Truth output manifest, CSVs, COCO, and optionally DICOM SR back to the PACS.
 
 - ``labeling/<job>/manifests/output/output.manifest`` — one line per answered image, the input
   manifest keys copied through, the consolidated content under the label attribute ``<job>`` and
@@ -6,6 +6,8 @@
   code the Ground Truth path uses, so training reads both alike).
 - ``labeling/<job>/labels.csv`` — one row per image, one column per finding: 1 present, 0 absent,
   -1 uncertain, empty when nobody answered the image.
+- ``labeling/<job>/coco.json`` and ``labeling/<job>/chexpert.csv`` — the ROIs as COCO and the labels as
+  a CheXpert-style CSV (:mod:`dicomlab_labeling.export_formats`).
 
 Idempotent: the content depends only on the database (``creation-date`` is the time of the latest
 answer/adjudication of the image, not the export time), so a re-export writes the same bytes; SRs
@@ -25,7 +27,7 @@ from dicomlab_core.groundtruth import ConsolidatedLabel, dump_line, output_manif
 from dicomlab_core.labels import FindingState
 from dicomlab_core.objectstore import ObjectStore
 from dicomlab_core.orthanc import OrthancClient
-from dicomlab_labeling import results
+from dicomlab_labeling import export_formats, results
 from dicomlab_labeling.config import ConsolidationSettings
 from dicomlab_labeling.models import Job
 
@@ -40,6 +42,14 @@ def manifest_key(job: Job) -> str:
 
 def csv_key(job: Job) -> str:
     return f"labeling/{job.name}/labels.csv"
+
+
+def coco_key(job: Job) -> str:
+    return f"labeling/{job.name}/coco.json"
+
+
+def chexpert_key(job: Job) -> str:
+    return f"labeling/{job.name}/chexpert.csv"
 
 
 def consolidated_items(session: Session, job: Job,
@@ -92,14 +102,22 @@ def build(session: Session, job: Job, settings: ConsolidationSettings
 
 
 def export_job(session: Session, job: Job, *, store: ObjectStore, settings: ConsolidationSettings,
-               orthanc: OrthancClient | None = None) -> dict[str, Any]:
-    """Write the manifest and CSV (and SRs when ``orthanc`` is given); returns where and how many."""
+               orthanc: OrthancClient | None = None, sr: bool | None = None) -> dict[str, Any]:
+    """Write the manifest, the CSVs and COCO (and SRs when ``sr``); returns where and how many.
+
+    ``orthanc`` gives the images' sizes for COCO and is where SRs go; ``sr`` defaults to whether it is given.
+    """
     manifest, table, final = build(session, job, settings)
+    labels = list(job.labels)
+    dimensions = export_formats.orthanc_dimensions(orthanc) if orthanc is not None else None
     store.put_bytes(manifest_key(job), manifest, "application/x-ndjson")
     store.put_bytes(csv_key(job), table, "text/csv")
+    store.put_bytes(coco_key(job), export_formats.coco_json(job, final, labels, dimensions), "application/json")
+    store.put_bytes(chexpert_key(job), export_formats.chexpert_csv(final, labels), "text/csv")
     outcome: dict[str, Any] = {"manifestUri": store.uri(manifest_key(job)), "csvUri": store.uri(csv_key(job)),
+                               "cocoUri": store.uri(coco_key(job)), "chexpertCsvUri": store.uri(chexpert_key(job)),
                                "images": len(final), "sr": None}
-    if orthanc is not None:
+    if orthanc is not None and (sr is None or sr):
         from dicomlab_labeling.sr import write_back
 
         outcome["sr"] = write_back(orthanc, job, final)

@@ -310,16 +310,18 @@ def load_annotations(data: bytes | list[Any], labels: Sequence[str], ctx: Callba
             worker = str(worker_in)
             data_in = item.get("annotationData") if is_map else None
             if type(data_in) is not dict and not isinstance(data_in, Mapping):
-                problems.append(Rejection(object_id, worker, "annotation without annotationData"))
+                problems.append(Rejection(object_id, worker, "annotation without annotationData", item))
             elif "content" in data_in:
                 raw.append((worker, data_in["content"]))
             elif isinstance(data_in.get("s3Uri"), str) and ctx is not None:
                 try:
                     raw.append((worker, ctx.read(data_in["s3Uri"], role_arn, field="annotationData.s3Uri")))
                 except ServiceError as exc:
-                    problems.append(Rejection(object_id, worker, f"cannot read answer: {exc.description}"))
+                    problems.append(Rejection(object_id, worker, f"cannot read answer: {exc.description}",
+                                              dict(data_in)))
             else:
-                problems.append(Rejection(object_id, worker, "annotationData has neither content nor s3Uri"))
+                problems.append(Rejection(object_id, worker, "annotationData has neither content nor s3Uri",
+                                          dict(data_in)))
         result = collect(object_id, raw, allowed)
         result.rejected[:0] = problems
         objects.append(result)

@@ -67,10 +67,14 @@ def _check(spec: GroundTruthJobSpec) -> None:
             raise BadRequest(f"{label} must be an s3:// URI")
     if not 1 <= spec.workers_per_object <= 9:
         raise BadRequest("workers per object must be between 1 and 9")
-    if spec.task_time_limit_seconds < 30:
-        raise BadRequest("task time limit must be at least 30 seconds")
-    if spec.task_availability_seconds < 60:
-        raise BadRequest("task availability must be at least 60 seconds")
+    # CreateLabelingJob's own bounds (HumanTaskConfig), checked here so a bad value is a clear 400
+    # before any AWS call rather than a ValidationException from the API.
+    if not 30 <= spec.task_time_limit_seconds <= 604_800:
+        raise BadRequest("task time limit must be from 30 seconds to 604800 seconds (7 days)")
+    if not 60 <= spec.task_availability_seconds <= 864_000:
+        raise BadRequest("task availability must be from 60 seconds to 864000 seconds (10 days)")
+    if spec.max_concurrent_tasks is not None and not 1 <= spec.max_concurrent_tasks <= 5000:
+        raise BadRequest("max concurrent tasks must be from 1 to 5000")
     lifetime = spec.task_availability_seconds + spec.task_time_limit_seconds
     if lifetime > spec.token_ttl_seconds:
         raise BadRequest(f"tasks can live {lifetime} s (availability + time limit) but image tokens expire after "

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dicomlab_core.groundtruth import ConsolidatedLabel, FindingConsensus
+from dicomlab_core.groundtruth import AnswerError, ConsolidatedLabel, FindingConsensus, Roi, parse_worker_answer
 from dicomlab_core.labels import FindingState
 from dicomlab_labeling.config import ConsolidationSettings
 from dicomlab_labeling.consolidation import ConsolidationResult, ObjectAnswers, collect, consolidate
@@ -71,6 +71,29 @@ def apply_adjudication(label: ConsolidatedLabel, adjudication: Adjudication | No
         findings[name] = FindingConsensus(state, 1.0, agreement, answers)
     return ConsolidatedLabel(findings=findings, method=ADJUDICATED, workers=label.workers,
                              rejected=label.rejected, flags=label.flags)
+
+
+def rois_of(answer: Any, labels: list[str]) -> tuple[Roi, ...]:
+    """The ROIs of a stored answer or adjudication (none when it cannot be read)."""
+    try:
+        return parse_worker_answer({"findings": {}, "rois": answer.get("rois") or []}, labels=frozenset(labels)).rois
+    except (AnswerError, AttributeError):
+        return ()
+
+
+def final_rois(item: TaskAnswers, label: ConsolidatedLabel, labels: list[str]) -> tuple[Roi, ...]:
+    """The ROIs that go with an image's final label (consensus SR, COCO export).
+
+    The reviewer's ROIs when the image was adjudicated with ROIs drawn; otherwise the readers' ROIs of
+    findings that ended up present (and ROIs tied to no finding), in submission order.
+    """
+    if label.method == ADJUDICATED and item.adjudication is not None:
+        decided = rois_of({"rois": item.adjudication.rois}, labels)
+        if decided:
+            return decided
+    present = {name for name, c in label.findings.items() if c.value is FindingState.PRESENT}
+    return tuple(r for _, s in item.answers for r in rois_of(s.answer, labels)
+                 if r.finding is None or r.finding in present)
 
 
 def disagreement(item: TaskAnswers, labels: list[str]) -> tuple[float, list[str]]:

@@ -172,7 +172,7 @@ def export(job_id: int) -> Response:
     with api.db.session() as session:
         job = get_job(session, job_id)
         outcome = export_job(session, job, store=api.store, settings=api.config.consolidation,
-                             orthanc=api.orthanc if with_sr else None)
+                             orthanc=api.orthanc, sr=with_sr)
         audit.record(session, audit.Action.EXPORTED, user=user, job_id=job.id, client_ip=client_ip(),
                      manifest=outcome["manifestUri"], sr=with_sr)
     return jsonify(outcome)

@@ -27,6 +27,10 @@ LINE_OVERHEAD_CHARS = 400
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 DATE_PATTERN = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
+MAX_COUNT_LIMIT = 10_000_000
+"""Largest ``max_count`` (instances in one manifest): far above any labeling job, and it bounds the sampler's heap."""
+SEED_LIMIT = 2**63 - 1
+"""Largest ``seed``: a signed 64-bit integer, what JSON readers in every language keep exactly."""
 
 
 class Modality(StrEnum):
@@ -145,14 +149,17 @@ def _choice(data: Mapping[str, Any], key: str, allowed: type[StrEnum], default: 
     return str(value)
 
 
-def _int(data: Mapping[str, Any], key: str, minimum: int | None = None) -> int | None:
+def _int(data: Mapping[str, Any], key: str, minimum: int, maximum: int) -> int | None:
+    """An optional integer in ``[minimum, maximum]``; anything else is a 400 naming the range."""
     value = data.get(key)
     if value is None:
         return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 100.0 from a JSON writer that has only floats
     if isinstance(value, bool) or not isinstance(value, int):
-        raise BadRequest(f"{key}: expected an integer")
-    if minimum is not None and value < minimum:
-        raise BadRequest(f"{key}: must be at least {minimum}")
+        raise BadRequest(f"{key}: expected an integer from {minimum} to {maximum}")
+    if not minimum <= value <= maximum:
+        raise BadRequest(f"{key}: must be from {minimum} to {maximum}")
     return value
 
 
@@ -214,7 +221,7 @@ def parse_spec(data: Any, *, patient_key: Callable[[str], str],
         raise BadRequest("study_date_from: must not be after study_date_to")
     fraction = data.get("sample_fraction")
     if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, int | float)
-                                 or not 0 < fraction <= 1):
+                                 or not 0 < fraction <= 1):  # also refuses NaN and Infinity
         raise BadRequest("sample_fraction: expected a number in (0, 1]")
     for key in ("exclude_manifests",):
         for ref in _str_list(data, key):
@@ -238,8 +245,8 @@ def parse_spec(data: Any, *, patient_key: Callable[[str], str],
         study_uids=tuple(sorted(_str_list(data, "study_uids"))),
         series_uids=tuple(sorted(_str_list(data, "series_uids"))),
         exclude_manifests=_str_list(data, "exclude_manifests"),
-        max_count=_int(data, "max_count", 1),
-        seed=_int(data, "seed"),
+        max_count=_int(data, "max_count", 1, MAX_COUNT_LIMIT),
+        seed=_int(data, "seed", 0, SEED_LIMIT),
         sample_fraction=float(fraction) if fraction is not None else None,
         labels=_labels(data),
         since_manifest=since,

@@ -34,8 +34,9 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
         labelled = list(read_output_manifest(manifest_path.read_text().splitlines()))
         assert len(labelled) == summary["export"]["images"] == images
         assert all(obj.values for obj in labelled)
-        # SR written back to the PACS, once per image.
-        assert summary["export"]["sr"]["stored"] + summary["export"]["sr"]["skipped"] == images
+        # SR written back to the PACS: a consensus report per image, plus one per reader's answer.
+        assert summary["export"]["sr"]["consensus"] == images and summary["export"]["sr"]["failed"] == 0
+        assert summary["export"]["sr"]["readers"] >= images
         # A model, a report with per-label AUROC and plots exist.
         training = summary["training"]
         assert Path(training["best_model"].removeprefix("file://")).exists()

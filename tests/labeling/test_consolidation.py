@@ -93,7 +93,14 @@ def test_malformed_answers_are_reported_and_excluded_and_every_object_is_covered
     assert [w.worker_id for w in first.workers] == ["a", "c"]  # the valid ones, raw answers kept
     assert first.workers[0].raw == good
     assert first.findings["Edema"].value is U and Flag.TIE in first.flags  # 1–1 after exclusions
-    assert {w for w, _ in first.rejected} == {"b", "d", "a"}
+    assert {r[0] for r in first.rejected} == {"b", "d", "a"}
+    # The malformed answers keep their raw text in the consolidated content (not in the logged report).
+    kept = [(r["workerId"], r["answer"]) for r in first.to_json()["rejected"]]
+    assert kept == [("b", "{broken"), ("d", {"findings": {"No Finding": "present", "Edema": "present"}}),
+                    ("a", good)]
+    assert only_bad.to_json()["rejected"] == [{"workerId": "b", "reason": rejected[("1", "b")],
+                                               "answer": {"findings": {"Nope": "present"}}}]
+    assert all("answer" not in r.to_json() for r in result.report.rejected)
     for empty in (only_bad, nobody):
         assert empty.method == "none" and Flag.NO_VALID_ANSWER in empty.flags
         assert all(f.value is U and f.answers == 0 for f in empty.findings.values())

@@ -117,6 +117,11 @@ def test_pre_annotation_label_array_default_labels_and_previous_answer(ctx: Call
     again = pre_annotation(_event({"source": image["orthanc_id"], "labels": "Edema,Fracture", "old": sample,
                                    "old-metadata": meta}), ctx)
     assert again["taskInput"]["previousAnswer"]["findings"] == {"Edema": "present", "Fracture": "absent"}
+    # A JSON array written as a string is a label list, not a comma string ('["Edema"', '"Fracture"]').
+    as_text = pre_annotation(_event({"source": image["orthanc_id"], "labels": json.dumps(["Edema", "Fracture"]),
+                                     "first-pass": previous, "first-pass-metadata": meta}), ctx)
+    assert as_text["taskInput"]["labels"] == ["Edema", "Fracture"]
+    assert as_text["taskInput"]["previousAnswer"]["findings"] == {"Edema": "present", "Fracture": "absent"}
     plain = pre_annotation(_event({"source": image["orthanc_id"]}), ctx)
     assert plain["taskInput"]["labels"] == list(CHEXPERT_LABELS)
 
@@ -228,6 +233,11 @@ def _check_response(response: list[dict[str, Any]]) -> None:
     reasons = {r["workerId"]: r["reason"] for r in second["rejected"]}
     assert set(reasons) == {"private.us-east-1.w1", "private.us-east-1.w2", "private.us-east-1.w4"}
     assert "No Finding" in reasons["private.us-east-1.w1"] and "cannot read answer" in reasons["private.us-east-1.w4"]
+    # Every raw answer is kept, the malformed ones too, exactly as received.
+    kept = {r["workerId"]: r.get("answer") for r in second["rejected"]}
+    assert kept["private.us-east-1.w2"] == "{truncated"
+    assert json.loads(kept["private.us-east-1.w1"])["findings"] == {"Cardiomegaly": "present", "No Finding": "present"}
+    assert kept["private.us-east-1.w4"]["s3Uri"].endswith("/answers/gone.json")
     assert third["flags"] == ["no-valid-answer"] and third["method"] == "none"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -13,6 +14,7 @@ from dicomlab_core.groundtruth import (
     ConsolidatedLabel,
     FindingConsensus,
     ManifestError,
+    RejectedAnswer,
     RoiTool,
     iter_manifest,
     output_manifest_line,
@@ -42,6 +44,10 @@ def test_manifest_line_labels_as_json_array_and_source_ref() -> None:
     line = parse_manifest_line({"source-ref": "s3://bucket/a/b.dcm", "labels": ["Edema", "No Finding"]})
     assert line.source is None and line.source_ref == "s3://bucket/a/b.dcm"
     assert line.labels == ("Edema", "No Finding")
+    # A JSON array written as a string is decoded, not split on commas.
+    as_text = parse_manifest_line({"source": "x", "labels": '["Atelectasis", "Cardiomegaly"]'})
+    assert as_text.labels == ("Atelectasis", "Cardiomegaly")
+    assert as_text.data["labels"] == '["Atelectasis", "Cardiomegaly"]'  # copied through unchanged
 
 
 @pytest.mark.parametrize(("line", "message"), [
@@ -53,6 +59,14 @@ def test_manifest_line_labels_as_json_array_and_source_ref() -> None:
     (json.dumps({"source": 12}), "non-empty string"),
     (json.dumps({"source": "x", "labels": "A,A"}), "appears twice"),
     (json.dumps({"source": "x", "labels": [1, 2]}), "comma-separated string or a list"),
+    (json.dumps({"source": "x", "labels": '["A", "B"'}), "starts with '\\[' but is not a JSON array"),
+    (json.dumps({"source": "x", "labels": '{"A": 1}'}), "contains '\\{'"),
+    (json.dumps({"source": "x", "labels": ["[A]"]}), "contains '\\['"),
+    (json.dumps({"source": "x", "labels": ['A"B']}), "brackets, quotes"),
+    (json.dumps({"source": "x", "labels": ["A'B"]}), "brackets, quotes"),
+    (json.dumps({"source": "x", "labels": ["A\nB"]}), "control characters"),
+    (json.dumps({"source": "x", "labels": ["A\u0085B"]}), "control characters"),
+    (json.dumps({"source": "x", "labels": ["A\\B"]}), "backslashes"),
 ])
 def test_manifest_line_errors_say_why(line: str, message: str) -> None:
     with pytest.raises(ManifestError, match=message):
@@ -196,6 +210,8 @@ def test_output_line_copies_input_keys_and_writes_hyphenated_metadata() -> None:
     assert content["method"] == "dawid-skene"
     assert content["workers"] == [{"workerId": "w1", "answer": CLEAN}]  # raw answer kept
     assert content["rejected"] == [{"workerId": "w9", "reason": "unknown label 'X'"}]
+    kept = replace(_consolidated(), rejected=(RejectedAnswer("w9", "not valid JSON", "{trunc"),))
+    assert kept.to_json()["rejected"] == [{"workerId": "w9", "reason": "not valid JSON", "answer": "{trunc"}]
     with pytest.raises(ManifestError):
         output_manifest_line(data, "bad-metadata", _consolidated(), job_name="j")
 

@@ -86,10 +86,18 @@ def test_sync_mode_answers_201_with_the_result(client: FlaskClient, population: 
     ({"name": "a", "since_manifest": "nope"}, 400, "since_manifest: no manifest named 'nope'"),
     ({"name": "a", "study_date_from": "yesterday"}, 400, "study_date_from: 'yesterday' is not a date"),
     (None, 400, "must be a JSON selection spec"),
+    ({"name": "a", "max_count": 10**12}, 400, "max_count: must be from 1 to 10000000"),
+    ({"name": "a", "seed": -5}, 400, "seed: must be from 0 to 9223372036854775807"),
+    ({"name": "a", "seed": 10**30}, 400, "seed: must be from 0 to 9223372036854775807"),
+    ({"name": "a", "sample_fraction": -0.1}, 400, "sample_fraction: expected a number in (0, 1]"),
+    ("NAN", 400, "sample_fraction: expected a number in (0, 1]"),
 ])
 def test_bad_requests_name_the_field(client: FlaskClient, body: Any, status: int, message: str) -> None:
     if body is None:
         response = client.post("/manifests", headers=AUTH, data="not json", content_type="text/plain")
+    elif body == "NAN":  # Python's JSON reader accepts NaN; the bound must still refuse it
+        response = client.post("/manifests", headers=AUTH, data='{"name": "a", "sample_fraction": NaN}',
+                               content_type="application/json")
     else:
         response = client.post("/manifests", headers=AUTH, json=body)
     assert response.status_code == status

@@ -193,9 +193,21 @@ def test_existing_name_is_a_conflict_unless_overwrite(make_service: Any) -> None
     ({"name": "x", "sop_class_check": "none"}, "allowed values: series, instance"),
     ({"name": "../etc"}, "name: required"),
     ({}, "name: required"),
-    ({"name": "x", "max_count": 0}, "max_count: must be at least 1"),
+    ({"name": "x", "max_count": 0}, "max_count: must be from 1 to 10000000"),
+    ({"name": "x", "max_count": 10_000_001}, "max_count: must be from 1 to 10000000"),
     ({"name": "x", "max_count": "5"}, "max_count: expected an integer"),
+    ({"name": "x", "max_count": 2.5}, "max_count: expected an integer"),
+    ({"name": "x", "seed": -1}, "seed: must be from 0 to 9223372036854775807"),
+    ({"name": "x", "seed": 2**63}, "seed: must be from 0 to 9223372036854775807"),
+    ({"name": "x", "seed": True}, "seed: expected an integer"),
     ({"name": "x", "sample_fraction": 1.5}, "sample_fraction: expected a number in (0, 1]"),
+    ({"name": "x", "sample_fraction": 0}, "sample_fraction: expected a number in (0, 1]"),
+    ({"name": "x", "sample_fraction": float("nan")}, "sample_fraction: expected a number in (0, 1]"),
+    ({"name": "x", "sample_fraction": float("inf")}, "sample_fraction: expected a number in (0, 1]"),
+    ({"name": "x", "labels": '["A", "B"'}, "labels: starts with '[' but is not a JSON array"),
+    ({"name": "x", "labels": '["A", 1]'}, "expected a comma-separated string or a list of strings"),
+    ({"name": "x", "labels": ['"A"']}, "brackets, quotes, backslashes and control characters are not allowed"),
+    ({"name": "x", "labels": ["A\tB"]}, "contains '\\t'"),
     ({"name": "x", "study_uids": ["1.2.x"]}, "study_uids: '1.2.x' is not a DICOM UID"),
     ({"name": "x", "labels": "A,A"}, "labels: label 'A' appears twice"),
     ({"name": "x", "labels": ["A,B"]}, "contains a comma"),
@@ -207,6 +219,15 @@ def test_bad_specs_name_the_field(make_service: Any, spec: Any, message: str) ->
     with pytest.raises(BadRequest) as raised:
         make_service().parse(spec)
     assert message in raised.value.description
+
+
+def test_numeric_bounds_are_inclusive_and_a_json_array_string_is_a_label_list(make_service: Any) -> None:
+    spec = make_service().parse({"name": "x", "max_count": 10_000_000, "seed": 2**63 - 1, "sample_fraction": 1,
+                                 "labels": '["Atelectasis", "Cardiomegaly"]'})
+    assert (spec.max_count, spec.seed, spec.sample_fraction) == (10_000_000, 2**63 - 1, 1.0)
+    assert spec.labels == ("Atelectasis", "Cardiomegaly")
+    low = make_service().parse({"name": "x", "max_count": 1.0, "seed": 0})  # 1.0: a writer with only floats
+    assert (low.max_count, low.seed) == (1, 0) and type(low.max_count) is int
 
 
 def test_references_to_missing_manifests_are_rejected_before_running(make_service: Any) -> None:
