@@ -46,13 +46,21 @@ def render_latest() -> tuple[bytes, str]:
 
 
 def reset_multiprocess_dir() -> None:
-    """Empty the multiprocess directory (gunicorn master start): stale files would double-count."""
+    """Empty the multiprocess directory (gunicorn master start): stale files would double-count.
+
+    Only the directory's *contents* are removed, never the directory itself: in a pod it is a mounted
+    emptyDir owned by root (or the fsGroup), and a non-root process may not remove or recreate a mount
+    point, while it may delete the files in it.
+    """
     directory = multiprocess_dir()
     if directory is None:
         return
-    if directory.exists():
-        shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    for entry in directory.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def mark_worker_dead(pid: int) -> None:
