@@ -1,7 +1,8 @@
 {{/*
 The one Deployment every Flask service is rendered from: (dict "root" $ "name" "proxy" "svc" .Values.services.proxy)
-gunicorn on :8080, /healthz (liveness), /readyz (readiness: checks dependencies), /metrics in
-Prometheus multiprocess mode (an emptyDir), read-only root with emptyDirs for /tmp and data.
+gunicorn on :8080, /healthz (liveness), /readyz (readiness: checks dependencies), /metrics on its own
+port (monitoring.metricsPort, the Service's `metrics` port, never routed by Ingress/Gateway) in Prometheus
+multiprocess mode (an emptyDir), read-only root with emptyDirs for /tmp and data.
 */}}
 {{- define "dicomlab.flaskDeployment" -}}
 {{- $root := .root -}}
@@ -51,6 +52,9 @@ spec:
             - name: http
               containerPort: 8080
               protocol: TCP
+            - name: metrics
+              containerPort: {{ $root.Values.monitoring.metricsPort }}
+              protocol: TCP
           env:
             - name: DICOMLAB_BIND
               value: "0.0.0.0:8080"
@@ -58,6 +62,10 @@ spec:
               value: {{ .svc.workers | quote }}
             - name: DICOMLAB_THREADS
               value: {{ .svc.threads | quote }}
+            - name: DICOMLAB_METRICS_PORT
+              value: {{ $root.Values.monitoring.metricsPort | quote }}
+            - name: FORWARDED_ALLOW_IPS
+              value: {{ $root.Values.forwardedAllowIps | join "," | quote }}
             - name: PROMETHEUS_MULTIPROC_DIR
               value: /var/run/prometheus-multiproc
             - name: TMPDIR

@@ -1,0 +1,124 @@
+"""What a real installation needs from the chart (issue 18 §5-6, issue 14 §7), rendered with Helm's engine.
+
+- Prometheus Operator objects only where the cluster serves monitoring.coreos.com/v1 (or when forced);
+- /metrics on its own port: a `metrics` Service port that no Ingress/HTTPRoute references and that the
+  NetworkPolicies admit only from the monitoring peers;
+- FORWARDED_ALLOW_IPS from values, so the ingress's X-Forwarded-Proto counts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+from deploy_chart import CHART, Rendered, render_scenario, render_values, scenario_values
+
+OPERATOR_KINDS = {"ServiceMonitor", "PrometheusRule", "PodMonitor"}
+FLASK_SERVICES = ("proxy", "manifest", "labeling")
+
+
+def _kinds(rendered: Rendered) -> set[str]:
+    return {o["kind"] for o in rendered.objects}
+
+
+def test_plain_cluster_without_the_operator_gets_no_operator_objects() -> None:
+    values = scenario_values("defaults")
+    plain = render_values(values, "plain", api_versions=())
+    assert not _kinds(plain) & OPERATOR_KINDS, "helm install would fail on a cluster without the Operator's CRDs"
+    assert plain.get("ConfigMap", "dicomlab-dashboard"), "the dashboard is a plain ConfigMap: kept"
+    with_operator = render_values(values, "operator")
+    assert {"ServiceMonitor", "PrometheusRule"} <= _kinds(with_operator)
+
+
+def test_operator_objects_can_be_forced_for_offline_renders() -> None:
+    values = scenario_values("defaults")
+    values["monitoring"] = {**values.get("monitoring", {}), "forceOperatorObjects": True}
+    forced = render_values(values, "forced", api_versions=())
+    assert {"ServiceMonitor", "PrometheusRule"} <= _kinds(forced)
+    off = render_values({**values, "monitoring": {"enabled": False, "forceOperatorObjects": True}}, "off")
+    assert not _kinds(off) & OPERATOR_KINDS
+
+
+def _container(rendered: Rendered, name: str) -> dict[str, Any]:
+    deployment = rendered.get("Deployment", f"dicomlab-{name}")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+@pytest.mark.parametrize("port", [9090, 9464])
+def test_metrics_have_their_own_port(port: int) -> None:
+    values = scenario_values("ingress")
+    values["monitoring"] = {**values.get("monitoring", {}), "metricsPort": port}
+    rendered = render_values(values, "ingress")
+    for name in FLASK_SERVICES:
+        container = _container(rendered, name)
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports == {"http": 8080, "metrics": port}
+        assert _env(container)["DICOMLAB_METRICS_PORT"] == str(port)
+        # probes stay on the public port: the metrics port answers /metrics only
+        assert container["readinessProbe"]["httpGet"]["port"] == "http"
+        service = rendered.get("Service", f"dicomlab-{name}")
+        assert {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]} == {
+            "http": (80, "http"), "metrics": (port, "metrics")}
+    (monitor,) = [m for m in rendered.of_kind("ServiceMonitor") if m["metadata"]["name"] == "dicomlab-services"]
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
+
+
+def test_ingress_and_gateway_never_route_the_metrics_port() -> None:
+    ingress = render_scenario("ingress").of_kind("Ingress")
+    assert ingress
+    backends = [p["backend"]["service"]["port"] for i in ingress for r in i["spec"]["rules"]
+                for p in r["http"]["paths"]]
+    assert backends and all(b == {"name": "http"} for b in backends)
+    routes = render_scenario("gateway").of_kind("HTTPRoute")
+    assert routes
+    for route in routes:
+        for rule in route["spec"]["rules"]:
+            assert {b["port"] for b in rule["backendRefs"]} == {80}
+
+
+def test_network_policies_admit_the_metrics_port_only_from_monitoring() -> None:
+    rendered = render_scenario("defaults")
+    metrics_from = yaml.safe_load((CHART / "values.yaml").read_text())["networkPolicy"]["metricsFrom"]
+    for name in FLASK_SERVICES:
+        policy = rendered.get("NetworkPolicy", f"dicomlab-{name}")
+        rules = policy["spec"]["ingress"]
+        for rule in rules:
+            ports = {p["port"] for p in rule["ports"]}
+            if 9090 in ports:
+                assert ports == {9090} and rule["from"] == metrics_from, rule
+            else:
+                assert ports == {8080}, rule
+        assert any(9090 in {p["port"] for p in r["ports"]} for r in rules), f"{name}: Prometheus cannot scrape"
+    # without monitoring, nothing is admitted on the metrics port
+    off = render_scenario("monitoring-off")
+    for name in FLASK_SERVICES:
+        ports = {p["port"] for r in off.get("NetworkPolicy", f"dicomlab-{name}")["spec"]["ingress"] for p in r["ports"]}
+        assert ports == {8080}
+
+
+def test_forwarded_allow_ips_come_from_values() -> None:
+    rendered = render_scenario("defaults")
+    for name in FLASK_SERVICES:
+        assert _env(_container(rendered, name))["FORWARDED_ALLOW_IPS"] == \
+            "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,127.0.0.1,::1"
+    narrowed = render_values({**scenario_values("defaults"), "forwardedAllowIps": ["10.42.0.0/16"]})
+    assert _env(_container(narrowed, "proxy"))["FORWARDED_ALLOW_IPS"] == "10.42.0.0/16"
+
+
+@pytest.mark.parametrize("values", [
+    {"forwardedAllowIps": []},
+    {"forwardedAllowIps": ["10.0.0.0/8; rm -rf /"]},
+    {"monitoring": {"metricsPort": 8080}},
+    {"monitoring": {"metricsPort": 80}},
+])
+def test_schema_rejects_bad_metrics_and_proxy_settings(values: dict[str, Any]) -> None:
+    import helm_python as helm
+
+    with pytest.raises(helm.HelmError):
+        render_values({**scenario_values("defaults"), **values})
