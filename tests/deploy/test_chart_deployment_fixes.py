@@ -3,11 +3,16 @@
 - Prometheus Operator objects only where the cluster serves monitoring.coreos.com/v1 (or when forced);
 - /metrics on its own port: a `metrics` Service port that no Ingress/HTTPRoute references and that the
   NetworkPolicies admit only from the monitoring peers;
-- FORWARDED_ALLOW_IPS from values, so the ingress's X-Forwarded-Proto counts.
+- FORWARDED_ALLOW_IPS from values, so the ingress's X-Forwarded-Proto counts;
+- Orthanc's users JSON encoded by toJson (any character in the password);
 """
 
 from __future__ import annotations
 
+import base64
+import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -122,3 +127,78 @@ def test_schema_rejects_bad_metrics_and_proxy_settings(values: dict[str, Any]) -
 
     with pytest.raises(helm.HelmError):
         render_values({**scenario_values("defaults"), **values})
+
+
+# --------------------------------------------------------------------------------- Orthanc's users JSON
+
+TRICKY_PASSWORD = 'p"a\\s\ns\'{}$(X)\t\u00e9<&>'
+TRICKY_USER = 'o"r\\t\nh'
+
+
+def _go_string(text: str) -> str:
+    """``text`` as a Go template string literal (its own escapes: quote, backslash, control characters)."""
+    return json.dumps(text, ensure_ascii=True).replace("\\u00e9", "\u00e9")
+
+
+def test_orthanc_users_json_is_valid_for_any_characters(tmp_path: Path) -> None:
+    """The helper the generated Secret uses, rendered by Helm with a password holding quotes,
+    backslashes, a newline and a $(VAR) lookalike: the result parses back to exactly those strings."""
+    import helm_python as helm
+
+    chart = tmp_path / "dicomlab"
+    shutil.copytree(CHART, chart)
+    (chart / "templates" / "zz-users-json-probe.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: users-json-probe}\ndata:\n"
+        f"  users: {{{{ include \"dicomlab.orthancUsersJson\" (dict \"username\" {_go_string(TRICKY_USER)} "
+        f"\"password\" {_go_string(TRICKY_PASSWORD)}) | b64enc | quote }}}}\n")
+    with helm.Chart.load(chart) as loaded:
+        manifests = loaded.render(values=scenario_values("defaults"), name="dicomlab", namespace="dicomlab")
+    probe = yaml.safe_load(next(text for path, text in manifests.items() if path.endswith("zz-users-json-probe.yaml")))
+    assert json.loads(base64.b64decode(probe["data"]["users"])) == {TRICKY_USER: TRICKY_PASSWORD}
+
+
+def test_orthanc_reads_its_users_json_from_the_secret() -> None:
+    values = {**scenario_values("defaults"), "secrets": {"orthancUsername": TRICKY_USER}}
+    rendered = render_values(values)
+    (secret,) = [s for s in rendered.of_kind("Secret") if s["metadata"]["name"] == "dicomlab-app"]
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert json.loads(data["orthanc-registered-users"]) == {TRICKY_USER: data["orthanc-password"]}
+    assert data["orthanc-username"] == TRICKY_USER
+    orthanc = rendered.get("Deployment", "dicomlab-orthanc")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in orthanc["env"]}
+    assert env["ORTHANC__REGISTERED_USERS"] == {"name": "ORTHANC__REGISTERED_USERS", "valueFrom": {
+        "secretKeyRef": {"name": "dicomlab-app", "key": "orthanc-registered-users"}}}
+    assert not any("$(" in str(e.get("value", "")) and "ORTHANC" in e["name"] for e in orthanc["env"])
+
+
+# ------------------------------------------------------------------------------ manifest service state
+
+def test_manifest_service_is_one_pod_with_recreate_and_a_state_volume() -> None:
+    rendered = render_scenario("defaults")
+    deployment = rendered.get("Deployment", "dicomlab-manifest")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["data"]["persistentVolumeClaim"] == {"claimName": "dicomlab-manifest-state"}
+    claim = rendered.get("PersistentVolumeClaim", "dicomlab-manifest-state")
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert not [h for h in rendered.of_kind("HorizontalPodAutoscaler") if "manifest" in h["metadata"]["name"]]
+    # the other services keep rolling updates on emptyDirs
+    proxy = rendered.get("Deployment", "dicomlab-proxy")
+    assert proxy["spec"]["strategy"]["type"] == "RollingUpdate"
+    existing = render_values({**scenario_values("defaults"),
+                              "services": {"manifest": {"persistence": {"existingClaim": "my-state"}}}})
+    volumes = {v["name"]: v for v in existing.get("Deployment", "dicomlab-manifest")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["data"]["persistentVolumeClaim"] == {"claimName": "my-state"}
+    assert not existing.of_kind("PersistentVolumeClaim") or all(
+        c["metadata"]["name"] != "dicomlab-manifest-state" for c in existing.of_kind("PersistentVolumeClaim"))
+
+
+@pytest.mark.parametrize("manifest", [{"replicaCount": 2}, {"autoscaling": {"enabled": True}},
+                                      {"persistence": {"size": "lots"}}, {"persistence": {"unknown": 1}}])
+def test_schema_keeps_the_manifest_service_to_one_pod(manifest: dict[str, Any]) -> None:
+    import helm_python as helm
+
+    with pytest.raises(helm.HelmError):
+        render_values({**scenario_values("defaults"), "services": {"manifest": manifest}})

@@ -8,6 +8,8 @@ multiprocess mode (an emptyDir), read-only root with emptyDirs for /tmp and data
 {{- $root := .root -}}
 {{- $ctx := dict "root" $root "component" .name -}}
 {{- $env := include (printf "dicomlab.env.%s" .name) (dict "root" $root "svc" .svc) -}}
+{{- $persistence := .svc.persistence | default dict -}}
+{{- $persistent := $persistence.enabled | default false -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -21,10 +23,14 @@ spec:
   {{- end }}
   revisionHistoryLimit: 5
   strategy:
+    {{- if $persistent }}
+    type: Recreate  # one pod owns the state volume (ReadWriteOnce): the old pod goes before the new one mounts it
+    {{- else }}
     type: RollingUpdate
     rollingUpdate:
       maxUnavailable: 0
       maxSurge: 1
+    {{- end }}
   selector:
     matchLabels:
       {{- include "dicomlab.selectorLabels" $ctx | nindent 6 }}
@@ -107,7 +113,12 @@ spec:
         - name: prometheus-multiproc
           emptyDir: {medium: Memory, sizeLimit: 64Mi}
         - name: data
+          {{- if $persistent }}
+          persistentVolumeClaim:
+            claimName: {{ $persistence.existingClaim | default (printf "%s-state" (include "dicomlab.componentName" $ctx)) }}
+          {{- else }}
           emptyDir: {sizeLimit: 2Gi}
+          {{- end }}
       {{- with .svc.nodeSelector }}
       nodeSelector:
         {{- toYaml . | nindent 8 }}

@@ -70,6 +70,12 @@ imagePullSecrets:
 {{- .Values.secrets.existingSecret | default (printf "%s-app" (include "dicomlab.fullname" .)) -}}
 {{- end -}}
 
+{{/* Orthanc's RegisteredUsers setting, {"<user>": "<password>"}, JSON-encoded whatever the characters:
+(dict "username" "u" "password" "p"). Never pasted into a string by hand or by $(VAR) expansion. */}}
+{{- define "dicomlab.orthancUsersJson" -}}
+{{- dict .username .password | toJson -}}
+{{- end -}}
+
 {{- define "dicomlab.pgSecretName" -}}
 {{- .Values.postgresql.auth.existingSecret | default (printf "%s-postgresql" (include "dicomlab.fullname" .)) -}}
 {{- end -}}
