@@ -93,6 +93,9 @@ def scraped_proxy() -> Iterator[str]:
             except requests.RequestException:
                 time.sleep(0.3)
         headers = {"Authorization": f"Bearer {creds['service_token']}"}
+        # one request, then wait until Prometheus holds its series: increases are counted from there on
+        assert requests.get(f"{proxy.url}/dicom-web/studies", headers=headers, timeout=30).status_code >= 500
+        assert query(url, "dicomlab_proxy_upstream_errors_total", timeout=90), "Prometheus never scraped the proxy"
         for _ in range(12):  # spread over several scrapes, so rate() sees the counters grow
             for _ in range(8):
                 assert requests.get(f"{proxy.url}/dicom-web/studies", headers=headers, timeout=30).status_code >= 500
@@ -104,7 +107,7 @@ def scraped_proxy() -> Iterator[str]:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def query(url: str, expr: str, *, wait_for_data: bool = True, timeout: float = 30.0) -> list[dict[str, Any]]:
+def query(url: str, expr: str, *, wait_for_data: bool = True, timeout: float = 60.0) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while True:
         body = requests.get(f"{url}/api/v1/query", params={"query": expr}, timeout=5).json()
@@ -134,7 +137,7 @@ def test_rules_return_data_on_operator_shaped_series(scraped_proxy: str) -> None
     assert p99["metric"] == {"__name__": "dicomlab:proxy_request_duration_seconds:p99_5m", "namespace": NAMESPACE}
     errors = query(scraped_proxy, 'sum by (namespace) (rate(dicomlab_proxy_upstream_errors_total[5m])) > 0')
     assert [e["metric"] for e in errors] == [{"namespace": NAMESPACE}]
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     pending: list[dict[str, Any]] = []
     while time.monotonic() < deadline and not pending:
         alerts = requests.get(f"{scraped_proxy}/api/v1/alerts", timeout=5).json()["data"]["alerts"]
