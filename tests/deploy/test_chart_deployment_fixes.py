@@ -202,3 +202,81 @@ def test_schema_keeps_the_manifest_service_to_one_pod(manifest: dict[str, Any]) 
 
     with pytest.raises(helm.HelmError):
         render_values({**scenario_values("defaults"), "services": {"manifest": manifest}})
+
+
+# ---------------------------------------------------------------------------- labeling migration hook
+
+def _hook(rendered: Rendered) -> dict[str, Any]:
+    return rendered.get("Job", "dicomlab-migrate")
+
+
+def test_migrations_run_as_a_hook_before_new_labeling_pods() -> None:
+    generated = render_scenario("defaults")  # generated Secrets: they do not exist before install
+    job = _hook(generated)
+    annotations = job["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "pre-upgrade"
+    assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+    external = _hook(render_scenario("external-db"))  # every Secret and the database exist beforehand
+    assert external["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["python", "-m", "dicomlab_labeling.migrate"]
+    labeling = _container(generated, "labeling")
+    assert container["image"] == labeling["image"]
+    ours = {e["name"]: e for e in container["env"] if e["name"].startswith("DICOMLAB_")}
+    theirs = {e["name"]: e for e in labeling["env"] if e["name"].startswith("DICOMLAB_LABELING__")
+              or e["name"].startswith("DICOMLAB_DB_")}
+    assert {n: e for n, e in ours.items() if n in theirs} == theirs, "the Job sees the service's database config"
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    policy = generated.get("NetworkPolicy", "dicomlab-migrate")
+    assert policy["spec"]["ingress"] == []
+    assert 5432 in {p["port"] for r in policy["spec"]["egress"] for p in r.get("ports", [])}
+    postgres_policy = render_scenario("ingress").get("NetworkPolicy", "dicomlab-postgresql")  # in-chart database
+    peers = {p["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+             for r in postgres_policy["spec"]["ingress"] for p in r["from"]}
+    assert "migrate" in peers
+    off = render_values({**scenario_values("defaults"), "services": {"labeling": {"migrations": {"hook": False}}}})
+    assert not off.of_kind("Job")
+
+
+def test_migration_job_command_migrates_a_real_database_with_the_rendered_env(postgres: Any) -> None:
+    """The hook's command, with the env the Job gets (Secrets resolved, $(VAR) expanded as the kubelet
+    does; the database host pointed at the test server), brings an empty PostgreSQL database to head."""
+    import re
+    import subprocess
+    import sys
+
+    from dicomlab_labeling.db import Database
+    from dicomlab_labeling.migrate import current_revision, head_revision
+
+    rendered = render_scenario("ingress")
+    secrets = {(s["metadata"]["name"], k): base64.b64decode(v).decode()
+               for s in rendered.of_kind("Secret") for k, v in s["data"].items()}
+    secrets[("dicomlab-postgresql", "username")] = postgres.user
+    secrets[("dicomlab-postgresql", "password")] = postgres.password.reveal()
+    (container,) = _hook(rendered)["spec"]["template"]["spec"]["containers"]
+    env: dict[str, str] = {}
+    for entry in container["env"]:
+        if "valueFrom" in entry:
+            ref = entry["valueFrom"]["secretKeyRef"]
+            env[entry["name"]] = secrets[(ref["name"], ref["key"])]
+        else:
+            env[entry["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], entry["value"])
+    database = "labeling_hook_test"
+    postgres.create_database(database)
+    url = re.sub(r"@[^/]+/labeling\?sslmode=disable$", f"@127.0.0.1:{postgres.port}/{database}",
+                 env["DICOMLAB_LABELING__DATABASE_URL"])
+    assert url != env["DICOMLAB_LABELING__DATABASE_URL"]
+    env.update({"DICOMLAB_LABELING__DATABASE_URL": url, "DICOMLAB_LABELING__DATA_DIR": "/tmp",
+                "PATH": "/usr/bin:/bin"})
+    assert container["command"][0] == "python"  # the image's interpreter; here the test's own
+    result = subprocess.run([sys.executable, *container["command"][1:]], env=env, capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    db = Database(url)
+    try:
+        revision = current_revision(db)
+        assert revision is not None and revision == head_revision(db)
+        assert result.stdout.strip().splitlines()[-1] == revision
+    finally:
+        db.dispose()
+    assert postgres.password.reveal() not in result.stdout + result.stderr
