@@ -87,9 +87,10 @@ def test_custom_resources_are_well_formed() -> None:
     rendered = render_scenario("defaults")
     monitors = rendered.of_kind("ServiceMonitor")
     assert {m["metadata"]["name"] for m in monitors} == {"dicomlab-services", "dicomlab-orthanc"}
-    allowed_endpoint_keys = {"port", "path", "interval", "scrapeTimeout", "relabelings", "basicAuth"}
+    allowed_endpoint_keys = {"port", "path", "interval", "scrapeTimeout", "relabelings", "basicAuth", "honorLabels",
+                             "metricRelabelings"}
     for monitor in monitors:
-        assert set(monitor["spec"]) <= {"selector", "namespaceSelector", "endpoints"}
+        assert set(monitor["spec"]) <= {"selector", "namespaceSelector", "endpoints", "jobLabel"}
         for endpoint in _endpoints(monitor):
             assert set(endpoint) <= allowed_endpoint_keys
             for relabel in endpoint["relabelings"]:

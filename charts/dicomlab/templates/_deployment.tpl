@@ -38,6 +38,9 @@ spec:
     metadata:
       labels:
         {{- include "dicomlab.labels" $ctx | nindent 8 }}
+        {{- with .svc.podLabels }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
       annotations:
         checksum/config: {{ include "dicomlab.configChecksum" (dict "Values" $root.Values "extra" .svc) }}
         {{- with .svc.podAnnotations }}
@@ -50,6 +53,13 @@ spec:
       securityContext:
         {{- toYaml $root.Values.podSecurityContext | nindent 8 }}
       terminationGracePeriodSeconds: 30
+      {{- with .svc.priorityClassName }}
+      priorityClassName: {{ . }}
+      {{- end }}
+      {{- with .svc.initContainers }}
+      initContainers:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
       containers:
         - name: {{ .name }}
           image: {{ include "dicomlab.image" (dict "image" .svc.image "root" $root) | quote }}
@@ -85,6 +95,14 @@ spec:
             - name: {{ $name }}
               value: {{ $value | toString | quote }}
             {{- end }}
+            {{- with .svc.extraEnvVars }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+          {{- with .svc.extraEnvVarsSecret }}
+          envFrom:
+            - secretRef:
+                name: {{ . }}
+          {{- end }}
           startupProbe:
             httpGet: {path: /healthz, port: http}
             periodSeconds: 2
@@ -107,6 +125,12 @@ spec:
             - {name: tmp, mountPath: /tmp}
             - {name: prometheus-multiproc, mountPath: /var/run/prometheus-multiproc}
             - {name: data, mountPath: /var/lib/dicomlab}
+            {{- with .svc.extraVolumeMounts }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+        {{- with .svc.sidecars }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
       volumes:
         - name: tmp
           emptyDir: {sizeLimit: 1Gi}
@@ -119,6 +143,13 @@ spec:
           {{- else }}
           emptyDir: {sizeLimit: 2Gi}
           {{- end }}
+        {{- with .svc.extraVolumes }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      {{- with .svc.topologySpreadConstraints }}
+      topologySpreadConstraints:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
       {{- with .svc.nodeSelector }}
       nodeSelector:
         {{- toYaml . | nindent 8 }}
