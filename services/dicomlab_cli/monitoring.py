@@ -1,6 +1,6 @@
 """Local monitoring for ``dicomlab stack up --monitoring`` (Prometheus + Pushgateway on loopback).
 
-Debian's ``prometheus`` scrapes the local services (``/metrics``) and Orthanc
+Debian's ``prometheus`` scrapes the local services (``/metrics`` on each one's metrics port) and Orthanc
 (``/tools/metrics-prometheus``, with the stack's credentials from a 0600 password file) and loads
 the very rule file the Helm chart wraps into its PrometheusRule (``charts/dicomlab/rules/``), so an
 alert behaves the same on a laptop and in the cluster. Targets carry the labels the chart's
@@ -68,9 +68,10 @@ def prometheus_config(ports: dict[str, int], *, pushgateway_port: int, rules_fil
 
     jobs: list[dict[str, Any]] = []
     for name in SCRAPED_SERVICES:
-        if name in ports:
+        port = ports.get(f"{name}_metrics")  # /metrics is served on its own port, not the public one
+        if port:
             jobs.append({"job_name": f"dicomlab-{name}", "metrics_path": "/metrics",
-                         "static_configs": [{"targets": [f"{LOOPBACK}:{ports[name]}"], "labels": labels(name)}]})
+                         "static_configs": [{"targets": [f"{LOOPBACK}:{port}"], "labels": labels(name)}]})
     if "orthanc" in ports:
         orthanc: dict[str, Any] = {
             "job_name": "dicomlab-orthanc", "metrics_path": "/tools/metrics-prometheus",

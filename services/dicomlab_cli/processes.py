@@ -364,10 +364,16 @@ class GunicornService:
     workers: int = 2
     threads: int = 16
     pid: int | None = None
+    metrics_port: int = 0
+    """The port that serves ``/metrics`` (and nothing else); a free one when 0."""
 
     @property
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.metrics_port}"
 
     @property
     def log_path(self) -> Path:
@@ -376,10 +382,12 @@ class GunicornService:
     def start(self, timeout: float = 30.0) -> GunicornService:
         self.port = self.port or free_port()
         require_free_port(self.port, f"the {self.name} service")
+        self.metrics_port = self.metrics_port or free_port()
+        require_free_port(self.metrics_port, f"the {self.name} service's metrics")
         metrics_dir = self.directory / f"prometheus-{self.name}"
         env = {**os.environ, **self.env,
                "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-               "DICOMLAB_BIND": f"{LOOPBACK}:{self.port}",
+               "DICOMLAB_BIND": f"{LOOPBACK}:{self.port}", "DICOMLAB_METRICS_PORT": str(self.metrics_port),
                "DICOMLAB_WORKERS": str(self.workers), "DICOMLAB_THREADS": str(self.threads)}
         argv = [sys.executable, "-m", "gunicorn", "-c", "python:dicomlab_core.gunicorn_conf", self.app]
         proc = _spawn(argv, self.log_path, env=env)

@@ -50,8 +50,10 @@ SERVICE_NAMES = ("proxy", "manifest", "labeling")
 """Our Flask services, in start order (the proxy first: the labeling UI points browsers at it)."""
 
 DEFAULT_PORTS = {"orthanc": 8042, "orthanc_dicom": 4242, "proxy": 8081, "manifest": 8082, "labeling": 8083,
+                 "proxy_metrics": 9181, "manifest_metrics": 9182, "labeling_metrics": 9183,
                  "prometheus": 9090, "pushgateway": 9091}
-"""Loopback ports of the local stack (override with ``DICOMLAB_PORT_<NAME>``)."""
+"""Loopback ports of the local stack (override with ``DICOMLAB_PORT_<NAME>``); ``<service>_metrics`` is the
+port that service serves ``/metrics`` on (its public port answers 404 there)."""
 
 
 HEALTH_PATHS = {"orthanc": "/system", "prometheus": "/-/healthy", "pushgateway": "/-/healthy"}
@@ -269,9 +271,10 @@ def _start(directory: Path, creds: dict[str, str], *, postgres: bool, services: 
                 continue
             env = module.local_env(ctx)
             service = GunicornService(name, f"dicomlab_{name}.app:create_app()", directory,
-                                      port=ports[name], env=env).start()
+                                      port=ports[name], env=env, metrics_port=port_for(f"{name}_metrics")).start()
             state.pids[name] = service.pid or 0
             state.ports[name] = service.port
+            state.ports[f"{name}_metrics"] = service.metrics_port
             state.save(directory)
         if monitoring:
             from dicomlab_cli.monitoring import start as start_monitoring

@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from dicomlab_core.metrics import mark_worker_dead, reset_multiprocess_dir
+from dicomlab_core.metrics import mark_worker_dead, metrics_bind, reset_multiprocess_dir
 
-bind = os.environ.get("DICOMLAB_BIND", "0.0.0.0:8080")
+# The public port, and the metrics port (DICOMLAB_METRICS_PORT, default 9090) that only answers /metrics
+# (see dicomlab_core.web): the app tells them apart by the local port of the socket a request came in on.
+bind = [os.environ.get("DICOMLAB_BIND", "0.0.0.0:8080")]
+bind.append(metrics_bind(bind[0]))
 workers = int(os.environ.get("DICOMLAB_WORKERS", "2"))
 # gthread, except that a connection gets a thread only once its request head (and a small body) is
 # complete, read by the event loop under DICOMLAB_HEADER_TIMEOUT / DICOMLAB_BODY_TIMEOUT: slow clients

@@ -23,6 +23,33 @@ LATENCY_BUCKETS_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 """Histogram buckets for request latency, from 1 ms to 30 s."""
 
 
+METRICS_PORT_ENV = "DICOMLAB_METRICS_PORT"
+DEFAULT_METRICS_PORT = 9090
+"""``/metrics`` is served only on this port (its own gunicorn bind), never on the public one, so an
+Ingress/Gateway route to the public port cannot expose it."""
+
+
+def metrics_port() -> int:
+    """The metrics port from ``DICOMLAB_METRICS_PORT`` (default 9090); a bad value stops start-up."""
+    raw = os.environ.get(METRICS_PORT_ENV, "").strip() or str(DEFAULT_METRICS_PORT)
+    try:
+        port = int(raw)
+    except ValueError:
+        raise ValueError(f"{METRICS_PORT_ENV} must be a TCP port number, got {raw!r}") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"{METRICS_PORT_ENV} must be between 1 and 65535, got {port}")
+    return port
+
+
+def metrics_bind(public_bind: str) -> str:
+    """The gunicorn bind of the metrics port: the public bind's host with :func:`metrics_port`."""
+    host, _, public_port = public_bind.rpartition(":")
+    port = metrics_port()
+    if public_port == str(port):
+        raise ValueError(f"{METRICS_PORT_ENV}={port} is the public port too: metrics need a port of their own")
+    return f"{host or '0.0.0.0'}:{port}"
+
+
 def multiprocess_dir() -> Path | None:
     value = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     return Path(value) if value else None
@@ -46,13 +73,21 @@ def render_latest() -> tuple[bytes, str]:
 
 
 def reset_multiprocess_dir() -> None:
-    """Empty the multiprocess directory (gunicorn master start): stale files would double-count."""
+    """Empty the multiprocess directory (gunicorn master start): stale files would double-count.
+
+    Only the directory's *contents* are removed, never the directory itself: in a pod it is a mounted
+    emptyDir owned by root (or the fsGroup), and a non-root process may not remove or recreate a mount
+    point, while it may delete the files in it.
+    """
     directory = multiprocess_dir()
     if directory is None:
         return
-    if directory.exists():
-        shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    for entry in directory.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def mark_worker_dead(pid: int) -> None:

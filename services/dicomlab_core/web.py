@@ -1,6 +1,9 @@
 """Flask building blocks every service uses: health probes, ``/metrics``, request metrics, access log.
 
 ``install_common(app, service=..., ready=...)`` adds them in one call from ``create_app``.
+``/metrics`` answers only on the metrics port (``DICOMLAB_METRICS_PORT``, a second gunicorn bind): the
+port is taken from the local address of the socket the request arrived on (``SERVER_PORT``, set by the
+server, not by the client), so the public port answers 404 and the metrics port answers nothing else.
 The access log is one JSON line per request with method, route template (not the raw path, which
 can carry UIDs), status, duration and bytes; never query strings, headers, or bodies. Every
 response carries ``X-Content-Type-Options: nosniff``. :class:`BoundedCheck` keeps a readiness check
@@ -9,27 +12,31 @@ within its deadline when a dependency hangs.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from http import HTTPStatus
+from typing import Any
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, abort, g, jsonify, request
 from prometheus_client import Counter, Histogram
 
 from dicomlab_core.errors import ServiceError, ServiceUnavailable, register_error_handlers
-from dicomlab_core.metrics import LATENCY_BUCKETS_SECONDS, render_latest
+from dicomlab_core.metrics import LATENCY_BUCKETS_SECONDS, metrics_port, render_latest
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("dicomlab.access")
 
+# The service label is ``dicomlab_service``, not ``service``: the Prometheus Operator sets ``service`` (and job,
+# namespace, pod, instance, container, endpoint) on every target and would rename ours exported_service.
 HTTP_REQUESTS = Counter("dicomlab_http_requests_total", "HTTP requests handled, by service, route and status.",
-                        ("service", "method", "route", "status"))
+                        ("dicomlab_service", "method", "route", "status"))
 HTTP_LATENCY = Histogram("dicomlab_http_request_duration_seconds", "Time to the response headers, by route.",
-                         ("service", "method", "route"), buckets=LATENCY_BUCKETS_SECONDS)
+                         ("dicomlab_service", "method", "route"), buckets=LATENCY_BUCKETS_SECONDS)
 
 ReadyCheck = Callable[[], None]
 
@@ -87,6 +94,41 @@ class BoundedCheck:
             raise ServiceUnavailable(f"{self.what} did not answer within {self.timeout_s:g} s") from None
 
 
+METRICS_PATH = "/metrics"
+_ON_METRICS_PORT = "dicomlab.metrics_port"
+"""WSGI environ key set by :class:`MetricsPortGate`: True when the request came in on the metrics port."""
+
+
+def is_metrics_request() -> bool:
+    """True for a scrape: ``/metrics`` requested on the metrics port."""
+    return request.path == METRICS_PATH and bool(request.environ.get(_ON_METRICS_PORT))
+
+
+class MetricsPortGate:
+    """WSGI middleware: the metrics port serves ``/metrics`` only; elsewhere ``/metrics`` is not found.
+
+    Requests on the metrics port never reach the app's other routes, so that port (open to Prometheus)
+    is not a second door into the service.
+    """
+
+    def __init__(self, wsgi_app: Any, port: int) -> None:
+        self.wsgi_app = wsgi_app
+        self.port = str(port)
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        on_metrics_port = str(environ.get("SERVER_PORT", "")) == self.port
+        environ[_ON_METRICS_PORT] = on_metrics_port
+        if on_metrics_port and environ.get("PATH_INFO") != METRICS_PATH:
+            body = json.dumps({"code": HTTPStatus.NOT_FOUND.value, "name": "Not Found",
+                               "description": "the metrics port serves /metrics only"}).encode()
+            start_response("404 NOT FOUND", [("Content-Type", "application/json"),
+                                             ("Content-Length", str(len(body))),
+                                             ("X-Content-Type-Options", "nosniff")])
+            return [body]
+        result: Iterable[bytes] = self.wsgi_app(environ, start_response)
+        return result
+
+
 def install_common(app: Flask, *, service: str, ready: ReadyCheck | None = None,
                    observe_requests: bool = True) -> None:
     """Register error handlers, ``/healthz``, ``/readyz``, ``/metrics`` and request metrics/logging.
@@ -115,8 +157,12 @@ def install_common(app: Flask, *, service: str, ready: ReadyCheck | None = None,
                 return jsonify(status="not ready", reason=exc.description), HTTPStatus.SERVICE_UNAVAILABLE
         return jsonify(status="ready"), HTTPStatus.OK
 
-    @app.get("/metrics")
+    app.wsgi_app = MetricsPortGate(app.wsgi_app, metrics_port())  # type: ignore[method-assign]
+
+    @app.get(METRICS_PATH)
     def metrics() -> Response:
+        if not is_metrics_request():
+            abort(HTTPStatus.NOT_FOUND)  # exactly like an unknown route on the public port
         body, content_type = render_latest()
         return Response(body, content_type=content_type)
 
@@ -134,7 +180,7 @@ def install_common(app: Flask, *, service: str, ready: ReadyCheck | None = None,
             return response
         elapsed = time.perf_counter() - started
         route = route_label()
-        if route in ("/metrics", "/healthz", "/readyz"):
+        if route in (METRICS_PATH, "/healthz", "/readyz"):
             return response
         method = method_label(request.method)
         HTTP_REQUESTS.labels(service, method, route, str(response.status_code)).inc()

@@ -3,7 +3,9 @@
 Counters and histograms are updated where things happen (leases, expiries, submissions, UI
 timings). Queue depth, oldest waiting age and agreement per finding are gauges refreshed from the
 database when ``/metrics`` is scraped (at most every ``REFRESH_SECONDS``), with the ``mostrecent``
-multiprocess mode, so every worker reports the same database-wide value.
+multiprocess mode, so every worker reports the same database-wide value. The job's name is the
+``labeling_job`` label: ``job`` is Prometheus' own target label (the scrape job) and would be renamed
+``exported_job`` under the Prometheus Operator.
 """
 
 from __future__ import annotations
@@ -37,13 +39,14 @@ TIME_PER_IMAGE = Histogram("dicomlab_labeling_time_per_image_seconds",
 TIME_TO_FIRST_IMAGE = Histogram("dicomlab_labeling_ui_time_to_first_image_seconds",
                                 "From page load to the first image on screen, reported by the UI.",
                                 buckets=FIRST_IMAGE_BUCKETS_SECONDS)
-QUEUE_DEPTH = gauge("dicomlab_labeling_queue_depth", "Reader slots still to be filled, by job.", ("job",),
+QUEUE_DEPTH = gauge("dicomlab_labeling_queue_depth", "Reader slots still to be filled, by job.", ("labeling_job",),
                     mode="mostrecent")
 OLDEST_WAITING = gauge("dicomlab_labeling_oldest_waiting_seconds",
-                       "Age of the oldest image still waiting for a reader, by job.", ("job",), mode="mostrecent")
+                       "Age of the oldest image still waiting for a reader, by job.", ("labeling_job",),
+                       mode="mostrecent")
 AGREEMENT = gauge("dicomlab_labeling_agreement_ratio",
                   "Krippendorff's alpha per finding at the last agreement computation, by job.",
-                  ("job", "finding"), mode="mostrecent")
+                  ("labeling_job", "finding"), mode="mostrecent")
 
 _lock = threading.Lock()
 _last_refresh: dict[int, float] = {}

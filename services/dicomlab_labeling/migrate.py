@@ -51,3 +51,31 @@ def upgrade(database: Database, revision: str = "head") -> str | None:
     now = current_revision(database)
     logger.info("labeling database at revision %s", now)
     return now
+
+
+def main() -> int:
+    """``python -m dicomlab_labeling.migrate``: migrate the configured database to head and exit.
+
+    The Helm chart runs this as a pre-upgrade hook Job with the labeling Deployment's environment, so
+    the schema is expanded before new pods start (migrations stay backward compatible with the
+    previous release: expand first, contract in a later release). It needs only the service's own
+    configuration, not the ``dicomlab`` CLI (whose training commands need torch).
+    """
+    import os
+
+    from dicomlab_core.logging import configure_logging
+    from dicomlab_labeling.config import load
+
+    configure_logging(os.environ.get("DICOMLAB_LOG_LEVEL", "INFO"), service="labeling-migrate")
+    config = load()
+    database = Database(config.sqlalchemy_url)
+    try:
+        revision = upgrade(database)
+    finally:
+        database.dispose()
+    print(revision)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

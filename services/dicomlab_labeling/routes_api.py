@@ -15,6 +15,7 @@ from flask import Blueprint, Flask, Response, g, jsonify, request
 from sqlalchemy import select
 
 from dicomlab_core.errors import BadRequest, NotFound, Unauthorized
+from dicomlab_core.web import is_metrics_request
 from dicomlab_labeling import audit
 from dicomlab_labeling import metrics_labeling as metrics
 from dicomlab_labeling.api_state import (
@@ -60,7 +61,7 @@ def _setup(setup_state: Any) -> None:
 
     @app.before_request
     def _refresh_gauges() -> None:
-        if request.path == "/metrics":
+        if is_metrics_request():  # a scrape on the metrics port, not a probe of the public one
             try:
                 with api.db.session() as session:
                     metrics.refresh_queue_gauges(session)

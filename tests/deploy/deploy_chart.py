@@ -62,13 +62,29 @@ def scenario_values(scenario: str) -> dict[str, Any]:
     return loaded
 
 
-def render_values(values: dict[str, Any] | None, scenario: str = "custom") -> Rendered:
-    """Render with ``values`` (no cache: for behaviour tests with their own values)."""
-    import helm_python as helm
+OPERATOR_API_VERSIONS = ("monitoring.coreos.com/v1", "monitoring.coreos.com/v1/ServiceMonitor",
+                         "monitoring.coreos.com/v1/PodMonitor", "monitoring.coreos.com/v1/PrometheusRule")
+"""What a cluster with the Prometheus Operator (kube-prometheus-stack) advertises in .Capabilities.APIVersions."""
 
+
+def render_values(values: dict[str, Any] | None, scenario: str = "custom", *,
+                  api_versions: tuple[str, ...] = OPERATOR_API_VERSIONS) -> Rendered:
+    """Render with ``values`` (no cache: for behaviour tests with their own values).
+
+    ``api_versions`` are the extra APIs the simulated cluster advertises (helm's ``--api-versions``):
+    by default a cluster with the Prometheus Operator; ``()`` is a plain cluster without its CRDs.
+    helm-python-sdk's ``Chart.render`` does not expose that option, its native call does.
+    """
+    import json
+
+    import helm_python as helm
+    from helm_python import _native
+
+    options = {"name": RELEASE, "namespace": NAMESPACE, "is_install": True, "api_versions": list(api_versions)}
     with helm.Chart.load(CHART) as chart:
         chart.validate_schema(values)
-        manifests = chart.render(values=values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+        manifests = json.loads(_native.call_string("helm_render", chart._raw(), json.dumps(values or {}),
+                                                   json.dumps(options)))
     objects: list[dict[str, Any]] = []
     notes = ""
     for path, text in sorted(manifests.items()):

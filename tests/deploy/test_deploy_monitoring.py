@@ -42,6 +42,9 @@ PROMQL_WORDS = {
     "label_values", "offset", "topk", "bottomk", "clamp_min", "clamp_max", "abs", "delta", "deriv",
 }
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
+OPERATOR_TARGET_LABELS = frozenset({"job", "service", "namespace", "pod", "instance", "container", "endpoint"})
+"""Target labels the Prometheus Operator sets: an application label with one of these names arrives as
+``exported_<name>`` (so rules and panels filtering on it never match). Never use them for our labels."""
 
 
 # ------------------------------------------------------------------------------------ PromQL names
@@ -142,7 +145,7 @@ def test_dashboard_shows_what_the_issue_asks_for() -> None:
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
     text = " ".join(dashboard_exprs())
-    for needle in ('dicomlab_http_requests_total{service="proxy"', "dicomlab_http_request_duration_seconds_bucket",
+    for needle in ('dicomlab_http_requests_total{dicomlab_service="proxy"', "dicomlab_http_request_duration_seconds_bucket",
                    "orthanc_count_instances", "dicomlab_labeling_submissions_total", "dicomlab_labeling_agreement_ratio",
                    "dicomlab_training_loss", "dicomlab_training_auroc", "dicomlab_training_images_per_second"):
         assert needle in text, needle
@@ -152,7 +155,8 @@ def test_dashboard_shows_what_the_issue_asks_for() -> None:
 
 
 def test_metric_name_extraction() -> None:
-    assert metric_names('histogram_quantile(0.99, sum by (le) (rate(a_bucket{service="x"}[5m]))) > 2') == {"a_bucket"}
+    assert metric_names('histogram_quantile(0.99, sum by (le) (rate(a_bucket{dicomlab_service="x"}[5m]))) > 2') == {
+        "a_bucket"}
     assert metric_names("(time() - max by (run) (push_time_seconds{job=\"j\"}) > 1800) unless on (run) b") == {
         "push_time_seconds", "b"}
 
@@ -177,7 +181,9 @@ SCRAPE = textwrap.dedent("""
     app = __import__(f"dicomlab_{name}.app", fromlist=["create_app"]).create_app()
     client = app.test_client()
     client.get("/no-such-route-for-metrics")
-    print(client.get("/metrics").get_data(as_text=True))
+    assert client.get("/metrics").status_code == 404, "/metrics must not answer on the public port"
+    from dicomlab_core.metrics import metrics_port
+    print(client.get("/metrics", base_url=f"http://localhost:{metrics_port()}").get_data(as_text=True))
 """)
 
 
@@ -220,7 +226,8 @@ def test_live_metrics_of_each_service(service: str) -> None:
         pytest.skip(f"dicomlab_{service} has not landed (no app/local module)")
     names, labels = exposed
     assert "dicomlab_http_requests_total" in names and "dicomlab_http_request_duration_seconds_bucket" in names
-    assert service in labels.get("service", set()), "the dashboard and rules select on service=<name>"
+    assert service in labels.get("dicomlab_service", set()), "the dashboard and rules select on dicomlab_service"
+    assert not set(labels) & OPERATOR_TARGET_LABELS, "labels the Prometheus Operator would rename exported_*"
     prefix = f"dicomlab_{service}_"
     used = {n for e in dashboard_exprs() + rule_exprs() for n in metric_names(e) if n.startswith(prefix)}
     missing = {n for n in used if n not in names and base_name(n) not in names}
@@ -293,9 +300,10 @@ def local_monitoring(local_monitoring_dir: Path) -> Iterator[dict[str, tuple[int
         pytest.skip("Debian's prometheus / prometheus-pushgateway are not installed")
     directory = local_monitoring_dir
     (directory / "credentials.json").write_text(json.dumps({"orthanc_username": "u", "orthanc_password": "p-secret"}))
-    ports = {"proxy": free_port(), "orthanc": free_port(), "prometheus": free_port(), "pushgateway": free_port()}
+    ports = {"proxy": free_port(), "proxy_metrics": free_port(), "orthanc": free_port(), "prometheus": free_port(),
+             "pushgateway": free_port()}
     started = monitoring.start(directory, ports)
-    yield started
+    yield {**{name: (0, port) for name, port in ports.items()}, **started}  # (pid, port); pid 0: not started here
     for pid, _ in started.values():
         stop_pid(pid)
 
@@ -316,6 +324,8 @@ def test_local_prometheus_loads_the_chart_rules_and_scrapes_the_stack(local_moni
         time.sleep(0.5)
     by_component = {t["labels"].get("component"): t for t in targets}
     assert by_component["proxy"]["labels"]["part_of"] == "dicomlab"
+    # the service's metrics port, not its public one (which answers 404 for /metrics)
+    assert by_component["proxy"]["scrapeUrl"] == f"http://127.0.0.1:{local_monitoring['proxy_metrics'][1]}/metrics"
     assert by_component["orthanc"]["scrapeUrl"].endswith("/tools/metrics-prometheus")
 
 

@@ -22,7 +22,7 @@ def test_readme_eks_values_render_and_validate(version: str) -> None:
     rendered = render_values(readme_eks_values(), "readme-eks")
     kinds = {obj["kind"] for obj in rendered.objects}
     assert {"Deployment", "Job", "NetworkPolicy", "Ingress"} <= kinds
-    job = rendered.of_kind("Job")[0]
+    job = next(j for j in rendered.of_kind("Job") if "-train-" in j["metadata"]["name"])
     pod = job["spec"]["template"]["spec"]
     assert pod["nodeSelector"]["eks.amazonaws.com/nodegroup"] == "gpu-g5"
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] in (1, "1")

@@ -143,7 +143,7 @@ def test_chart_training_defaults_mirror_the_launcher_defaults() -> None:
 
 def test_training_job_has_gpu_shm_spot_tolerance_and_labels() -> None:
     rendered = render_scenario("training")
-    job = next(o for o in rendered.of_kind("Job"))
+    job = next(o for o in rendered.of_kind("Job") if "-train-" in o["metadata"]["name"])  # not the migration hook
     pod = job["spec"]["template"]["spec"]
     c = pod["containers"][0]
     assert c["resources"]["limits"]["nvidia.com/gpu"] == "4"
@@ -154,7 +154,8 @@ def test_training_job_has_gpu_shm_spot_tolerance_and_labels() -> None:
     labels = job["spec"]["template"]["metadata"]["labels"]
     assert labels["app.kubernetes.io/component"] == "training" and labels["app.kubernetes.io/instance"] == "dicomlab"
     assert "--out" in c["command"] and "s3://hospital-dicomlab/runs/cxr-densenet-001" in c["command"]
-    assert not render_scenario("defaults").of_kind("Job"), "training is off by default"
+    assert not [j for j in render_scenario("defaults").of_kind("Job") if "-train-" in j["metadata"]["name"]], \
+        "training is off by default"
 
 
 # --- reachability: training pods against the chart's rendered NetworkPolicies -------------------------------------

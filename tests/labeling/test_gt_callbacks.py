@@ -17,6 +17,7 @@ from dicomlab_core.config import Secret
 from dicomlab_core.errors import BadRequest, NotFound
 from dicomlab_core.groundtruth import read_output_manifest
 from dicomlab_core.labels import CHEXPERT_LABELS
+from dicomlab_core.metrics import metrics_port
 from dicomlab_core.orthanc import OrthancClient
 from dicomlab_core.tokens import KeyRing, signer_from_entries
 from dicomlab_labeling import lambda_handlers
@@ -28,6 +29,9 @@ from dicomlab_labeling.gt_callbacks import (
     post_annotation,
     pre_annotation,
 )
+
+METRICS_BASE_URL = f"http://localhost:{metrics_port()}"
+"""Flask test clients scrape /metrics on the metrics port (the public one answers 404)."""
 
 JOB_ARN = "arn:aws:sagemaker:us-east-1:123456789012:labeling-job/chest-review-1"
 ROLE_ARN = "arn:aws:iam::123456789012:role/gt-consolidation"
@@ -311,7 +315,7 @@ def test_http_endpoints_same_shapes_and_service_token(config: LabelingConfig, im
     post = client.post("/gt/post-annotation", json=_post_event(f"{s3_bucket}/b.json"), headers=auth)
     assert post.status_code == 200
     _check_response(_json(post))
-    metrics = client.get("/metrics").get_data(as_text=True)
+    metrics = client.get("/metrics", base_url=METRICS_BASE_URL).get_data(as_text=True)
     assert 'dicomlab_gt_consolidated_objects_total{method="majority"}' in metrics
     assert 'dicomlab_gt_pre_annotations_total{outcome="task"}' in metrics
 

@@ -11,8 +11,12 @@ from selfhosted_support import ADMIN, PASSWORD, Api, create_users, make_config, 
 
 from dicomlab_cli.main import main
 from dicomlab_cli.processes import OrthancServer
+from dicomlab_core.metrics import metrics_port
 from dicomlab_labeling.app import create_app
 from dicomlab_labeling.simulate import noisy_answer, simulate_readers
+
+METRICS_BASE_URL = f"http://localhost:{metrics_port()}"
+"""Flask test clients scrape /metrics on the metrics port (the public one answers 404)."""
 
 LABELS = ["No Finding", "Cardiomegaly", "Edema", "Pneumothorax"]
 
@@ -64,11 +68,12 @@ def test_simulated_readers_label_a_job(tmp_path: Path, orthanc: OrthancServer,
         right = sum(row.values[label] == float(by_source[row.source]["findings"][label])
                     for row in rows for label in ("Cardiomegaly", "Edema", "Pneumothorax"))
         assert right / (3 * len(rows)) > 0.9  # consolidation recovers the truth despite the sloppy reader
-        metrics = admin.http.get(f"{base_url}/metrics", timeout=10).text  # type: ignore[union-attr]
+        assert admin.http.get(f"{base_url}/metrics", timeout=10).status_code == 404  # type: ignore[union-attr]
+        metrics = app.test_client().get("/metrics", base_url=METRICS_BASE_URL).get_data(as_text=True)
     for name in ("dicomlab_labeling_assignments_handed_out_total", "dicomlab_labeling_submissions_total",
                  "dicomlab_labeling_time_per_image_seconds_bucket",
-                 "dicomlab_labeling_ui_time_to_first_image_seconds_count", 'dicomlab_labeling_queue_depth{job="sim"} 0.0',
-                 'dicomlab_labeling_agreement_ratio{finding="Cardiomegaly",job="sim"}'):
+                 "dicomlab_labeling_ui_time_to_first_image_seconds_count", 'dicomlab_labeling_queue_depth{labeling_job="sim"} 0.0',
+                 'dicomlab_labeling_agreement_ratio{finding="Cardiomegaly",labeling_job="sim"}'):
         assert name in metrics, name
     app.extensions["dicomlab_labeling_api"].db.dispose()
 

@@ -14,7 +14,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from manifest_support import Population, make_config
 
+from dicomlab_core.metrics import metrics_port
 from dicomlab_manifest.app import create_app
+
+METRICS_BASE_URL = f"http://localhost:{metrics_port()}"
+"""Flask test clients scrape /metrics on the metrics port (the public one answers 404)."""
 
 AUTH = {"Authorization": "Bearer test-service-token"}
 
@@ -121,7 +125,7 @@ def test_conflict_empty_selection_and_unknown_resources(client: FlaskClient) -> 
 
 def test_metrics_count_scanned_selected_and_skipped(client: FlaskClient) -> None:
     assert client.post("/manifests?sync=true", headers=AUTH, json={"name": "metered"}).status_code == 201
-    text = client.get("/metrics").get_data(as_text=True)
+    text = client.get("/metrics", base_url=METRICS_BASE_URL).get_data(as_text=True)
     for needle in ("dicomlab_manifest_instances_scanned_total", "dicomlab_manifest_instances_selected_total",
                    'dicomlab_manifest_instances_skipped_total{reason="structured-report"}',
                    'dicomlab_manifest_job_duration_seconds_count{mode="full",outcome="succeeded"}',
@@ -171,7 +175,7 @@ def test_under_gunicorn(population: Population, tmp_path: Path) -> None:
                 "succeeded"
         assert requests.post(f"{url}/manifests", headers={"Authorization": "Bearer nope"}, json={},
                              timeout=10).status_code == 401
-        metrics = requests.get(f"{url}/metrics", timeout=10).text
+        metrics = requests.get(f"{service.metrics_url}/metrics", timeout=10).text
         assert "dicomlab_manifest_instances_selected_total" in metrics
         log = service.log_path.read_text()
         assert "PAT0" not in log and "test-service-token" not in log

@@ -86,12 +86,13 @@ def test_under_gunicorn(orthanc: OrthancServer, studies: Studies, key_entry: str
         status, _, _ = raw_request(service.url, "GET /dicom-web/studies HTTP/1.1", {"X-Big": "a" * 20000})
         assert status in (400, 431)
         assert requests.get(f"{service.url}/readyz").status_code == 200
-        metrics = requests.get(f"{service.url}/metrics").text
+        metrics = requests.get(f"{service.metrics_url}/metrics").text
         sent = [line for line in metrics.splitlines()
                 if line.startswith("dicomlab_proxy_response_bytes_total{") and "file" in line]
         assert sent and float(sent[0].split()[-1]) == 3 * len(big.data)
-        assert 'dicomlab_http_requests_total{method="GET",route="/instances/<oid:oid>/file",service="proxy",' \
+        assert 'dicomlab_http_requests_total{dicomlab_service="proxy",method="GET",route="/instances/<oid:oid>/file",' \
                'status="200"} 3.0' in metrics
+        assert requests.get(f"{service.url}/metrics").status_code == 404  # not on the public port
         log = service.log_path.read_text()
         assert token not in log and orthanc.password.reveal() not in log
         assert "Logging error" not in log  # gunicorn's own text log still formats (its %(process)d included)
@@ -120,7 +121,7 @@ def test_upstream_cut_under_gunicorn_drops_the_client_quietly(key_entry: str, tm
             with pytest.raises(requests.exceptions.ChunkedEncodingError):
                 requests.get(f"{service.url}/instances/{oid}/file?token={token}", timeout=10)
             assert requests.get(f"{service.url}/healthz", timeout=5).status_code == 200
-            metrics = requests.get(f"{service.url}/metrics").text
+            metrics = requests.get(f"{service.metrics_url}/metrics").text
             assert 'dicomlab_proxy_upstream_errors_total{kind="midstream"} 1.0' in metrics
         finally:
             service.stop()

@@ -15,6 +15,7 @@ from proxy_helpers import ALLOWED_ORIGIN, SERVICE_TOKEN, Studies, make_dicom
 
 from dicomlab_cli.stack import LocalContext
 from dicomlab_core.config import load_config
+from dicomlab_core.metrics import render_latest
 from dicomlab_core.multipart import encode_related
 from dicomlab_core.orthanc import OrthancClient
 from dicomlab_core.tokens import KeyRing, Scope
@@ -78,13 +79,14 @@ def test_token_rejections_are_counted_by_reason(start_proxy: Callable[..., Any],
         before = _rejections("out_of_scope")
         assert requests.get(f"{p.url}/dicom-web/studies/{b.study}/metadata", headers=p.headers(token)).status_code == 403
         assert _rejections("out_of_scope") == before + 1
-        metrics = requests.get(f"{p.url}/metrics").text
+        assert requests.get(f"{p.url}/metrics").status_code == 404  # only on the metrics port
+        metrics = render_latest()[0].decode()  # this in-process proxy's registry
         assert "dicomlab_proxy_response_bytes_total" in metrics and "dicomlab_http_request_duration_seconds" in metrics
 
 
 def test_made_up_methods_do_not_make_new_metric_series(start_proxy: Callable[..., Any]) -> None:
     """gunicorn accepts any upper-case token as a method; the request metrics must stay bounded."""
-    labels = {"service": "proxy", "method": "OTHER", "route": "unmatched", "status": "405"}
+    labels = {"dicomlab_service": "proxy", "method": "OTHER", "route": "unmatched", "status": "405"}
     before = REGISTRY.get_sample_value("dicomlab_http_requests_total", labels) or 0
     with start_proxy() as p:
         for i in range(5):

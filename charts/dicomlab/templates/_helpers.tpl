@@ -46,12 +46,23 @@ helm.sh/chart: {{ include "dicomlab.chart" .root }}
 {{- end -}}
 
 {{/* Images: repository:tag, or repository:tag@digest when a digest is pinned. (dict "image" .. "root" $) */}}
+{{/* global.imageRegistry replaces the registry of every image (a mirror): the first path part when it
+names a host (has a dot or a port, or is localhost), else it is prefixed. */}}
 {{- define "dicomlab.image" -}}
 {{- $tag := .image.tag | default .root.Chart.AppVersion | toString -}}
+{{- $repository := .image.repository -}}
+{{- with (.root.Values.global | default dict).imageRegistry -}}
+{{- $parts := splitList "/" $repository -}}
+{{- $first := first $parts -}}
+{{- if and (gt (len $parts) 1) (or (contains "." $first) (contains ":" $first) (eq $first "localhost")) -}}
+{{- $repository = rest $parts | join "/" -}}
+{{- end -}}
+{{- $repository = printf "%s/%s" (trimSuffix "/" .) $repository -}}
+{{- end -}}
 {{- if .image.digest -}}
-{{- printf "%s:%s@%s" .image.repository $tag .image.digest -}}
+{{- printf "%s:%s@%s" $repository $tag .image.digest -}}
 {{- else -}}
-{{- printf "%s:%s" .image.repository $tag -}}
+{{- printf "%s:%s" $repository $tag -}}
 {{- end -}}
 {{- end -}}
 
@@ -68,6 +79,12 @@ imagePullSecrets:
 
 {{- define "dicomlab.appSecretName" -}}
 {{- .Values.secrets.existingSecret | default (printf "%s-app" (include "dicomlab.fullname" .)) -}}
+{{- end -}}
+
+{{/* Orthanc's RegisteredUsers setting, {"<user>": "<password>"}, JSON-encoded whatever the characters:
+(dict "username" "u" "password" "p"). Never pasted into a string by hand or by $(VAR) expansion. */}}
+{{- define "dicomlab.orthancUsersJson" -}}
+{{- dict .username .password | toJson -}}
 {{- end -}}
 
 {{- define "dicomlab.pgSecretName" -}}
