@@ -280,3 +280,19 @@ def test_migration_job_command_migrates_a_real_database_with_the_rendered_env(po
     finally:
         db.dispose()
     assert postgres.password.reveal() not in result.stdout + result.stderr
+
+
+def test_services_get_the_read_stores_and_the_trusted_forwarders_from_values() -> None:
+    """Ground Truth output buckets must reach the confinement rule, and login limits must see the real client."""
+    values = scenario_values("ingress")
+    values["objectStore"] = {**values.get("objectStore", {}), "extraReadStores": ["s3://gt-output/chest", "s3://gt-other"]}
+    values["forwardedAllowIps"] = ["10.42.0.0/16"]
+    rendered = render_values(values, "read-stores")
+    labeling, manifest = _env(_container(rendered, "labeling")), _env(_container(rendered, "manifest"))
+    assert labeling["DICOMLAB_LABELING__EXTRA_READ_STORES"] == "s3://gt-output/chest,s3://gt-other"
+    assert manifest["DICOMLAB_MANIFEST__EXTRA_READ_STORES"] == "s3://gt-output/chest,s3://gt-other"
+    assert labeling["DICOMLAB_LABELING__AUTH__FORWARDED_FOR_PROXIES"] == "10.42.0.0/16"
+    assert _env(_container(rendered, "labeling"))["FORWARDED_ALLOW_IPS"] == "10.42.0.0/16"
+    values["objectStore"]["extraReadStores"] = ["/etc"]
+    with pytest.raises(Exception, match="extraReadStores"):
+        render_values(values, "bad-store")

@@ -35,6 +35,8 @@ Secrets only ever arrive through secretKeyRef (or $(VAR) references to such entr
 {{ include "dicomlab.env.orthanc" (dict "root" .root "prefix" "DICOMLAB_MANIFEST") }}
 - name: DICOMLAB_MANIFEST__STORE_URL
   value: {{ .root.Values.objectStore.url | quote }}
+- name: DICOMLAB_MANIFEST__EXTRA_READ_STORES
+  value: {{ .root.Values.objectStore.extraReadStores | join "," | quote }}
 {{ include "dicomlab.secretEnv" (dict "name" "DICOMLAB_MANIFEST__PATIENT_KEY_SECRET" "secret" $secret "key" "patient-key-secret") }}
 {{ include "dicomlab.secretEnv" (dict "name" "DICOMLAB_MANIFEST__SERVICE_TOKEN" "secret" $secret "key" "service-token") }}
 {{- end -}}
@@ -62,6 +64,11 @@ Secrets only ever arrive through secretKeyRef (or $(VAR) references to such entr
 {{- end }}
 - name: DICOMLAB_LABELING__STORE_URL
   value: {{ .root.Values.objectStore.url | quote }}
+- name: DICOMLAB_LABELING__EXTRA_READ_STORES
+  value: {{ .root.Values.objectStore.extraReadStores | join "," | quote }}
+{{- /* Login limits key on the client address: believe X-Forwarded-For from the same ingress pods gunicorn trusts. */}}
+- name: DICOMLAB_LABELING__AUTH__FORWARDED_FOR_PROXIES
+  value: {{ .root.Values.forwardedAllowIps | join "," | quote }}
 - name: DICOMLAB_LABELING__PROXY_PUBLIC_URL
   value: {{ include "dicomlab.publicUrl" (dict "root" .root "service" "proxy") | quote }}
 - name: DICOMLAB_LABELING__PUBLIC_URL
