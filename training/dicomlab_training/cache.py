@@ -123,6 +123,11 @@ class DecodeCache:
         index = self._load_index()
         return self._view(index, samples, 0, 0.0)
 
+    def skip_reasons(self, keys: Sequence[str]) -> dict[str, str]:
+        """Why each of ``keys`` has no cached image (only the keys that were skipped)."""
+        skipped: dict[str, str] = self._load_index()["skipped"]
+        return {key: skipped[key] for key in keys if key in skipped}
+
     def build(self, samples: Sequence[Sample], fetcher: Fetcher, concurrency: int = 8) -> CacheView:
         """Decode the samples that are not cached yet (``concurrency`` at a time), then return the view."""
         started = time.perf_counter()
