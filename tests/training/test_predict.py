@@ -149,6 +149,12 @@ def test_parts_of_another_model_are_refused(data: dict[str, Any], tmp_path: Path
     other = make_run(tmp_path / "run-b", seed=1)
     with pytest.raises(BadRequest, match="another model"):
         run_predict(config, PredictOptions(model=str(other), manifest=str(data["manifest"]), out=str(out)))
+    edited = tmp_path / "edited.manifest"
+    text = data["manifest"].read_text().splitlines()
+    text[1] = text[1].replace("keep-1", "changed")
+    edited.write_text("\n".join(text) + "\n")
+    with pytest.raises(BadRequest, match="another input"):
+        run_predict(config, PredictOptions(model=str(data["model"]), manifest=str(edited), out=str(out)))
 
 
 def _raise(*args: Any) -> Any:

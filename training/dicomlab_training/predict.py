@@ -204,6 +204,8 @@ class InputLine:
     sample: Sample | None
     problem: tuple[str, str] | None = None
     """(reason, detail) when the line itself is unusable."""
+    digest: str = ""
+    """Short hash of the line's text: a resumed run checks that the input did not change under it."""
 
 
 def read_input(manifest_uri: str, limit: int = 0) -> list[InputLine]:
@@ -220,16 +222,17 @@ def read_input(manifest_uri: str, limit: int = 0) -> list[InputLine]:
             continue
         if limit and len(lines) >= limit:
             break
+        digest = hashlib.sha256(raw.strip().encode()).hexdigest()[:12]
         try:
             parsed = parse_manifest_line(raw, where=f"manifest line {number}")
         except ManifestError as exc:
-            lines.append(InputLine(number, None, None, ("bad_manifest_line", exc.description)))
+            lines.append(InputLine(number, None, None, ("bad_manifest_line", exc.description), digest))
             continue
         data = dict(parsed.data)
         sop = parsed.sop_uid
         sample = Sample(key=sop or parsed.ref, source=parsed.ref, sop_uid=sop, study_uid=parsed.study_uid,
                         series_uid=parsed.series_uid)
-        lines.append(InputLine(number, data, sample))
+        lines.append(InputLine(number, data, sample, None, digest))
     return lines
 
 
@@ -307,6 +310,11 @@ def run_predict(config: TrainConfig, options: PredictOptions) -> PredictResult:
     store, key = _store_and_key(options.out)
     parts = _parts_store(options.out)
     done = _load_parts(parts, options.out, loaded.version)
+    digests = {line.number: line.digest for line in lines}
+    changed = [n for n, record in done.items() if n in digests and record.get("input") != digests[n]]
+    if changed:
+        raise BadRequest(f"--out {options.out}: unfinished results in {parts.url} were made from another input "
+                         f"(manifest line {changed[0]} differs); remove them or choose another --out")
     resumed = len(done)
     todo = [line for line in lines if line.number not in done]
     cache = DecodeCache(config.cache_dir, loaded.size, loaded.cache_dtype, config.cache_url)
@@ -346,7 +354,7 @@ def _predict_chunk(chunk: Sequence[InputLine], cache: DecodeCache, fetcher: Any,
     position = {i: j for j, i in enumerate(have)}
     where = {line.number: i for i, line in enumerate(usable)}
     for line in chunk:
-        base = {"line": line.number, "version": loaded.version}
+        base = {"line": line.number, "input": line.digest, "version": loaded.version}
         if line.sample is None or line.data is None:
             reason, detail = line.problem or ("bad_manifest_line", "")
             records.append({**base, "skip": reason, "detail": detail})
