@@ -286,7 +286,10 @@ def predict_probabilities(model: Classifier, images: npt.NDArray[Any], device: t
     """Sigmoid outputs for ``images`` (N × S × S as cached), ``batch_size`` at a time."""
     outputs: list[npt.NDArray[np.float32]] = []
     for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(as_float(np.asarray(images[start:start + batch_size]))).unsqueeze(1).to(device)
+        x = torch.from_numpy(as_float(np.asarray(images[start:start + batch_size]))).unsqueeze(1)
+        x = x.to(device, non_blocking=True)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(x)
         outputs.append(torch.sigmoid(logits.float()).cpu().numpy())
@@ -300,6 +303,8 @@ def run_predict(config: TrainConfig, options: PredictOptions) -> PredictResult:
     started = time.perf_counter()
     if options.batch_size < 1 or options.chunk < 1:
         raise BadRequest("--batch-size and --chunk must be at least 1")
+    if config.threads:
+        torch.set_num_threads(config.threads)
     loaded = load_for_inference(options.model, config)
     device = _device(config)
     model = loaded.model.to(device)
@@ -315,7 +320,7 @@ def run_predict(config: TrainConfig, options: PredictOptions) -> PredictResult:
     if changed:
         raise BadRequest(f"--out {options.out}: unfinished results in {parts.url} were made from another input "
                          f"(manifest line {changed[0]} differs); remove them or choose another --out")
-    resumed = len(done)
+    resumed = sum(1 for line in lines if line.number in done)
     todo = [line for line in lines if line.number not in done]
     cache = DecodeCache(config.cache_dir, loaded.size, loaded.cache_dtype, config.cache_url)
     fetcher = make_fetcher(config) if any(line.sample is not None for line in todo) else None
