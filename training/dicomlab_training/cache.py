@@ -199,6 +199,11 @@ class DecodeCache:
         tmp_index.write_text(json.dumps(index))
         os.replace(tmp_index, self.index_path)
 
+    def skip_reasons(self, keys: Sequence[str]) -> dict[str, str]:
+        """Why each of ``keys`` has no cached image (only the keys that were skipped)."""
+        skipped: dict[str, str] = self._load_index()["skipped"]
+        return {key: skipped[key] for key in keys if key in skipped}
+
     def build(self, samples: Sequence[Sample], fetcher: Fetcher, concurrency: int = 8) -> CacheView:
         """Merge decoded shards, decode the samples still missing (``concurrency`` at a time), return the view."""
         started = time.perf_counter()

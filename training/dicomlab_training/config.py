@@ -117,6 +117,9 @@ class TrainConfig:
     """Fraction of patients in the validation split."""
     test_fraction: float = 0.15
     """Fraction of patients in the test split."""
+    soft_labels: bool = False
+    """Train on soft targets: P(present) from the labeling export's consolidation confidence (the
+    Dawid–Skene posterior) instead of 0/1; uncertain labels stay masked."""
     threshold: float = 0.5
     """Probability threshold for sensitivity/specificity."""
     select_metric: str = "val_macro_auroc"
@@ -192,6 +195,8 @@ class TrainConfig:
                          "num_workers", "fetch_concurrency", "step_delay", "checkpoint_every_steps", "threads",
                          "dist_timeout_seconds"):
             data.pop(volatile, None)
+        if not self.soft_labels:
+            data.pop("soft_labels", None)  # runs from before the setting existed keep their digest
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -60,8 +60,8 @@ def make_fetcher(config: TrainConfig) -> Fetcher:
 def pos_weights(table: LabelTable, rows: npt.NDArray[np.int64], upper: float) -> npt.NDArray[np.float32]:
     """negatives / positives per label over ``rows`` (known labels only), clipped to [1/upper, upper]."""
     t, m = table.targets[rows], table.mask[rows]
-    positives = ((t == 1) & (m == 1)).sum(axis=0).astype(np.float64)
-    negatives = ((t == 0) & (m == 1)).sum(axis=0).astype(np.float64)
+    positives = ((t > 0.5) & (m == 1)).sum(axis=0).astype(np.float64)  # soft targets count by their side of 0.5
+    negatives = ((t <= 0.5) & (m == 1)).sum(axis=0).astype(np.float64)
     weight = np.where(positives > 0, negatives / np.maximum(positives, 1), 1.0)
     weight = np.where(negatives > 0, weight, 1.0)
     return np.clip(weight, 1.0 / upper, upper).astype(np.float32)
@@ -85,7 +85,7 @@ def decode_shard(config: TrainConfig, shard: int, shards: int) -> int:
 
 def prepare(config: TrainConfig, *, build: bool = True) -> PreparedData:
     """Read the manifest, make sure every image is in the cache (when ``build``), split by patient."""
-    table = load_table(config.manifest, config.labels)
+    table = load_table(config.manifest, config.labels, soft=config.soft_labels)
     cache = decode_cache(config)
     if build:
         view = cache.build(table.samples, make_fetcher(config), concurrency=config.fetch_concurrency)

@@ -172,15 +172,18 @@ def model_card(config: TrainConfig, labels: Sequence[str], report: dict[str, Any
         f"- Patient-level split (seed {config.seed}): patients {json.dumps(split.get('patients', {}))}, "
         f"images {json.dumps(split.get('images', {}))}.", "",
         f"## Metrics ({report.get('evaluation_split', 'test')} split)", "",
-        f"Macro AUROC {_fmt(test.get('macro_auroc'))}, micro AUROC {_fmt(test.get('micro_auroc'))}, "
+        f"Macro AUROC {_fmt(test.get('macro_auroc'))} (95% CI {_ci(test.get('macro_auroc_ci95'))}), "
+        f"micro AUROC {_fmt(test.get('micro_auroc'))}, "
         f"ECE {_fmt((test.get('calibration') or {}).get('ece'))}, threshold {config.threshold}.", "",
-        "| Label | AUROC | Positives | Negatives | Sensitivity | Specificity |",
-        "|---|---|---|---|---|---|",
+        "| Label | AUROC | 95% CI (bootstrap) | ECE | Positives | Negatives | Sensitivity | Specificity |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for label in labels:
         item = test.get("per_label", {}).get(label, {})
         auroc = item.get("auroc")
+        ci = item.get("auroc_ci95")
         lines.append(f"| {label} | {_fmt(auroc) if auroc is not None else 'undefined (one class)'} | "
+                     f"{f'{ci[0]:.3f}–{ci[1]:.3f}' if ci else 'n/a'} | {_fmt(item.get('ece'))} | "
                      f"{item.get('positives', 0)} | {item.get('negatives', 0)} | {_fmt(item.get('sensitivity'))} | "
                      f"{_fmt(item.get('specificity'))} |")
     lines += [
@@ -196,6 +199,10 @@ def model_card(config: TrainConfig, labels: Sequence[str], report: dict[str, Any
         "- Probabilities are calibrated only as reported above (ECE); re-check thresholds per site.", "",
     ]
     return "\n".join(lines)
+
+
+def _ci(value: list[float] | None) -> str:
+    return "n/a" if not value else f"{value[0]:.3f}–{value[1]:.3f}"
 
 
 def _fmt(value: float | None) -> str:

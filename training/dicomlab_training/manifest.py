@@ -4,6 +4,13 @@ Parsing (every accepted shape: ours, Ground Truth's with either metadata spellin
 answers, the reference sample's nested answers) is the shared core's
 :func:`dicomlab_core.groundtruth.read_output_manifest`; this module turns its rows into arrays.
 Uncertain or unanswered labels get mask 0, so they contribute nothing to the loss or the metrics.
+
+Soft targets (``soft=True``, the trainer's ``soft_labels`` setting): a known label's target is the
+consolidation's probability that the finding is present instead of 0/1. The labeling export writes,
+per finding, the chosen ``value`` and its ``confidence`` — the Dawid–Skene posterior of that value
+where the model decided, the winning vote share where majority vote did, 1 for an adjudication — so
+P(present) = confidence for "present" and 1 − confidence for "absent". A finding without a
+confidence keeps its hard 0/1 target.
 """
 
 from __future__ import annotations
@@ -51,8 +58,8 @@ class LabelTable:
         """Positives, negatives and masked entries per label (over ``rows`` or every sample)."""
         t = self.targets if rows is None else self.targets[rows]
         m = self.mask if rows is None else self.mask[rows]
-        return {label: {"positive": int(((t[:, i] == 1) & (m[:, i] == 1)).sum()),
-                        "negative": int(((t[:, i] == 0) & (m[:, i] == 1)).sum()),
+        return {label: {"positive": int(((t[:, i] > 0.5) & (m[:, i] == 1)).sum()),
+                        "negative": int(((t[:, i] <= 0.5) & (m[:, i] == 1)).sum()),
                         "unknown": int((m[:, i] == 0).sum())}
                 for i, label in enumerate(self.labels)}
 
@@ -87,8 +94,18 @@ def choose_labels(objects: Iterable[LabeledObject], requested: Sequence[str] = (
     return tuple(ordered)
 
 
-def build_table(objects: Sequence[LabeledObject], labels: Sequence[str] = ()) -> LabelTable:
-    """Targets and masks for ``objects`` over the chosen label set; repeated instances are dropped."""
+def soft_target(value: float, confidence: float | None) -> float:
+    """P(present) from a consolidated value (1 present / 0 absent) and the confidence of that value."""
+    if confidence is None or not 0.0 <= confidence <= 1.0:
+        return 1.0 if value >= 0.5 else 0.0
+    return float(confidence) if value >= 0.5 else 1.0 - float(confidence)
+
+
+def build_table(objects: Sequence[LabeledObject], labels: Sequence[str] = (), *, soft: bool = False) -> LabelTable:
+    """Targets and masks for ``objects`` over the chosen label set; repeated instances are dropped.
+
+    With ``soft`` the targets are P(present) from the consolidation confidence (see the module docstring).
+    """
     label_set = choose_labels(objects, labels)
     index = {label: i for i, label in enumerate(label_set)}
     samples: list[Sample] = []
@@ -108,7 +125,7 @@ def build_table(objects: Sequence[LabeledObject], labels: Sequence[str] = ()) ->
             i = index.get(label)
             if i is None or value is None:
                 continue
-            t[i] = 1.0 if value >= 0.5 else 0.0
+            t[i] = soft_target(value, obj.confidence.get(label)) if soft else 1.0 if value >= 0.5 else 0.0
             m[i] = 1.0
         samples.append(Sample(key=key, source=obj.source, sop_uid=obj.sop_uid, study_uid=obj.study_uid,
                               series_uid=obj.series_uid))
@@ -122,6 +139,6 @@ def build_table(objects: Sequence[LabeledObject], labels: Sequence[str] = ()) ->
     return LabelTable(labels=label_set, samples=tuple(samples), targets=targets, mask=mask, duplicates=duplicates)
 
 
-def load_table(uri: str, labels: Sequence[str] = ()) -> LabelTable:
-    """Read the output manifest at ``uri`` into a :class:`LabelTable`."""
-    return build_table(load_objects(uri), labels)
+def load_table(uri: str, labels: Sequence[str] = (), *, soft: bool = False) -> LabelTable:
+    """Read the output manifest at ``uri`` into a :class:`LabelTable` (soft targets with ``soft``)."""
+    return build_table(load_objects(uri), labels, soft=soft)

@@ -3,7 +3,7 @@
 Output layout under ``config.out`` (a folder or an object-store URL)::
 
     config.json  split.json  report.json  model-card.md
-    plots/roc.png  plots/training_curves.png  plots/calibration.png
+    plots/roc.png  plots/training_curves.png  plots/calibration.png  plots/auroc_ci.png
     models/best.pt  models/last.pt            (state dicts of the Classifier)
     checkpoints/last.pt                       (full resumable state; /opt/ml/checkpoints on SageMaker)
     bundle/                                   (MONAI-bundle-style folder with TorchScript and ONNX)
@@ -32,7 +32,13 @@ from dicomlab_core.objectstore import ObjectStore, open_store
 from dicomlab_training.checkpoint import Checkpointer, TrainState
 from dicomlab_training.config import TrainConfig, checkpoint_location
 from dicomlab_training.data import CachedBatches, PreparedData, decode_cache, decode_shard, prepare
-from dicomlab_training.evaluate import plot_calibration, plot_history, plot_roc
+from dicomlab_training.evaluate import (
+    add_confidence_intervals,
+    plot_auroc_intervals,
+    plot_calibration,
+    plot_history,
+    plot_roc,
+)
 from dicomlab_training.loop import (
     DistInfo,
     Interrupted,
@@ -208,6 +214,8 @@ def _write_outputs(config: TrainConfig, data: PreparedData, model: Classifier, s
             plots["roc"] = plot_roc(probs, data.table.targets[idx], data.table.mask[idx], data.table.labels,
                                     folder / "roc.png", title=f"ROC ({split_name} split)")
             plots["calibration"] = plot_calibration(test, folder / "calibration.png")
+            add_confidence_intervals(test, probs, data.table.targets[idx], data.table.mask[idx], data.table.labels)
+            plots["auroc_ci"] = plot_auroc_intervals(test, folder / "auroc_ci.png")
         for name, path in plots.items():
             store.put_file(f"plots/{path.name}", path, "image/png")
             result.plots[name] = store.uri(f"plots/{path.name}")
