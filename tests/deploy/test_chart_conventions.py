@@ -73,7 +73,7 @@ def test_conventions_render_and_validate(kube_version: str) -> None:
 
 
 def test_global_image_registry_rewrites_every_image() -> None:
-    rendered = render_values({**conventions_values(), "training": {"enabled": True}})
+    rendered = render_values(conventions_values())
     images = {c["image"] for _, pod in rendered.pod_specs()
               for c in pod["containers"] + pod.get("initContainers", [])
               if not c["image"].startswith(("busybox", "fluent/"))}

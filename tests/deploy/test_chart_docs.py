@@ -68,7 +68,7 @@ def test_schema_is_strict_draft7_and_matches_values() -> None:
     assert value_paths(values, free=free) == set(described)
 
 
-@pytest.mark.parametrize("path", ["orthanc.image.digest", "services.proxy.image.digest", "training.image.digest"])
+@pytest.mark.parametrize("path", ["orthanc.image.digest", "services.proxy.image.digest"])
 def test_digests_are_validated(path: str) -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     assert schema_paths(schema)[path]["pattern"] == "^(sha256:[a-f0-9]{64})?$"

@@ -360,7 +360,6 @@ def test_helm_test_pod_checks_orthanc_auth_and_every_service() -> None:
     ({"postgresql": {"mode": "internal"}, "ingress": {"enabled": True}, "gateway": {"enabled": True}},
      "choose one of ingress.enabled and gateway.enabled"),
     ({"postgresql": {"mode": "internal"}, "orthanc": {"replicaCount": 2}}, "ReadWriteMany"),
-    ({"postgresql": {"mode": "internal"}, "training": {"enabled": True, "manifestUrl": ""}}, "training.manifestUrl"),
 ])
 def test_validate_values_fails_with_one_readable_message(values: dict[str, Any], message: str) -> None:
     with pytest.raises(helm.HelmError) as excinfo:
@@ -460,12 +459,48 @@ def test_services_load_their_config_from_the_chart_env(service: str) -> None:
         assert config.allowed_origins == ("https://labeling.example.org", "https://s3.amazonaws.com")
 
 
+TRAINING_PODS = {"matchLabels": {"app.kubernetes.io/part-of": "dicomlab", "app.kubernetes.io/component": "training"}}
+"""Training runs are not part of the release (their instance label is the run's name): part-of + component."""
+
+
 def test_training_egress_opens_only_the_pushgateway_port() -> None:
     values = scenario_values("training")
     values["monitoring"] = {"pushgatewayUrl": "http://pgw.monitoring.svc:19091"}
     policy = render_values(values).get("NetworkPolicy", "dicomlab-training")
+    assert policy["spec"]["podSelector"] == TRAINING_PODS
     assert _egress_ports(policy) == {53, 8042, 443, 19091}
     peer_rules = [r for r in policy["spec"]["egress"] if "ports" not in r]
-    assert peer_rules == [{"to": [{"podSelector": {"matchLabels": {
-        "app.kubernetes.io/name": "dicomlab", "app.kubernetes.io/instance": "dicomlab",
-        "app.kubernetes.io/component": "training"}}}]}], "only other pods of the run on any port"
+    assert peer_rules == [{"to": [{"podSelector": TRAINING_PODS}]}], "only other training pods on any port"
+    assert policy["spec"]["ingress"] == [{"from": [{"podSelector": TRAINING_PODS}]}]
+    values["monitoring"] = {"pushgatewayUrl": ""}
+    without_push = render_values(values).get("NetworkPolicy", "dicomlab-training")
+    assert _egress_ports(without_push) == {53, 8042, 443}, "no Pushgateway: no extra port"
+
+
+def test_training_policy_and_service_account_are_rendered_without_any_training_job() -> None:
+    rendered = render_scenario("training")
+    account = rendered.get("ServiceAccount", "dicomlab-training")
+    assert account["metadata"]["annotations"] == {
+        "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/dicomlab-training"}
+    assert account["automountServiceAccountToken"] is False
+    assert rendered.get("NetworkPolicy", "dicomlab-training")["spec"]["podSelector"] == TRAINING_PODS
+    jobs = [o for o in rendered.objects if o["kind"] in ("Job", "JobSet")]
+    assert all(j["metadata"].get("annotations", {}).get("helm.sh/hook") for j in jobs), \
+        "the release owns no training Job: only hook Jobs (migrations, tests)"
+    named = render_values({**scenario_values("training"),
+                           "training": {"serviceAccount": {"create": True, "name": "trainer"}}})
+    assert named.get("ServiceAccount", "trainer")
+    none = render_values({**scenario_values("training"), "training": {"serviceAccount": {"create": False}}})
+    assert not [a for a in none.of_kind("ServiceAccount") if a["metadata"]["name"].endswith("training")]
+    assert none.get("NetworkPolicy", "dicomlab-training"), "the policy does not depend on the ServiceAccount"
+
+
+@pytest.mark.parametrize("old", [{"enabled": True}, {"nodes": 2}, {"runName": "r1", "gpusPerNode": 4},
+                                 {"image": {"repository": "x/dicomlab-training"}}])
+def test_old_training_job_values_fail_schema_validation(old: dict[str, Any]) -> None:
+    """A values file from before training left the release fails loudly, naming the key (not silently ignored)."""
+    values = {**scenario_values("training"), "training": old}
+    with pytest.raises(helm.HelmError) as excinfo:
+        render_values(values)
+    message = str(excinfo.value)
+    assert "training" in message and next(iter(old)) in message, message

@@ -45,7 +45,6 @@ def with_digests(values: dict[str, Any]) -> dict[str, Any]:
     for name in ("proxy", "manifest", "labeling"):
         values.setdefault("services", {}).setdefault(name, {}).setdefault("image", {})["digest"] = DIGEST
     values.setdefault("orthanc", {}).setdefault("image", {})["digest"] = DIGEST
-    values.setdefault("training", {}).setdefault("image", {})["digest"] = DIGEST
     pg = values.setdefault("postgresql", {})
     pg.setdefault("internal", {}).setdefault("image", {})["digest"] = DIGEST
     return values

@@ -3,6 +3,7 @@ no build tools at run time, and the same images the chart and skaffold refer to.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -100,7 +101,9 @@ def test_dockerignore_keeps_the_context_small() -> None:
 def test_chart_default_images_match_the_dockerfiles() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     repos = {name: svc["image"]["repository"] for name, svc in values["services"].items()}
-    repos["training"] = values["training"]["image"]["repository"]
+    # training runs are not part of the chart: their default image is the launcher's (job-defaults.json)
+    launcher = json.loads((REPO / "training" / "dicomlab_training" / "job-defaults.json").read_text())
+    repos["training"] = launcher["image"].rsplit(":", 1)[0]
     assert set(repos) == IMAGES
     for name, repo in repos.items():
         assert repo.endswith(f"/dicomlab-{name}")

@@ -1,164 +1,31 @@
-"""Training pods and the chart: one spec with the chart's Job template, admitted by its NetworkPolicies.
+"""Training pods and the chart: runs launched outside the release use what the chart provides.
 
-The chart template is rendered and compared with ``build_training_job`` from
-training/dicomlab_training/launch.py for the same values. The chart adds a few policy items on
-top; they are applied to the launcher's output by ``chart_policy`` below, so everything else must
-match exactly. When the launcher adopts an item, its entry here becomes a no-op. Multi-node runs are
-a JobSet from the launcher (training Jobs are leaving the release, issue 17); the chart's multi-node
-Indexed Job is no longer compared.
+Training Jobs are not part of the Helm release (a Job's pod template is immutable under ``helm upgrade``,
+and a release that owns a finished Job fails its upgrades, issue 17): ``dicomlab train submit``
+(training/dicomlab_training/launch.py: a Job on one node, a JobSet on several) and k8s/*.yaml launch
+them. The chart provides the training ServiceAccount and a NetworkPolicy for training pods.
 
-Reachability: pods rendered by the launcher (Job and JobSet) and from k8s/*.yaml must be selected by
-the rendered chart's NetworkPolicy peers that admit clients to Orthanc and the manifest service, and
-must use the Secret, keys, image and Orthanc Service the chart creates.
+Checked here for every way a training pod is made (the launcher's Job and JobSet with their defaults, and
+k8s/training-*.yaml): it runs as the chart's training ServiceAccount, reads the chart's Secret and keys,
+uses the chart's image at its appVersion and its Orthanc Service; the chart's training NetworkPolicy
+selects it (egress-limited) and the Orthanc/manifest policies admit it; the chart renders no training
+workload of its own.
 """
 
 from __future__ import annotations
 
-import copy
+import base64
 import json
 from typing import Any
 
 import pytest
-from deploy_chart import CHART, render_scenario, render_values, scenario_values
+import yaml
+from deploy_chart import CHART, REPO, SCENARIOS, render_scenario, render_values, scenario_values
 
 launch = pytest.importorskip("dicomlab_training.launch", reason="the training launcher has not landed yet")
 
-LAUNCHER_ONLY_ANNOTATIONS = ("karpenter.sh/do-not-disrupt",)
-"""Pod annotations the launcher adds that the chart's (outgoing) Job template does not have."""
+TRAINING = {"app.kubernetes.io/part-of": "dicomlab", "app.kubernetes.io/component": "training"}
 
-
-def chart_spec(values: dict[str, Any]) -> Any:
-    """The launcher's JobSpec for the chart values (release dicomlab, namespace dicomlab)."""
-    t = values["training"]
-    merged = json.loads(json.dumps(chart_defaults()["training"]))
-    merged.update(t)
-    name = f"dicomlab-train-{merged['runName']}"
-    args = ["--manifest", merged["manifestUrl"], "--out", f"{merged['outputUrl'].rstrip('/')}/{merged['runName']}",
-            *merged["args"]]
-    return launch.spec_from({
-        "name": name, "namespace": "dicomlab",
-        "image": f"{merged['image']['repository']}:{merged['image']['tag'] or '0.1.0'}",
-        "image_pull_policy": merged["image"]["pullPolicy"], "train_args": args, "nodes": merged["nodes"],
-        "gpus_per_node": merged["gpusPerNode"], "cpu": merged["cpu"], "memory": merged["memory"],
-        "shm_size": merged["shmSize"], "service_account": "dicomlab-training", "node_group": merged["nodeGroup"],
-        "karpenter_nodepool": merged["karpenterNodePool"], "capacity_type": merged["capacityType"],
-        "node_selector": merged["nodeSelector"], "tolerations": merged["tolerations"], "affinity": merged["affinity"],
-        "backoff_limit": merged["backoffLimit"], "active_deadline_seconds": merged["activeDeadlineSeconds"],
-        "ttl_seconds_after_finished": merged["ttlSecondsAfterFinished"], "env": merged["env"],
-        "orthanc_secret": "dicomlab-app", "orthanc_url": "http://dicomlab-orthanc:8042",
-        "pushgateway_url": "http://prometheus-pushgateway.monitoring.svc:9091",
-    })
-
-
-def chart_defaults() -> dict[str, Any]:
-    import yaml
-
-    loaded: dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text())
-    return loaded
-
-
-def chart_policy(obj: dict[str, Any]) -> dict[str, Any]:
-    """The launcher's object with the chart's additions applied (and labels dropped: compared apart)."""
-    obj = copy.deepcopy(obj)
-    obj["metadata"].pop("labels", None)
-    if obj["kind"] == "Service":
-        obj["spec"].pop("selector")
-        return obj
-    template = obj["spec"]["template"]
-    template["metadata"].pop("labels", None)
-    annotations = template["metadata"].get("annotations", {})
-    for key in LAUNCHER_ONLY_ANNOTATIONS:
-        annotations.pop(key, None)
-    if not annotations:
-        template["metadata"].pop("annotations", None)
-    # the chart's template predates the rule for the preempted exit code (143)
-    rules = obj["spec"]["podFailurePolicy"]["rules"]
-    obj["spec"]["podFailurePolicy"]["rules"] = [r for r in rules if "onExitCodes" not in r]
-    pod = template["spec"]
-    pod["automountServiceAccountToken"] = False
-    for c in pod["containers"]:
-        c["securityContext"]["seccompProfile"] = {"type": "RuntimeDefault"}
-        c["resources"]["limits"].setdefault("cpu", c["resources"]["requests"]["cpu"])
-    return obj
-
-
-def normalized(obj: dict[str, Any]) -> dict[str, Any]:
-    """Through JSON (quoted numbers and YAML ints compare equal), env as a name map, labels dropped."""
-    obj = json.loads(json.dumps(obj))
-    obj["metadata"].pop("labels", None)
-    if obj["kind"] == "Service":
-        obj["spec"].pop("selector", None)
-        for port in obj["spec"]["ports"]:
-            port.setdefault("protocol", "TCP")
-        return obj
-    template = obj["spec"]["template"]
-    template["metadata"].pop("labels", None)
-    for c in template["spec"]["containers"]:
-        c["env"] = {e["name"]: e for e in c["env"]}
-        for bound in c["resources"].values():
-            for key, value in bound.items():
-                bound[key] = str(value)
-        for port in c.get("ports", []):
-            port.setdefault("protocol", "TCP")
-    return obj
-
-
-def chart_objects(values: dict[str, Any]) -> list[dict[str, Any]]:
-    rendered = render_values(values) if values is not None else None
-    assert rendered is not None
-    return [o for o in rendered.objects
-            if o["kind"] in ("Job", "Service") and o["metadata"]["name"].startswith("dicomlab-train-")]
-
-
-@pytest.mark.parametrize("variant", ["single-gpu", "karpenter-cpu"])
-def test_chart_job_equals_the_launcher_job(variant: str) -> None:
-    values = scenario_values("training")
-    if variant == "single-gpu":
-        values["training"].update({"nodes": 1, "gpusPerNode": 1, "nodeGroup": "", "capacityType": "",
-                                   "env": {"OMP_NUM_THREADS": "8", "A_FIRST": "x"}})
-    elif variant == "karpenter-cpu":
-        values["training"].update({"nodes": 1, "gpusPerNode": 0, "nodeGroup": "", "karpenterNodePool": "gpu",
-                                   "capacityType": "on-demand", "ttlSecondsAfterFinished": 0,
-                                   "activeDeadlineSeconds": 0, "tolerations": []})
-    ours = chart_objects(values)
-    theirs = [chart_policy(o) for o in launch.build_training_job(chart_spec(values))]
-    assert [o["kind"] for o in ours] == [o["kind"] for o in theirs]
-    for mine, reference in zip(ours, theirs, strict=True):
-        assert normalized(mine) == normalized(reference)
-
-
-def test_chart_training_defaults_mirror_the_launcher_defaults() -> None:
-    job_defaults = launch.load_defaults()
-    t = chart_defaults()["training"]
-    pairs = {"nodes": "nodes", "gpusPerNode": "gpus_per_node", "cpu": "cpu", "memory": "memory",
-             "shmSize": "shm_size", "nodeGroup": "node_group", "karpenterNodePool": "karpenter_nodepool",
-             "capacityType": "capacity_type", "nodeSelector": "node_selector", "tolerations": "tolerations",
-             "affinity": "affinity", "backoffLimit": "backoff_limit",
-             "activeDeadlineSeconds": "active_deadline_seconds",
-             "ttlSecondsAfterFinished": "ttl_seconds_after_finished", "env": "env"}
-    for chart_key, launcher_key in pairs.items():
-        assert t[chart_key] == job_defaults[launcher_key], chart_key
-    assert t["image"]["pullPolicy"] == job_defaults["image_pull_policy"]
-
-
-def test_training_job_has_gpu_shm_spot_tolerance_and_labels() -> None:
-    rendered = render_scenario("training")
-    job = next(o for o in rendered.of_kind("Job") if "-train-" in o["metadata"]["name"])  # not the migration hook
-    pod = job["spec"]["template"]["spec"]
-    c = pod["containers"][0]
-    assert c["resources"]["limits"]["nvidia.com/gpu"] == "4"
-    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}} in pod["volumes"]
-    assert pod["nodeSelector"] == {"eks.amazonaws.com/nodegroup": "gpu-p4d", "eks.amazonaws.com/capacityType": "SPOT"}
-    assert job["spec"]["podFailurePolicy"]["rules"][0]["onPodConditions"][0]["type"] == "DisruptionTarget"
-    assert job["spec"]["completionMode"] == "Indexed"
-    labels = job["spec"]["template"]["metadata"]["labels"]
-    assert labels["app.kubernetes.io/component"] == "training" and labels["app.kubernetes.io/instance"] == "dicomlab"
-    assert "--out" in c["command"] and "s3://hospital-dicomlab/runs/cxr-densenet-001" in c["command"]
-    assert not [j for j in render_scenario("defaults").of_kind("Job") if "-train-" in j["metadata"]["name"]], \
-        "training is off by default"
-
-
-# --- reachability: training pods against the chart's rendered NetworkPolicies -------------------------------------
 
 def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     """A Kubernetes label selector (matchLabels + matchExpressions) applied to ``labels``."""
@@ -195,14 +62,12 @@ def _pod_templates(obj: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
 
 
 def training_pods() -> dict[str, tuple[dict[str, Any], str]]:
-    """Every way a training pod is made outside the chart: the CLI's renderer and k8s/*.yaml."""
-    import yaml
-
+    """Every way a training pod is made: the CLI's renderer with its defaults, and k8s/*.yaml."""
     sources: dict[str, list[dict[str, Any]]] = {
         "launcher-job": launch.build_training_job(launch.spec_from({})),
         "launcher-jobset": launch.build_training_job(launch.spec_from({"nodes": 2, "gpus_per_node": 8})),
     }
-    for path in sorted((CHART.parents[1] / "k8s").glob("training-*.yaml")):
+    for path in sorted((REPO / "k8s").glob("training-*.yaml")):
         sources[path.name] = [d for d in yaml.safe_load_all(path.read_text()) if d]
     pods = {}
     for name, objects in sources.items():
@@ -212,6 +77,73 @@ def training_pods() -> dict[str, tuple[dict[str, Any], str]]:
     assert {"launcher-job/Job", "launcher-jobset/JobSet", "training-job.yaml/Job", "training-jobset.yaml/JobSet"} \
         <= set(pods)
     return pods
+
+
+def test_the_chart_renders_no_training_workload() -> None:
+    """Every scenario: no pod of component training and no Job/JobSet that is not a hook."""
+    for scenario in SCENARIOS:
+        rendered = render_scenario(scenario)
+        for obj, pod in rendered.pod_specs():
+            labels = obj["spec"]["template"]["metadata"].get("labels", {}) if "template" in obj.get("spec", {}) \
+                else obj["metadata"].get("labels", {})
+            assert labels.get("app.kubernetes.io/component") != "training", (scenario, obj["metadata"]["name"])
+            assert pod.get("serviceAccountName") != "dicomlab-training", (scenario, obj["metadata"]["name"])
+        for job in (o for o in rendered.objects if o["kind"] in ("Job", "JobSet")):
+            assert job["metadata"].get("annotations", {}).get("helm.sh/hook"), (scenario, job["metadata"]["name"])
+        assert not [o for o in rendered.objects if "-train-" in o["metadata"]["name"] or
+                    o["metadata"]["name"].endswith("-rdzv")], scenario
+
+
+def test_cli_defaults_to_the_charts_training_service_account() -> None:
+    rendered = render_scenario("training")
+    (account,) = [a for a in rendered.of_kind("ServiceAccount")
+                  if a["metadata"]["labels"].get("app.kubernetes.io/component") == "training"]
+    assert launch.load_defaults()["service_account"] == account["metadata"]["name"] == launch.JobSpec().service_account
+    assert account["metadata"]["namespace"] == launch.load_defaults()["namespace"]
+    for source, (template, _) in training_pods().items():
+        assert template["spec"]["serviceAccountName"] == account["metadata"]["name"], source
+
+
+def test_training_pods_use_the_charts_secret_keys_image_and_orthanc() -> None:
+    rendered = render_scenario("defaults")
+    secrets = {s["metadata"]["name"]: s for s in rendered.of_kind("Secret")}
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    # the chart's images: <registry>/<owner>/dicomlab-<component>:<appVersion> (the services' repositories)
+    chart_values = yaml.safe_load((CHART / "values.yaml").read_text())
+    owners = {svc["image"]["repository"].rsplit("/", 1)[0] for svc in chart_values["services"].values()}
+    (owner,) = owners
+    orthanc = rendered.get("Service", "dicomlab-orthanc")
+    http_port = next(p["port"] for p in orthanc["spec"]["ports"] if p["port"] == 8042)
+    for source, (template, namespace) in training_pods().items():
+        (container,) = template["spec"]["containers"]
+        assert container["image"] == f"{owner}/dicomlab-training:{app_version}", source
+        env = {e["name"]: e for e in container["env"]}
+        assert env["DICOMLAB_TRAIN__ORTHANC__URL"]["value"] == f"http://{orthanc['metadata']['name']}:{http_port}"
+        assert namespace == orthanc["metadata"]["namespace"]
+        for setting in ("USERNAME", "PASSWORD"):
+            ref = env[f"DICOMLAB_TRAIN__ORTHANC__{setting}"]["valueFrom"]["secretKeyRef"]
+            assert ref["name"] in secrets, f"{source}: the chart creates no Secret {ref['name']}"
+            assert base64.b64decode(secrets[ref["name"]]["data"][ref["key"]]), f"{source}: no key {ref['key']}"
+
+
+def test_training_pods_are_selected_by_the_charts_training_policy() -> None:
+    rendered = render_scenario("training")
+    policy = rendered.get("NetworkPolicy", "dicomlab-training")
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    selector = policy["spec"]["podSelector"]
+    for source, (template, namespace) in training_pods().items():
+        labels = template["metadata"]["labels"]
+        assert namespace == policy["metadata"]["namespace"], source
+        assert _selects(selector, labels), f"{source}: {labels} not egress-limited by the training policy"
+        assert labels["app.kubernetes.io/instance"] != "dicomlab", "the run's own name, not the release's"
+        # pods of one run (and of other runs) may talk to each other: torchrun rendezvous, NCCL
+        assert _admitted(policy, labels, namespace, launch.RDZV_PORT), source
+        assert not _selects(selector, {**labels, "app.kubernetes.io/component": "notebook"})
+    # the policy limits training pods only: none of the release's own pods
+    for obj, _ in rendered.pod_specs():
+        labels = obj["spec"]["template"]["metadata"]["labels"] if "template" in obj.get("spec", {}) \
+            else obj["metadata"]["labels"]
+        assert not _selects(selector, labels), obj["metadata"]["name"]
 
 
 @pytest.mark.parametrize(("policy_name", "port"), [("dicomlab-orthanc", 8042), ("dicomlab-manifest", 8080)])
@@ -225,24 +157,15 @@ def test_training_pods_are_admitted_by_the_charts_network_policies(policy_name: 
         assert not _admitted(policy, labels, "elsewhere", port)
 
 
-def test_training_pods_use_the_charts_secret_keys_image_and_orthanc() -> None:
-    import base64
-
-    import yaml
-
-    rendered = render_scenario("defaults")
-    secrets = {s["metadata"]["name"]: s for s in rendered.of_kind("Secret")}
-    values = chart_defaults()["training"]["image"]
-    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
-    orthanc = rendered.get("Service", "dicomlab-orthanc")
-    http_port = next(p["port"] for p in orthanc["spec"]["ports"] if p["port"] == 8042)
-    for source, (template, namespace) in training_pods().items():
-        (container,) = template["spec"]["containers"]
-        assert container["image"] == f"{values['repository']}:{values['tag'] or app_version}", source
-        env = {e["name"]: e for e in container["env"]}
-        assert env["DICOMLAB_TRAIN__ORTHANC__URL"]["value"] == f"http://{orthanc['metadata']['name']}:{http_port}"
-        assert namespace == orthanc["metadata"]["namespace"]
-        for setting in ("USERNAME", "PASSWORD"):
-            ref = env[f"DICOMLAB_TRAIN__ORTHANC__{setting}"]["valueFrom"]["secretKeyRef"]
-            assert ref["name"] in secrets, f"{source}: the chart creates no Secret {ref['name']}"
-            assert base64.b64decode(secrets[ref["name"]]["data"][ref["key"]]), f"{source}: no key {ref['key']}"
+def test_pushgateway_port_of_the_launchers_example_is_open_in_the_training_policy() -> None:
+    """k8s/training-job.yaml pushes to the Pushgateway; the chart opens that port when it knows the URL."""
+    (job,) = [d for d in yaml.safe_load_all((REPO / "k8s" / "training-job.yaml").read_text()) if d]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    (push,) = [a for a in container["command"] if a.startswith("pushgateway_url=")]
+    url = push.split("=", 1)[1]
+    values = json.loads(json.dumps(scenario_values("training")))
+    values["monitoring"] = {**values.get("monitoring", {}), "pushgatewayUrl": url}
+    policy = render_values(values).get("NetworkPolicy", "dicomlab-training")
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    assert any({"protocol": "TCP", "port": port} in rule.get("ports", []) and "to" not in rule
+               for rule in policy["spec"]["egress"]), policy["spec"]["egress"]

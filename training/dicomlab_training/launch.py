@@ -63,7 +63,8 @@ class JobSpec:
     name: str = "dicomlab-train"
     namespace: str = "dicomlab"
     image: str = "ghcr.io/dicomlab/dicomlab-training:0.1.0"
-    """The chart's training image (``training.image`` at the chart's appVersion)."""
+    """The project's training image (docker/training.Dockerfile) at the chart's appVersion (the chart runs no
+    training itself: it provides the ServiceAccount and NetworkPolicy these pods use)."""
     image_pull_policy: str = "IfNotPresent"
     train_args: tuple[str, ...] = ()
     """Arguments after ``python -m dicomlab_training run`` (e.g. --manifest ... --out s3://...)."""

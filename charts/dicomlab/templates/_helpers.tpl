@@ -175,14 +175,6 @@ imagePullSecrets:
 {{- if and (gt (int .Values.orthanc.replicaCount) 1) (not (has "ReadWriteMany" .Values.orthanc.storage.accessModes)) (not .Values.orthanc.storage.existingClaim) -}}
 {{- $errors = append $errors "orthanc.replicaCount > 1 needs a ReadWriteMany storage volume (orthanc.storage.accessModes) or an existingClaim" -}}
 {{- end -}}
-{{- if .Values.training.enabled -}}
-{{- if not .Values.training.manifestUrl -}}
-{{- $errors = append $errors "training.manifestUrl is required when training.enabled=true" -}}
-{{- end -}}
-{{- if not .Values.training.outputUrl -}}
-{{- $errors = append $errors "training.outputUrl is required when training.enabled=true" -}}
-{{- end -}}
-{{- end -}}
 {{- if and .Values.services.proxy.enabled (not .Values.publicHosts.proxy) -}}
 {{- $errors = append $errors "publicHosts.proxy is required: browsers reach Orthanc only through the proxy" -}}
 {{- end -}}
