@@ -59,9 +59,9 @@ def consolidated_items(session: Session, job: Job,
                        settings: ConsolidationSettings) -> list[tuple[results.TaskAnswers, ConsolidatedLabel]]:
     """Every task with its final label (consensus, or the adjudication where a reviewer decided)."""
     labels = list(job.labels)
-    items = gold.ordinary(results.load(session, job))  # gold images are known answers, not new labels
-    answered = [i for i in items if i.answers]
-    consolidated = results.consolidate_job(answered, labels, settings)
+    loaded = results.load(session, job)
+    items = gold.ordinary(loaded)  # gold images are known answers, not new labels
+    answered, consolidated = gold.consolidate([i for i in loaded if i.answers], labels, settings)
     final = {i.task.id: results.apply_adjudication(label, i.adjudication, labels)
              for i, label in zip(answered, consolidated.labels, strict=True)}
     out = []

@@ -18,6 +18,10 @@ Accuracy is the share of a reader's answers on gold findings that equal the know
 and overall (all gold findings pooled). An "uncertain" answer, or a finding left out of the answer
 (which the queue reads as absent, like consolidation does), counts as given: uncertain is never the
 known answer, so it is scored wrong.
+
+With ``CONSOLIDATION__GOLD_PRIORS=true`` the readers' gold answers also weight consolidation: they are
+added as pseudo-counts to each reader's Dawid–Skene confusion matrix (:func:`prior_counts`), so a
+reader who misses known findings counts for less on the ordinary images.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from typing import Any
 from dicomlab_core.errors import BadRequest
 from dicomlab_core.groundtruth import ManifestError, ManifestLine, label_attributes, labeled_object
 from dicomlab_core.labels import FindingState
+from dicomlab_labeling import results
+from dicomlab_labeling.config import ConsolidationSettings
+from dicomlab_labeling.consolidation import ConsolidationResult
 from dicomlab_labeling.results import TaskAnswers
 
 GOLD_KEY = "gold"
@@ -74,6 +81,34 @@ def stored_line(line: ManifestLine) -> dict[str, Any]:
 def ordinary(items: list[TaskAnswers]) -> list[TaskAnswers]:
     """The items that are not gold images: what consolidation, agreement and export see."""
     return [item for item in items if item.task.gold is None]
+
+
+def prior_counts(items: list[TaskAnswers]) -> dict[str, dict[str, list[list[float]]]]:
+    """Per finding and reader, the counts ``[truth][answer]`` (0 absent, 1 present) of the reader's
+    present/absent answers on gold images: Dawid–Skene reader priors. Uncertain or missing answers are
+    not observations there, as in consolidation."""
+    code = {FindingState.ABSENT.value: 0, FindingState.PRESENT.value: 1}
+    counts: dict[str, dict[str, list[list[float]]]] = {}
+    for item in items:
+        if item.task.gold is None:
+            continue
+        for reader, submission in item.answers:
+            given = submission.answer.get("findings", {}) if isinstance(submission.answer, Mapping) else {}
+            for name, truth in item.task.gold.items():
+                answer = code.get(given.get(name))
+                if answer is not None:
+                    cells = counts.setdefault(name, {}).setdefault(reader, [[0.0, 0.0], [0.0, 0.0]])
+                    cells[code[truth]][answer] += 1.0
+    return counts
+
+
+def consolidate(items: list[TaskAnswers], labels: list[str],
+                settings: ConsolidationSettings) -> tuple[list[TaskAnswers], ConsolidationResult]:
+    """Consolidate the ordinary images of ``items`` (returned with the result, in its order); with
+    ``settings.gold_priors`` the readers' gold answers are the Dawid–Skene reader priors."""
+    pool = ordinary(items)
+    priors = prior_counts(items) if settings.gold_priors else None
+    return pool, results.consolidate_job(pool, labels, settings, priors)
 
 
 @dataclass

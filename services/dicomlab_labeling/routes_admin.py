@@ -120,8 +120,7 @@ def readers(job_id: int) -> Response:
     with api.db.session(readonly=True) as session:
         job = get_job(session, job_id)
         loaded = results.load(session, job)
-        items = gold.ordinary(loaded)
-        consolidated = results.consolidate_job(items, list(job.labels), api.config.consolidation)
+        consolidated = gold.consolidate(loaded, list(job.labels), api.config.consolidation)[1]
         scores = gold.report(loaded)["readers"]
         rows = session.execute(select(User.username, Assignment.status, func.count(Assignment.id))
                                .join(User, User.id == Assignment.user_id).where(Assignment.job_id == job.id)
@@ -166,10 +165,9 @@ def agreement(job_id: int) -> Response:
     with api.db.session(readonly=True) as session:
         job = get_job(session, job_id)
         loaded = results.load(session, job)
-        items = [i for i in gold.ordinary(loaded) if i.answers]
         gold_report = gold.report(loaded)
         name = job.name
-    report = results.consolidate_job(items, list(job.labels), api.config.consolidation).report
+    report = gold.consolidate([i for i in loaded if i.answers], list(job.labels), api.config.consolidation)[1].report
     findings = {k: v.to_json() for k, v in report.findings.items()}
     metrics.set_agreement(name, {k: v.krippendorff_alpha for k, v in report.findings.items()})
     metrics.set_gold_accuracy(name, gold_report["readers"])

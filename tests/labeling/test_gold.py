@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from selfhosted_support import ADMIN, PASSWORD, Api, create_users, make_config, write_manifest
 from sqlalchemy import select
@@ -25,7 +27,9 @@ from dicomlab_cli.processes import OrthancServer
 from dicomlab_core.groundtruth import ConsolidatedLabel, FindingConsensus, dump_line, output_manifest_line
 from dicomlab_core.labels import FindingState
 from dicomlab_core.metrics import metrics_port
+from dicomlab_labeling import dawid_skene
 from dicomlab_labeling.app import create_app
+from dicomlab_labeling.config import ConsolidationMethod, ConsolidationSettings
 from dicomlab_labeling.models import Task
 
 METRICS_BASE_URL = f"http://localhost:{metrics_port()}"
@@ -209,4 +213,51 @@ def test_bad_gold_lines_are_refused(tmp_path: Path, orthanc: OrthancServer, synt
                                                           "goldUri": uri})
         assert status == 400 and message in data["description"], (uri, data)
     assert admin.call("GET", "/admin/jobs")[1]["jobs"] == []
+    app.extensions["dicomlab_labeling_api"].db.dispose()
+
+
+def test_dawid_skene_reader_priors_break_a_symmetric_disagreement() -> None:
+    """Two readers who always disagree cannot be told apart by EM alone; gold pseudo-counts can."""
+    objects = np.repeat(np.arange(30), 2)
+    readers = np.tile(np.array([0, 1]), 30)
+    a_says = (np.arange(30) < 15).astype(np.int8)
+    answers = np.stack([a_says, 1 - a_says], axis=1).ravel()
+    plain = dawid_skene.fit(objects, readers, answers, n_objects=30, n_readers=2)
+    assert np.allclose(plain.posterior, 0.5)
+    priors = np.array([[[20.0, 0.0], [0.0, 20.0]], [[0.0, 20.0], [20.0, 0.0]]])  # A always right, B always wrong
+    informed = dawid_skene.fit(objects, readers, answers, n_objects=30, n_readers=2, prior_counts=priors)
+    assert ((informed.posterior > 0.5) == (a_says == 1)).all()
+    assert informed.sensitivity[0] > 0.9 and informed.sensitivity[1] < 0.1
+
+
+@pytest.mark.parametrize("gold_priors", [False, True])
+def test_gold_answers_as_reader_priors(tmp_path: Path, orthanc: OrthancServer, synthetic_set: list[dict[str, Any]],
+                                       gold_priors: bool) -> None:
+    """ann and bob disagree on Cardiomegaly on every ordinary image; on gold ann is right and bob wrong.
+    Without gold priors Dawid–Skene cannot choose (a tie → uncertain); with them it follows ann."""
+    config = make_config(tmp_path, f"sqlite:///{tmp_path / 'l.db'}", orthanc)
+    settings = ConsolidationSettings(method=ConsolidationMethod.DAWID_SKENE, gold_priors=gold_priors)
+    app = create_app(dataclasses.replace(config, consolidation=settings))
+    admin = Api(app).login(*ADMIN)
+    normal, golden = synthetic_set[:3], synthetic_set[3:5]
+    status, job = admin.call("POST", "/admin/jobs", {
+        "name": "priors", "manifestUri": write_manifest(tmp_path, normal), "readersPerImage": 2,
+        "labels": LABELS, "goldUri": _write_gold(tmp_path, golden)})
+    assert status == 201, job
+    create_users(admin, ["ann", "bob"])
+    truth = {r["sop_uid"]: t for r, t in zip(golden, (TRUTH_A, TRUTH_B), strict=True)}
+    for name in ("ann", "bob"):
+        client = Api(app).login(name, PASSWORD)
+        while (reply := client.call("POST", f"/jobs/{job['id']}/next"))[0] == 200:
+            assignment = reply[1]["assignment"]
+            sop = assignment["image"]["sopInstanceUid"]
+            findings = dict(truth.get(sop, {"Cardiomegaly": "present", "Edema": "absent"}))
+            if name == "bob":
+                findings["Cardiomegaly"] = "absent" if findings["Cardiomegaly"] == "present" else "present"
+            assert client.submit(assignment["id"], findings, sop=sop)[0] == 201
+    outcome = admin.call("POST", f"/admin/jobs/{job['id']}/export", {})[1]
+    lines = [json.loads(line) for line in Path(outcome["manifestUri"].removeprefix("file://")).read_text().splitlines()]
+    assert len(lines) == 3
+    values = {line["priors"]["findings"]["Cardiomegaly"]["value"] for line in lines}
+    assert values == ({"present"} if gold_priors else {"uncertain"})
     app.extensions["dicomlab_labeling_api"].db.dispose()
