@@ -23,6 +23,7 @@ import pytest
 from selfhosted_support import ADMIN, PASSWORD, Api, create_users, make_config, write_manifest
 from sqlalchemy import select
 
+from dicomlab_cli.main import main
 from dicomlab_cli.processes import OrthancServer
 from dicomlab_core.groundtruth import ConsolidatedLabel, FindingConsensus, dump_line, output_manifest_line
 from dicomlab_core.labels import FindingState
@@ -30,6 +31,7 @@ from dicomlab_core.metrics import metrics_port
 from dicomlab_labeling import dawid_skene
 from dicomlab_labeling.app import create_app
 from dicomlab_labeling.config import ConsolidationMethod, ConsolidationSettings
+from dicomlab_labeling.db import Database
 from dicomlab_labeling.models import Task
 
 METRICS_BASE_URL = f"http://localhost:{metrics_port()}"
@@ -261,3 +263,30 @@ def test_gold_answers_as_reader_priors(tmp_path: Path, orthanc: OrthancServer, s
     values = {line["priors"]["findings"]["Cardiomegaly"]["value"] for line in lines}
     assert values == ({"present"} if gold_priors else {"uncertain"})
     app.extensions["dicomlab_labeling_api"].db.dispose()
+
+
+def test_cli_job_create_with_gold(tmp_path: Path, orthanc: OrthancServer, synthetic_set: list[dict[str, Any]],
+                                  monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    config = make_config(tmp_path, f"sqlite:///{tmp_path / 'cli.db'}", orthanc)
+    for name, value in {"DICOMLAB_LABELING__TOKEN_KEYS": config.token_keys[0].reveal(),
+                        "DICOMLAB_LABELING__DATABASE_URL": config.database_url.reveal(),
+                        "DICOMLAB_LABELING__STORE_URL": config.store_url,
+                        "DICOMLAB_LABELING__ORTHANC__URL": orthanc.url,
+                        "DICOMLAB_LABELING__ORTHANC__PASSWORD": orthanc.password.reveal()}.items():
+        monkeypatch.setenv(name, value)
+    gold = tmp_path / "store" / "truth.jsonl"
+    gold.parent.mkdir(parents=True, exist_ok=True)
+    # no UIDs in the gold line: they are looked up in Orthanc like a manifest line's
+    gold.write_text(json.dumps({"source": synthetic_set[4]["orthanc_id"], "gold": {"Edema": "present"}}) + "\n")
+    key = write_manifest(tmp_path, synthetic_set[:2])
+    assert main(["labeling", "job", "create", "--name", "cli-gold", "--manifest", key, "--labels", ",".join(LABELS),
+                 "--gold", gold.as_uri()]) == 0
+    job = json.loads(capsys.readouterr().out)
+    assert job["counts"]["images"] == 3 and "gold" not in job
+    db = Database(config.database_url.reveal())
+    try:
+        with db.session(readonly=True) as session:
+            (task,) = session.scalars(select(Task).where(Task.gold.is_not(None))).all()
+            assert task.gold == {"Edema": "present"} and task.sop_instance_uid == synthetic_set[4]["sop_uid"]
+    finally:
+        db.dispose()
