@@ -74,6 +74,10 @@ class ConsolidationSettings:
     """Upper bound on Dawid–Skene EM iterations (default 100)."""
     tolerance: float = 1e-4
     """EM stops when no reader-confusion cell or prior moves more than this between iterations (default 1e-4)."""
+    gold_priors: bool = False
+    """Self-hosted jobs with gold-standard images: each reader's present/absent answers on gold, against the
+    known answers, become Dawid–Skene pseudo-counts of that reader's confusion matrix (a reader prior).
+    Gold images themselves are never consolidated nor exported (default false)."""
 
     def validate(self) -> None:
         if self.min_answers_for_model < 2:

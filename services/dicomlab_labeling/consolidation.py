@@ -277,8 +277,14 @@ def _matrix(items: Sequence[ObjectAnswers], labels: Sequence[str]) -> _Matrix:
 
 
 def consolidate(items: Sequence[ObjectAnswers], labels: Sequence[str],
-                settings: ConsolidationSettings | None = None) -> ConsolidationResult:
-    """Consolidate every object of a job/batch (see the module docstring for the rules)."""
+                settings: ConsolidationSettings | None = None,
+                reader_priors: Mapping[str, Mapping[str, Sequence[Sequence[float]]]] | None = None
+                ) -> ConsolidationResult:
+    """Consolidate every object of a job/batch (see the module docstring for the rules).
+
+    ``reader_priors`` (``{label: {reader: [[absent→absent, absent→present], [present→absent,
+    present→present]]}}``, counts) are Dawid–Skene pseudo-counts per reader, e.g. from gold images.
+    """
     settings = settings or ConsolidationSettings()
     labels = list(labels)
     n, n_labels = len(items), len(labels)
@@ -316,7 +322,8 @@ def consolidate(items: Sequence[ObjectAnswers], labels: Sequence[str],
             if binary.any():
                 model = dawid_skene.fit(m.objects[binary], m.readers[binary], m.states[binary, j], n_objects=n,
                                         n_readers=n_readers, max_iterations=settings.max_iterations,
-                                        tolerance=settings.tolerance, max_fit_objects=settings.model_fit_objects)
+                                        tolerance=settings.tolerance, max_fit_objects=settings.model_fit_objects,
+                                        prior_counts=_prior_counts(reader_priors, labels[j], m.worker_ids))
                 post = model.posterior
                 dv = np.where(post > 0.5, PRESENT, np.where(post < 0.5, ABSENT, tie_code)).astype(np.int8)
                 use = uses_model & (decided > 0)
@@ -352,6 +359,19 @@ def consolidate(items: Sequence[ObjectAnswers], labels: Sequence[str],
                             where=reliability_weight > 0)
     report = _report(items, labels, m, counts, value, reliability, columns.flags)
     return ConsolidationResult(report, items, tuple(labels), columns)
+
+
+def _prior_counts(priors: Mapping[str, Mapping[str, Sequence[Sequence[float]]]] | None, label: str,
+                  worker_ids: list[str]) -> NDArray[np.float64] | None:
+    """The (readers, 2, 2) pseudo-counts of ``label`` in the matrix's reader order (None when there are none)."""
+    given = (priors or {}).get(label)
+    if not given:
+        return None
+    counts = np.zeros((len(worker_ids), 2, 2))
+    for w, worker in enumerate(worker_ids):
+        if worker in given:
+            counts[w] = np.asarray(given[worker], dtype=np.float64).reshape(2, 2)
+    return counts
 
 
 def _columns(items: Sequence[ObjectAnswers], value: NDArray[np.int8], confidence: NDArray[np.float64],

@@ -50,7 +50,7 @@ class DawidSkeneFit:
 
 def fit(objects: NDArray[np.intp], readers: NDArray[np.intp], answers: NDArray[np.int8], *, n_objects: int,
         n_readers: int, max_iterations: int = 100, tolerance: float = 1e-4, smoothing: float = 1.0,
-        max_fit_objects: int = 0) -> DawidSkeneFit:
+        max_fit_objects: int = 0, prior_counts: NDArray[np.float64] | None = None) -> DawidSkeneFit:
     """Fit Dawid–Skene to observations ``(objects[i], readers[i], answers[i])``.
 
     EM stops when no parameter (confusion cell or prior) moves more than ``tolerance``. ``smoothing`` is
@@ -59,6 +59,10 @@ def fit(objects: NDArray[np.intp], readers: NDArray[np.intp], answers: NDArray[n
     than that, the parameters are estimated on an evenly spaced sample of that many objects and then
     every object is scored with them (EM cost is bounded; a reader's reliability is estimated from
     thousands of answers either way).
+
+    ``prior_counts`` (readers × 2 × 2, ``[w, truth, answer]``) are extra pseudo-counts per reader added to
+    every M-step: a Dirichlet prior on each reader's confusion matrix, e.g. the reader's answers on
+    gold-standard images against their known answers (:func:`dicomlab_labeling.gold.prior_counts`).
     """
     # Object ids are 0..n_objects-1, so counting (not sorting, as np.unique would) finds the observed ones.
     seen_ids = np.flatnonzero(np.bincount(objects, minlength=n_objects)) if max_fit_objects else objects[:0]
@@ -68,7 +72,8 @@ def fit(objects: NDArray[np.intp], readers: NDArray[np.intp], answers: NDArray[n
         keep = sampled[objects]
         compact = (np.cumsum(sampled) - 1)[objects[keep]]  # sample objects numbered 0..k-1 in id order
         model = fit(compact, readers[keep], answers[keep], n_objects=max_fit_objects, n_readers=n_readers,
-                    max_iterations=max_iterations, tolerance=tolerance, smoothing=smoothing)
+                    max_iterations=max_iterations, tolerance=tolerance, smoothing=smoothing,
+                    prior_counts=prior_counts)
         posterior = _score(objects, readers * 2 + answers.astype(np.intp), model.confusion, model.prior, n_objects)
         return DawidSkeneFit(posterior=posterior, confusion=model.confusion, prior=model.prior,
                              iterations=model.iterations, converged=model.converged)
@@ -83,13 +88,16 @@ def fit(objects: NDArray[np.intp], readers: NDArray[np.intp], answers: NDArray[n
     posterior[observed] = ones[observed] / seen[observed]
     confusion = np.full((n_readers, 2, 2), 0.5)
     prior = 0.5
+    pseudo = np.full((n_readers, 2, 2), smoothing)  # [w, truth, answer]
+    if prior_counts is not None:
+        pseudo = pseudo + np.asarray(prior_counts, dtype=np.float64).reshape(n_readers, 2, 2)
     iterations, converged = 0, False
     for iterations in range(1, max_iterations + 1):  # noqa: B007 - reported in the fit
         # M-step: prior and confusion matrices from the current soft labels.
         new_prior = float(np.clip(posterior[observed].sum() / n_observed, EPSILON, 1 - EPSILON))
         weighted = np.bincount(cells, weights=posterior[objects], minlength=2 * n_readers)
-        absent = (per_cell - weighted).reshape(n_readers, 2) + smoothing
-        present = weighted.reshape(n_readers, 2) + smoothing
+        absent = (per_cell - weighted).reshape(n_readers, 2) + pseudo[:, 0, :]
+        present = weighted.reshape(n_readers, 2) + pseudo[:, 1, :]
         new = np.empty_like(confusion)
         new[:, 1, :] = present / present.sum(axis=1, keepdims=True)
         new[:, 0, :] = absent / absent.sum(axis=1, keepdims=True)

@@ -6,6 +6,9 @@
   code the Ground Truth path uses, so training reads both alike).
 - ``labeling/<job>/labels.csv`` — one row per image, one column per finding: 1 present, 0 absent,
   -1 uncertain, empty when nobody answered the image.
+
+Gold-standard images (:mod:`dicomlab_labeling.gold`) are in none of these files: their answers are
+known already and are left out of the consolidation of the ordinary images too.
 - ``labeling/<job>/coco.json`` and ``labeling/<job>/chexpert.csv`` — the ROIs as COCO and the labels as
   a CheXpert-style CSV (:mod:`dicomlab_labeling.export_formats`).
 
@@ -27,7 +30,7 @@ from dicomlab_core.groundtruth import ConsolidatedLabel, dump_line, output_manif
 from dicomlab_core.labels import FindingState
 from dicomlab_core.objectstore import ObjectStore
 from dicomlab_core.orthanc import OrthancClient
-from dicomlab_labeling import export_formats, results
+from dicomlab_labeling import export_formats, gold, results
 from dicomlab_labeling.config import ConsolidationSettings
 from dicomlab_labeling.models import Job
 
@@ -56,9 +59,9 @@ def consolidated_items(session: Session, job: Job,
                        settings: ConsolidationSettings) -> list[tuple[results.TaskAnswers, ConsolidatedLabel]]:
     """Every task with its final label (consensus, or the adjudication where a reviewer decided)."""
     labels = list(job.labels)
-    items = results.load(session, job)
-    answered = [i for i in items if i.answers]
-    consolidated = results.consolidate_job(answered, labels, settings)
+    loaded = results.load(session, job)
+    items = gold.ordinary(loaded)  # gold images are known answers, not new labels
+    answered, consolidated = gold.consolidate([i for i in loaded if i.answers], labels, settings)
     final = {i.task.id: results.apply_adjudication(label, i.adjudication, labels)
              for i, label in zip(answered, consolidated.labels, strict=True)}
     out = []
@@ -91,7 +94,7 @@ def build(session: Session, job: Job, settings: ConsolidationSettings
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["source", "sop_instance_uid", "study_instance_uid", "series_instance_uid", "answers",
                      "method", *labels])
-    for item in results.load(session, job):
+    for item in gold.ordinary(results.load(session, job)):
         label = by_task.get(item.task.id)
         values = [CSV_VALUES[label.findings[n].value] if label is not None and n in label.findings else ""
                   for n in labels]

@@ -24,6 +24,7 @@ from dicomlab_core.groundtruth import ManifestLine, iter_manifest
 from dicomlab_core.labels import parse_label_list
 from dicomlab_core.objectstore import ObjectStore, StoreScope, open_store
 from dicomlab_core.orthanc import OrthancClient
+from dicomlab_labeling import gold
 from dicomlab_labeling.models import Assignment, AssignmentStatus, Job, JobStatus, Strategy, Task
 
 logger = logging.getLogger(__name__)
@@ -49,18 +50,19 @@ def parse_time(value: Any, field: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def read_manifest(uri: str, default_store: ObjectStore, scope: StoreScope | None = None) -> list[ManifestLine]:
+def read_manifest(uri: str, default_store: ObjectStore, scope: StoreScope | None = None,
+                  field: str = "manifestUri") -> list[ManifestLine]:
     """The lines of the manifest at ``uri``: a key in ``default_store``, or an ``s3://``/``file://`` URI inside
     ``scope`` (default: ``default_store`` alone); any other URI is refused with one message."""
     if "://" in uri:
-        store_url, key = (scope or StoreScope([default_store.url])).locate(uri, field="manifestUri")
+        store_url, key = (scope or StoreScope([default_store.url])).locate(uri, field=field)
         store = default_store if store_url.rstrip("/") == default_store.url.rstrip("/") else open_store(store_url)
     else:
         store, key = default_store, uri
     try:
         data = store.get_bytes(key)
     except NotFound:
-        raise BadRequest(f"manifestUri: no manifest {key!r} in the object store") from None
+        raise BadRequest(f"{field}: no manifest {key!r} in the object store") from None
     return list(iter_manifest(data.decode("utf-8").splitlines()))
 
 
@@ -78,8 +80,13 @@ def create_job(session: Session, *, name: str, manifest_uri: str, store: ObjectS
                orthanc: OrthancClient | None, default_labels: tuple[str, ...], labels: Any = None,
                readers_per_image: int = 3, instructions: str = "", due_date: datetime | None = None,
                allow_patient_identifiers: bool = False, strategy: str = Strategy.FEWEST_ANSWERS_FIRST.value,
-               lease_seconds: int = 900, created_by: int | None = None, scope: StoreScope | None = None) -> Job:
-    """Create a job and its tasks from the manifest; raises :class:`BadRequest` naming what is wrong."""
+               lease_seconds: int = 900, created_by: int | None = None, scope: StoreScope | None = None,
+               gold_uri: str | None = None) -> Job:
+    """Create a job and its tasks from the manifest; raises :class:`BadRequest` naming what is wrong.
+
+    ``gold_uri`` adds gold-standard images (see :mod:`dicomlab_labeling.gold`), each inserted at a
+    random place among the manifest's images.
+    """
     name = name.strip() if isinstance(name, str) else ""
     if not name or len(name) > 100 or not all(c.isalnum() or c in "-_." for c in name):
         raise BadRequest("name: 1–100 letters, digits, '-', '_' or '.'")
@@ -94,27 +101,53 @@ def create_job(session: Session, *, name: str, manifest_uri: str, store: ObjectS
     if not lines:
         raise BadRequest("manifestUri: the manifest has no lines")
     label_set = parse_label_list(labels, field="labels") if labels is not None else lines[0].labels or default_labels
+    if gold_uri is not None and (not isinstance(gold_uri, str) or not gold_uri):
+        raise BadRequest("goldUri: a key or URI of a gold file in the object store")
+    rng = random.Random()
+    entries = _merge_gold(lines, gold_uri, store, scope, list(label_set), rng)
     job = Job(name=name, manifest_uri=manifest_uri, labels=list(label_set), readers_per_image=readers_per_image,
               instructions=str(instructions or ""), due_date=due_date,
               allow_patient_identifiers=bool(allow_patient_identifiers), strategy=strategy,
-              lease_seconds=lease_seconds, created_by=created_by)
+              lease_seconds=lease_seconds, created_by=created_by, gold_uri=gold_uri)
     session.add(job)
     session.flush()
-    seen: set[str] = set()
-    rng = random.Random()
-    for position, line in enumerate(lines):
-        if line.ref in seen:
-            logger.info("skipping a repeated manifest line", extra={"line": position + 1})
-            continue
-        seen.add(line.ref)
+    known = [float(v) for line, _ in entries if isinstance(v := line.data.get(UNCERTAINTY_KEY), int | float)]
+    for position, (line, answers) in enumerate(entries):
         sop, study, series = _uids(line, orthanc)
         uncertainty = line.data.get(UNCERTAINTY_KEY)
+        value = float(uncertainty) if isinstance(uncertainty, int | float) else None
+        if answers is not None and value is None and known:
+            value = rng.choice(known)  # so uncertainty-first does not hand every gold image out last
         session.add(Task(job_id=job.id, position=position, source=line.ref, sop_instance_uid=sop,
-                         study_instance_uid=study, series_instance_uid=series, manifest_line=dict(line.data),
-                         uncertainty=float(uncertainty) if isinstance(uncertainty, int | float) else None,
-                         random_key=rng.random()))
+                         study_instance_uid=study, series_instance_uid=series,
+                         manifest_line=dict(line.data) if answers is None else gold.stored_line(line),
+                         uncertainty=value, random_key=rng.random(), gold=answers))
     session.flush()
     return job
+
+
+def _merge_gold(lines: list[ManifestLine], gold_uri: str | None, store: ObjectStore, scope: StoreScope | None,
+                labels: list[str], rng: random.Random) -> list[tuple[ManifestLine, dict[str, str] | None]]:
+    """The manifest's lines (repeats dropped) with each gold line and its answers inserted at a random place."""
+    entries: list[tuple[ManifestLine, dict[str, str] | None]] = []
+    seen: set[str] = set()
+    for number, line in enumerate(lines, 1):
+        if line.ref in seen:
+            logger.info("skipping a repeated manifest line", extra={"line": number})
+            continue
+        seen.add(line.ref)
+        entries.append((line, None))
+    if gold_uri is None:
+        return entries
+    gold_lines = read_manifest(gold_uri, store, scope, field="goldUri")
+    if not gold_lines:
+        raise BadRequest("goldUri: the gold file has no lines")
+    for number, line in enumerate(gold_lines, 1):
+        if line.ref in seen:
+            raise BadRequest(f"goldUri line {number}: {line.ref[:80]!r} is already an image of this job")
+        seen.add(line.ref)
+        entries.insert(rng.randrange(len(entries) + 1), (line, gold.known_answers(line, labels, number)))
+    return entries
 
 
 def check_strategy(value: Any) -> str:

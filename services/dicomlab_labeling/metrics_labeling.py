@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from datetime import datetime
+from typing import Any
 
 from prometheus_client import Counter, Histogram
 from sqlalchemy import func, select
@@ -47,6 +48,11 @@ OLDEST_WAITING = gauge("dicomlab_labeling_oldest_waiting_seconds",
 AGREEMENT = gauge("dicomlab_labeling_agreement_ratio",
                   "Krippendorff's alpha per finding at the last agreement computation, by job.",
                   ("labeling_job", "finding"), mode="mostrecent")
+
+GOLD_ACCURACY = gauge("dicomlab_labeling_gold_accuracy_ratio",
+                      "Share of a reader's answers on gold-standard images that match the known answer, by job, "
+                      "reader and finding ('all': every gold finding pooled), at the last agreement computation.",
+                      ("labeling_job", "reader", "finding"), mode="mostrecent")
 
 _lock = threading.Lock()
 _last_refresh: dict[int, float] = {}
@@ -82,3 +88,14 @@ def set_agreement(job: str, values: dict[str, float | None]) -> None:
     for finding, value in values.items():
         if value is not None:
             AGREEMENT.labels(job, finding).set(value)
+
+
+def set_gold_accuracy(job: str, readers: dict[str, dict[str, Any]]) -> None:
+    """Export a :func:`dicomlab_labeling.gold.report`'s ``readers`` part (overall as finding ``all``)."""
+    for reader, score in readers.items():
+        overall = score["overall"]["accuracy"]
+        if overall is not None:
+            GOLD_ACCURACY.labels(job, reader, "all").set(overall)
+        for finding, item in score["findings"].items():
+            if item["accuracy"] is not None:
+                GOLD_ACCURACY.labels(job, reader, finding).set(item["accuracy"])

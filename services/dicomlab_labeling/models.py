@@ -139,6 +139,8 @@ class Job(Base):
     allow_patient_identifiers: Mapped[bool] = mapped_column(default=False)
     strategy: Mapped[str] = mapped_column(String(32), default=Strategy.FEWEST_ANSWERS_FIRST.value)
     lease_seconds: Mapped[int] = mapped_column(default=900)
+    gold_uri: Mapped[str | None] = mapped_column(Text, default=None)
+    """Where the job's gold-standard images and their known answers came from (admin view only)."""
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -156,7 +158,8 @@ class Task(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(Integer)
-    """Line number in the input manifest (0-based): the in-order strategy's key."""
+    """Order in the job (0-based): the input manifest's line order, with any gold images inserted at
+    random places; the in-order strategy's key."""
     source: Mapped[str] = mapped_column(String(200))
     """The manifest line's ``source`` (Orthanc instance ID)."""
     sop_instance_uid: Mapped[str] = mapped_column(String(64), default="")
@@ -172,6 +175,9 @@ class Task(Base):
     """Model uncertainty (0–1) when predictions exist: the uncertainty-first strategy's key."""
     random_key: Mapped[float] = mapped_column(Float, default=0.0)
     """A random number drawn at creation: the random strategy's key (stable, index-friendly)."""
+    gold: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
+    """Known answers (``{finding: "present" | "absent"}``) of a gold-standard image, else NULL.
+    Never sent to readers; gold tasks are scored per reader and left out of consolidation and export."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     job: Mapped[Job] = relationship(back_populates="tasks")

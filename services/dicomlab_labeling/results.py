@@ -7,6 +7,7 @@ sees the same numbers. Only each reader's latest submission version counts. Cons
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,11 +49,12 @@ def load(session: Session, job: Job, task_ids: list[int] | None = None) -> list[
             for task in session.scalars(tasks_q)]
 
 
-def consolidate_job(items: list[TaskAnswers], labels: list[str],
-                    settings: ConsolidationSettings) -> ConsolidationResult:
+def consolidate_job(items: list[TaskAnswers], labels: list[str], settings: ConsolidationSettings,
+                    reader_priors: Mapping[str, Mapping[str, Sequence[Sequence[float]]]] | None = None
+                    ) -> ConsolidationResult:
     objects: list[ObjectAnswers] = [
         collect(str(item.task.id), [(reader, s.answer) for reader, s in item.answers], labels) for item in items]
-    return consolidate(objects, labels, settings)
+    return consolidate(objects, labels, settings, reader_priors)
 
 
 def apply_adjudication(label: ConsolidatedLabel, adjudication: Adjudication | None,

@@ -11,7 +11,7 @@ from flask import Blueprint, Response, g, jsonify, request
 from sqlalchemy import func, select
 
 from dicomlab_core.errors import BadRequest, NotFound
-from dicomlab_labeling import audit, results
+from dicomlab_labeling import audit, gold, results
 from dicomlab_labeling import metrics_labeling as metrics
 from dicomlab_labeling.api_state import body, client_ip, state, user_json
 from dicomlab_labeling.auth import create_user, current_user, end_other_sessions, hash_password, require
@@ -46,10 +46,11 @@ def new_job() -> tuple[Response, int]:
             instructions=data.get("instructions", ""), due_date=parse_time(data.get("dueDate"), "dueDate"),
             allow_patient_identifiers=bool(data.get("allowPatientIdentifiers", False)),
             strategy=data.get("strategy", "fewest-answers-first"),
-            lease_seconds=data.get("leaseSeconds", api.config.queue.lease_seconds), created_by=user.id)
+            lease_seconds=data.get("leaseSeconds", api.config.queue.lease_seconds), created_by=user.id,
+            gold_uri=data.get("goldUri"))
         audit.record(session, audit.Action.JOB_CREATED, user=user, job_id=job.id, client_ip=client_ip(),
                      name=job.name)
-        view = job_json(session, job)
+        view = _admin_job_json(session, job)
     return jsonify(view), HTTPStatus.CREATED
 
 
@@ -57,7 +58,15 @@ def new_job() -> tuple[Response, int]:
 @require(Role.ADMIN)
 def show_job(job_id: int) -> Response:
     with state().db.session(readonly=True) as session:
-        return jsonify(job_json(session, get_job(session, job_id)))
+        return jsonify(_admin_job_json(session, get_job(session, job_id)))
+
+
+def _admin_job_json(session: Any, job: Job) -> dict[str, Any]:
+    """The job as readers see it plus its gold-standard source and count (admins only)."""
+    view = job_json(session, job)
+    images = session.scalar(select(func.count(Task.id)).where(Task.job_id == job.id, Task.gold.is_not(None)))
+    view["gold"] = {"goldUri": job.gold_uri, "images": int(images or 0)}
+    return view
 
 
 @bp.patch("/jobs/<int:job_id>")
@@ -110,8 +119,9 @@ def readers(job_id: int) -> Response:
     api = state()
     with api.db.session(readonly=True) as session:
         job = get_job(session, job_id)
-        items = results.load(session, job)
-        consolidated = results.consolidate_job(items, list(job.labels), api.config.consolidation)
+        loaded = results.load(session, job)
+        consolidated = gold.consolidate(loaded, list(job.labels), api.config.consolidation)[1]
+        scores = gold.report(loaded)["readers"]
         rows = session.execute(select(User.username, Assignment.status, func.count(Assignment.id))
                                .join(User, User.id == Assignment.user_id).where(Assignment.job_id == job.id)
                                .group_by(User.username, Assignment.status)).all()
@@ -143,7 +153,8 @@ def readers(job_id: int) -> Response:
                     "agreementWithConsensus": round(worker.agreement, 4) if worker and worker.agreement is not None
                     else None,
                     "reliability": round(worker.reliability, 4) if worker and worker.reliability is not None
-                    else None})
+                    else None,
+                    "goldAccuracy": scores.get(username)})
     return jsonify(readers=out)
 
 
@@ -153,12 +164,15 @@ def agreement(job_id: int) -> Response:
     api = state()
     with api.db.session(readonly=True) as session:
         job = get_job(session, job_id)
-        items = [i for i in results.load(session, job) if i.answers]
+        loaded = results.load(session, job)
+        gold_report = gold.report(loaded)
         name = job.name
-    report = results.consolidate_job(items, list(job.labels), api.config.consolidation).report
+    report = gold.consolidate([i for i in loaded if i.answers], list(job.labels), api.config.consolidation)[1].report
     findings = {k: v.to_json() for k, v in report.findings.items()}
     metrics.set_agreement(name, {k: v.krippendorff_alpha for k, v in report.findings.items()})
-    return jsonify(findings=findings, objects=report.objects, method=api.config.consolidation.method.value)
+    metrics.set_gold_accuracy(name, gold_report["readers"])
+    return jsonify(findings=findings, objects=report.objects, method=api.config.consolidation.method.value,
+                   gold=gold_report)
 
 
 @bp.post("/jobs/<int:job_id>/export")

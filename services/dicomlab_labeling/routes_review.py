@@ -11,7 +11,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from dicomlab_core.errors import BadRequest, NotFound
 from dicomlab_core.groundtruth import AnswerError, parse_worker_answer
-from dicomlab_labeling import audit, results
+from dicomlab_labeling import audit, gold, results
 from dicomlab_labeling.api_state import body, client_ip, state
 from dicomlab_labeling.auth import current_user, require
 from dicomlab_labeling.jobs import get_job, iso
@@ -61,8 +61,13 @@ def task_detail(task_id: int) -> Response:
         job = session.get_one(Job, task.job_id)
         everything = results.load(session, job)
         item = next(i for i in everything if i.task.id == task_id)
-        consolidated = results.consolidate_job(everything, list(job.labels), api.config.consolidation)
-        index = [i.task.id for i in everything].index(task_id)
+        # The same consolidation as export: gold images apart (a gold image is shown on its own).
+        if item.task.gold is None:
+            pool, consolidated = gold.consolidate(everything, list(job.labels), api.config.consolidation)
+        else:
+            pool = [item]
+            consolidated = results.consolidate_job(pool, list(job.labels), api.config.consolidation)
+        index = [i.task.id for i in pool].index(task_id)
         label = consolidated.labels[index]
         token, expires = api.image_token(task, job, f"review:{user.id}")
         reviewer = item.adjudication.reviewer.username if item.adjudication is not None else ""

@@ -1,4 +1,4 @@
-"""Migration 0002 (login throttles) upgrades and downgrades cleanly on SQLite and PostgreSQL."""
+"""Migrations 0002 (login throttles) and 0003 (gold images) upgrade and downgrade cleanly on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,13 +13,15 @@ from dicomlab_cli.processes import PostgresServer
 from dicomlab_labeling.db import Database
 from dicomlab_labeling.migrate import alembic_config, current_revision, upgrade
 
+HEAD = "0003"
+
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_0002_round_trip(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     postgres: PostgresServer | None = request.getfixturevalue("postgres") if kind == "postgres" else None
     db = Database(database_url(kind, tmp_path, postgres))
     try:
-        assert upgrade(db) == "0002"
+        assert upgrade(db) == HEAD
         tables = set(inspect(db.engine).get_table_names())
         assert "login_throttles" in tables and "login_failures" not in tables
         with db.engine.begin() as connection:
@@ -29,6 +31,29 @@ def test_0002_round_trip(kind: str, tmp_path: Path, request: pytest.FixtureReque
         assert current_revision(db) == "0001"
         tables = set(inspect(db.engine).get_table_names())
         assert "login_failures" in tables and "login_throttles" not in tables
-        assert upgrade(db) == "0002"
+        assert upgrade(db) == HEAD
+    finally:
+        db.dispose()
+
+
+def _columns(db: Database, table: str) -> set[str]:
+    return {c["name"] for c in inspect(db.engine).get_columns(table)}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_0003_round_trip(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    postgres: PostgresServer | None = request.getfixturevalue("postgres") if kind == "postgres" else None
+    db = Database(database_url(kind, tmp_path, postgres))
+    try:
+        assert upgrade(db) == HEAD
+        assert "gold" in _columns(db, "tasks") and "gold_uri" in _columns(db, "jobs")
+        with db.engine.begin() as connection:
+            config = alembic_config(db)
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0002")
+        assert current_revision(db) == "0002"
+        assert "gold" not in _columns(db, "tasks") and "gold_uri" not in _columns(db, "jobs")
+        assert upgrade(db) == HEAD
+        assert "gold" in _columns(db, "tasks")
     finally:
         db.dispose()

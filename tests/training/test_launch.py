@@ -108,3 +108,59 @@ def test_submit_without_a_kubeconfig_is_one_clean_line(tmp_path: Path) -> None:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert lines[0].startswith("dicomlab train: error: no Kubernetes configuration") and "--dry-run" in lines[0]
+
+
+def test_predict_job(tmp_path: Path) -> None:
+    """--mode predict: the same image, Secret, ServiceAccount and labels, running `train predict` in one pod."""
+    args = ("--model", "s3://b/runs/1/models/best.pt", "--manifest", "s3://b/pool.manifest",
+            "--out", "s3://b/predictions/1", "--batch-size", "64", "--device", "cuda")
+    spec = spec_from({"name": "cxr-predict-1", "namespace": "ml", "mode": "predict", "orthanc_secret": "orthanc-creds",
+                      "train_args": args})
+    manifests = build_training_job(spec)
+    validate_strict(manifests, tmp_path)
+    (job,) = manifests
+    train = build_training_job(spec_from({"name": "cxr-predict-1", "namespace": "ml",
+                                          "orthanc_secret": "orthanc-creds", "train_args": args}))[0]
+    assert job["kind"] == "Job"
+    labels = job["metadata"]["labels"]
+    assert labels == {**train["metadata"]["labels"], "dicomlab.io/mode": "predict"}
+    assert labels["app.kubernetes.io/component"] == "training"  # what the NetworkPolicy admits to Orthanc
+    assert job["spec"]["template"]["metadata"]["labels"] == labels
+    pod, train_pod = job["spec"]["template"]["spec"], train["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == train_pod["serviceAccountName"] == "dicomlab-training"
+    (container,), (train_container,) = pod["containers"], train_pod["containers"]
+    assert container["image"] == train_container["image"] == load_defaults()["image"]
+    assert container["env"] == train_container["env"]
+    assert container["command"] == ["python", "-m", "dicomlab_training", "predict", "--cache-dir", "/cache", *args]
+    assert train_container["command"][3] == "run"
+    assert job["spec"]["podFailurePolicy"] == train["spec"]["podFailurePolicy"]
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"train_args": ("--manifest", "s3://b/m", "--out", "s3://b/o")}, "predict needs --model"),
+    ({"nodes": 2, "train_args": ("--model", "m", "--manifest", "s3://b/m", "--out", "s3://b/o")}, "one node"),
+    ({"gpus_per_node": 4, "train_args": ("--model", "m", "--manifest", "s3://b/m", "--out", "s3://b/o")},
+     "at most one GPU"),
+])
+def test_predict_job_refuses_what_it_cannot_run(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_training_job(spec_from({"mode": "predict", **overrides}))
+    with pytest.raises(ValueError, match="mode: one of train, predict"):
+        build_training_job(spec_from({"mode": "infer"}))
+
+
+def test_cli_predict_dry_run(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code = main(["train", "submit", "--mode", "predict", "--dry-run", "--name", "pred-7", "--gpus-per-node", "0",
+                 "--", "--model=s3://b/best.pt", "--manifest", "s3://b/m", "--out", "s3://b/p", "--limit", "10"])
+    assert code == 0
+    manifests = list(yaml.safe_load_all(capsys.readouterr().out))
+    validate_strict(manifests, tmp_path)
+    (job,) = manifests
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][:4] == ["python", "-m", "dicomlab_training", "predict"]
+    assert container["command"][-7:] == ["--model=s3://b/best.pt", "--manifest", "s3://b/m", "--out", "s3://b/p",
+                                         "--limit", "10"]
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+    assert job["metadata"]["labels"]["dicomlab.io/mode"] == "predict"
+    assert job["metadata"]["labels"]["app.kubernetes.io/instance"] == "pred-7"
+    assert main(["train", "submit", "--mode", "predict", "--dry-run", "--", "--manifest", "s3://b/m"]) == 2

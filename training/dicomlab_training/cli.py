@@ -105,7 +105,7 @@ def export_command(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBMIT_OPTIONS = ("name", "namespace", "image", "nodes", "gpus_per_node", "cpu", "memory", "shm_size",
+SUBMIT_OPTIONS = ("mode", "name", "namespace", "image", "nodes", "gpus_per_node", "cpu", "memory", "shm_size",
                   "service_account", "node_group", "karpenter_nodepool", "capacity_type", "backoff_limit",
                   "config_map", "orthanc_secret", "orthanc_username_key", "orthanc_password_key", "orthanc_url",
                   "pushgateway_url")
@@ -146,6 +146,8 @@ def add_submit_arguments(sub: argparse.ArgumentParser) -> None:
 
     d = load_defaults()
     sub.add_argument("--dry-run", action="store_true", help="print the manifests as YAML instead of creating them")
+    sub.add_argument("--mode", choices=["train", "predict"],
+                     help="train (`train run`, default) or predict (`train predict`: batch inference, one pod)")
     sub.add_argument("--name", help=f"Job/JobSet name, also the run's instance label (default {d['name']})")
     sub.add_argument("--namespace", help=f"namespace of the chart's release (default {d['namespace']})")
     sub.add_argument("--image", help=f"training image (default the chart's: {d['image']})")
@@ -173,7 +175,8 @@ def add_submit_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--pushgateway-url", help="Prometheus Pushgateway URL for training metrics (default none)")
     sub.add_argument("--allow-disruption", action="store_true",
                      help="do not annotate pods karpenter.sh/do-not-disrupt")
-    sub.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then the arguments of `train run`")
+    sub.add_argument("train_args", nargs=argparse.REMAINDER,
+                     help="-- then the arguments of `train run` (`train predict` with --mode predict)")
 
 
 def register(subparsers: Any) -> None:

@@ -1,5 +1,8 @@
 """``dicomlab train submit``: a training run on Kubernetes — a Job on one node, a JobSet on several.
 
+``--mode predict`` renders the same Job for ``dicomlab_training predict`` (batch inference over a
+manifest, one pod, resumable from its written parts): same image, labels, Secret and ServiceAccount.
+
 :func:`build_training_job` is a pure function from a :class:`JobSpec` to manifests (plain dicts made
 with the kubernetes client's models), so the CLI, the tests and ``k8s/*.yaml`` share one definition;
 :data:`DEFAULTS_FILE` (``job-defaults.json`` next to this module) holds the defaults. Training runs are
@@ -54,6 +57,9 @@ REPLICATED_JOB = "node"
 """Name of the JobSet's one replicated Job (pods are ``<jobset>-node-0-<index>``)."""
 DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
 CONTAINER = "train"
+PREDICT = "predict"
+MODES = ("train", PREDICT)
+MODE_LABEL = "dicomlab.io/mode"
 
 
 @dataclass(frozen=True)
@@ -66,8 +72,12 @@ class JobSpec:
     """The project's training image (docker/training.Dockerfile) at the chart's appVersion (the chart runs no
     training itself: it provides the ServiceAccount and NetworkPolicy these pods use)."""
     image_pull_policy: str = "IfNotPresent"
+    mode: str = "train"
+    """``train`` (``dicomlab_training run``) or ``predict`` (``dicomlab_training predict``: batch inference,
+    one pod, same image, labels, Secret and ServiceAccount)."""
     train_args: tuple[str, ...] = ()
-    """Arguments after ``python -m dicomlab_training run`` (e.g. --manifest ... --out s3://...)."""
+    """Arguments after ``python -m dicomlab_training run`` (or ``predict`` in predict mode), e.g.
+    --manifest ... --out s3://..."""
     config_map: str = ""
     """Optional ConfigMap with a ``train.json`` mounted at /config (passed as --config)."""
     nodes: int = 1
@@ -132,10 +142,15 @@ def defaults_document() -> dict[str, Any]:
 
 
 def _labels(spec: JobSpec) -> dict[str, str]:
-    """part-of + component select training pods in the chart's NetworkPolicies; instance names the run."""
+    """part-of + component select training pods in the chart's NetworkPolicies; instance names the run.
+
+    A predict run keeps component ``training`` (it reads Orthanc through the same NetworkPolicy) and
+    adds ``dicomlab.io/mode: predict`` so it can be told apart.
+    """
+    mode = {MODE_LABEL: PREDICT} if spec.mode == PREDICT else {}
     return {"app.kubernetes.io/name": "dicomlab", "app.kubernetes.io/component": "training",
             "app.kubernetes.io/instance": spec.name, "app.kubernetes.io/part-of": "dicomlab",
-            "app.kubernetes.io/managed-by": "dicomlab-cli", **spec.labels}
+            "app.kubernetes.io/managed-by": "dicomlab-cli", **mode, **spec.labels}
 
 
 def rendezvous_host(spec: JobSpec) -> str:
@@ -149,6 +164,8 @@ def _command(spec: JobSpec) -> list[str]:
         args = ["--config", "/config/train.json", *args]
     if spec.pushgateway_url:
         args += ["--set", f"pushgateway_url={spec.pushgateway_url}"]
+    if spec.mode == PREDICT:  # one process: batch inference needs no torchrun
+        return ["python", "-m", "dicomlab_training", PREDICT, *args]
     if spec.nodes == 1 and spec.gpus_per_node <= 1:
         return ["python", "-m", "dicomlab_training", "run", *args]
     # torchrun through dicomlab_training.torchrun: the same launcher, exiting 143 when preempted
@@ -246,6 +263,10 @@ def build_training_job(spec: JobSpec) -> list[dict[str, Any]]:
     """The manifests for ``spec``: ``[Job]`` on one node, ``[JobSet]`` on several."""
     if spec.nodes < 1:
         raise ValueError("nodes must be >= 1")
+    if spec.mode not in MODES:
+        raise ValueError(f"mode: one of {', '.join(MODES)}")
+    if spec.mode == PREDICT:
+        _check_predict(spec)
     if spec.nodes > 1:
         return [build_jobset(spec)]
     # A disrupted or preempted pod is replaced without using up backoffLimit (the run resumes from its
@@ -257,6 +278,16 @@ def build_training_job(spec: JobSpec) -> list[dict[str, Any]]:
     job = k8s.V1Job(api_version="batch/v1", kind="Job", spec=job_spec,
                     metadata=k8s.V1ObjectMeta(name=spec.name, namespace=spec.namespace, labels=_labels(spec)))
     return [_serialize(job)]
+
+
+def _check_predict(spec: JobSpec) -> None:
+    """A predict run is one pod on at most one GPU and needs --model, --manifest and --out."""
+    if spec.nodes != 1 or spec.gpus_per_node > 1:
+        raise ValueError("predict runs on one node with at most one GPU (--nodes 1, --gpus-per-node 0 or 1)")
+    given = {a.split("=", 1)[0] for a in spec.train_args}
+    missing = [o for o in ("--model", "--manifest", "--out") if o not in given]
+    if missing:
+        raise ValueError(f"predict needs {', '.join(missing)} after -- (the arguments of `train predict`)")
 
 
 def build_jobset(spec: JobSpec) -> dict[str, Any]:
