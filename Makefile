@@ -26,8 +26,9 @@ venv: $(STAMP)  ## the virtualenv with the project and its test extras (locked b
 frontend: venv  ## build the Cornerstone3D viewer bundle (npm ci + vite build), when the sources are present
 	@if [ -f $(FRONTEND)/package.json ]; then $(BIN)/python scripts/build_frontend.py; else echo "frontend: no sources yet"; fi
 
-lint: venv  ## ruff
+lint: venv  ## ruff, and import-linter's layer contracts (pyproject.toml [tool.importlinter])
 	$(BIN)/ruff check services training tests benchmarks scripts
+	$(BIN)/lint-imports
 
 typecheck: venv  ## mypy, strict on our packages
 	$(BIN)/mypy

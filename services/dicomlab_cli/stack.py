@@ -11,16 +11,15 @@ The folders holding patient data (``orthanc/``, ``labeling/``, ``demo/``) are 07
 starts its processes under umask 077, so Orthanc's storage and index and the labeling database are
 created 0600/0700.
 
-Services join the stack by shipping a ``dicomlab_<name>.local`` module with
-``local_env(ctx: LocalContext) -> dict[str, str]``; a service whose package has no such module
-has not landed yet and is skipped. ``up`` is idempotent: a healthy running stack is left as it is.
+Each service starts with its environment from :func:`dicomlab_cli.wiring.stack_env` (the one place
+that turns the stack into ``DICOMLAB_<SERVICE>__*``). ``up`` is idempotent: a healthy running stack is
+left as it is.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import importlib
 import json
 import logging
 import os
@@ -28,7 +27,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import requests
 
@@ -41,6 +40,8 @@ from dicomlab_cli.processes import (
     pid_alive,
     stop_pid,
 )
+from dicomlab_cli.wiring import LocalContext as LocalContext  # re-exported: the stack's context
+from dicomlab_cli.wiring import stack_env
 from dicomlab_core.config import Secret
 
 logger = logging.getLogger(__name__)
@@ -98,26 +99,6 @@ def port_for(name: str) -> int:
     return int(os.environ.get(f"DICOMLAB_PORT_{name.upper()}", DEFAULT_PORTS[name]))
 
 
-@dataclass(frozen=True)
-class LocalContext:
-    """What a service needs to know to join the local stack."""
-
-    run_dir: Path
-    orthanc_url: str
-    orthanc_username: str
-    orthanc_password: str
-    ports: dict[str, int]
-    credentials: dict[str, str]
-    store_url: str
-
-    def url(self, service: str) -> str:
-        return f"http://{LOOPBACK}:{self.ports[service]}"
-
-
-class LocalModule(Protocol):
-    def local_env(self, ctx: LocalContext) -> dict[str, str]: ...
-
-
 def load_credentials(directory: Path) -> dict[str, str]:
     """The stack's generated secrets, created on first use with mode 0600."""
     path = directory / "credentials.json"
@@ -170,16 +151,6 @@ class StackState:
         tmp = directory / ".stack.json.tmp"
         tmp.write_text(json.dumps(asdict(self), indent=2))
         tmp.replace(directory / "stack.json")
-
-
-def _local_module(name: str) -> LocalModule | None:
-    try:
-        module = importlib.import_module(f"dicomlab_{name}.local")
-    except ModuleNotFoundError as exc:
-        if exc.name in (f"dicomlab_{name}.local", f"dicomlab_{name}"):
-            return None
-        raise
-    return module  # type: ignore[return-value]
 
 
 def context(directory: Path, creds: dict[str, str], ports: dict[str, int]) -> LocalContext:
@@ -257,10 +228,7 @@ def _start(directory: Path, creds: dict[str, str], *, postgres: bool, services: 
             ports["postgres"] = pg.port
         ctx = context(directory, creds, ports)
         for name in services:
-            module = _local_module(name)
-            if module is None:
-                continue
-            env = module.local_env(ctx)
+            env = stack_env(ctx, name)
             service = GunicornService(name, f"dicomlab_{name}.app:create_app()", directory,
                                       port=ports[name], env=env).start()
             state.pids[name] = service.pid or 0
@@ -309,3 +277,9 @@ def require_running(directory: Path | None = None) -> tuple[LocalContext, dict[s
     creds = load_credentials(directory)
     ports = {**{name: port_for(name) for name in SERVICE_NAMES}, **state.ports}
     return context(directory, creds, ports), current
+
+
+def running_env(package: str) -> dict[str, str]:
+    """``DICOMLAB_<PACKAGE>__*`` of the running stack (a :data:`dicomlab_core.localenv.LocalEnv`)."""
+    ctx, _ = require_running()
+    return stack_env(ctx, package)
