@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 FRONTEND := services/dicomlab_labeling/frontend
 FRONTEND_STAMP := services/dicomlab_labeling/static/dist/manifest.json
 
-.PHONY: help deps venv frontend lint typecheck pytest test demo bench lock clean
+.PHONY: help deps venv frontend lint typecheck pytest test test-fast demo bench lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -37,6 +37,11 @@ pytest: venv
 	$(BIN)/pytest
 
 test: deps venv frontend lint typecheck pytest  ## everything CI runs: install, lint, type-check, tests
+
+FAST_MARKERS := not browser and not slow and not e2e and not chart
+
+test-fast: venv lint  ## the quick loop: lint, then the tests without browser, end-to-end or chart tools
+	$(BIN)/pytest -m "$(FAST_MARKERS)"
 
 demo: deps venv frontend  ## run the whole loop on the local stack and print where to look
 	$(BIN)/dicomlab demo

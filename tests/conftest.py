@@ -113,3 +113,23 @@ def synthetic_set(orthanc: OrthancServer, synthetic_config: Any) -> list[dict[st
         return upload_study_set(synthetic_config, client, workers=2)
     finally:
         client.close()
+
+
+CHART_TOOLS = ("deploy_chart", "helm_python", "checkov", "hadolint", "kubernetes_validate")
+"""Names whose mention in a test module means it runs the chart/container tools (Helm, checkov, hadolint,
+Kubernetes schemas): its tests get the ``chart`` marker, so ``make test-fast`` can leave them out."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Markers by place and by tool, so no test file has to carry them: ``e2e`` for ``tests/e2e``, ``chart``
+    for modules that use :data:`CHART_TOOLS`."""
+    uses_tools: dict[Path, bool] = {}
+    for item in items:
+        path = Path(str(item.path))
+        if "e2e" in path.parts:
+            item.add_marker(pytest.mark.e2e)
+        if path not in uses_tools:
+            text = path.read_text(errors="replace") if path.suffix == ".py" else ""
+            uses_tools[path] = any(name in text for name in CHART_TOOLS)
+        if uses_tools[path]:
+            item.add_marker(pytest.mark.chart)
