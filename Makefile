@@ -47,7 +47,7 @@ demo: deps venv frontend  ## run the whole loop on the local stack and print whe
 	$(BIN)/dicomlab demo
 
 bench: deps venv  ## run the benchmarks (results in benchmarks/results/)
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --write || exit 1; done
 
 lock:  ## re-resolve constraints.txt from pyproject.toml in a scratch venv
 	rm -rf /tmp/dicomlab-lock && $(PYTHON) -m venv /tmp/dicomlab-lock

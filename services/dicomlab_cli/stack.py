@@ -1,6 +1,7 @@
 """The local stack: ``dicomlab stack up | down | status``.
 
-Everything lives in one run directory (default ``./.run``, or ``DICOMLAB_RUN_DIR``):
+Everything lives in one run directory (``DICOMLAB_RUN_DIR``, else ``.run`` in the project root, found from
+wherever the command runs):
 
 - ``credentials.json`` (mode 0600): generated once and reused — Orthanc's password, the token
   signing key shared by the proxy and the labeling service, the patient-key secret, the demo logins;
@@ -91,8 +92,22 @@ def write_private(path: Path, text: str) -> None:
     path.chmod(0o600)
 
 
+def project_root() -> Path | None:
+    """The dicomlab checkout: the nearest folder holding its ``pyproject.toml`` and ``services/dicomlab_cli``,
+    above the working directory, else above this module (an editable install); ``None`` when neither is."""
+    for start in (Path.cwd(), Path(__file__).resolve().parent):
+        for folder in (start, *start.parents):
+            if (folder / "pyproject.toml").is_file() and (folder / "services" / "dicomlab_cli").is_dir():
+                return folder
+    return None
+
+
 def run_dir() -> Path:
-    return Path(os.environ.get("DICOMLAB_RUN_DIR", ".run")).resolve()
+    """``DICOMLAB_RUN_DIR``, else ``.run`` in the project root, wherever the command is called from
+    (``./.run`` outside any checkout)."""
+    if os.environ.get("DICOMLAB_RUN_DIR"):
+        return Path(os.environ["DICOMLAB_RUN_DIR"]).resolve()
+    return ((project_root() or Path.cwd()) / ".run").resolve()
 
 
 def port_for(name: str) -> int:
