@@ -16,13 +16,11 @@ from pathlib import Path
 
 from dicomlab_cli.processes import LOOPBACK
 from dicomlab_core.config import env_name
+from dicomlab_core.synth.cli import PREFIX as SYNTH_PREFIX
 from dicomlab_labeling.config import ENV_PREFIX as LABELING_PREFIX
 from dicomlab_manifest.config import PREFIX as MANIFEST_PREFIX
 from dicomlab_proxy.config import PREFIX as PROXY_PREFIX
 from dicomlab_training.config import ENV_PREFIX as TRAIN_PREFIX
-
-SYNTH_PREFIX = "DICOMLAB_SYNTH"
-"""``dicomlab synth --upload``: Orthanc (``…__ORTHANC__*``) and where the ground truth goes (``…__TRUTH_DIR``)."""
 
 
 @dataclass(frozen=True)
