@@ -65,28 +65,31 @@ def test_unknown_package_is_refused(ctx: LocalContext) -> None:
 
 
 RUN_TRAINING = """
-import sys
+import contextlib, io, json, sys
 from dicomlab_training.__main__ import main
-code = main(sys.argv[1:])
-print(json.dumps({"code": code, "cli_loaded": any(m.startswith("dicomlab_cli") for m in sys.modules)}))
-""".replace("import sys", "import json, sys")
-
-
-def run_training(*args: str) -> tuple[dict[str, object], subprocess.CompletedProcess[str]]:
-    done = subprocess.run([sys.executable, "-c", RUN_TRAINING, *args], capture_output=True, text=True,
-                          timeout=120, check=False)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1]), done
+results = []
+for argv in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    results.append({"code": code, "out": out.getvalue(), "err": err.getvalue()})
+cli = sorted(m for m in sys.modules if m.startswith("dicomlab_cli"))
+print(json.dumps({"results": results, "cli_modules": cli}))
+"""
 
 
 def test_training_entry_point_runs_without_the_cli(tmp_path: Path) -> None:
-    """``python -m dicomlab_training`` parses and runs ``train`` actions without importing the CLI."""
-    result, done = run_training("run", "--manifest", str(tmp_path / "m.manifest"), "--size", "64", "--print-config")
-    assert result == {"code": 0, "cli_loaded": False}
-    assert '"size": 64' in done.stdout
-
-
-def test_training_entry_point_explains_that_the_local_stack_is_the_clis(tmp_path: Path) -> None:
-    result, done = run_training("run", "--manifest", str(tmp_path / "m.manifest"), "--local-stack")
-    assert result == {"code": 2, "cli_loaded": False}
-    assert "no local stack here" in done.stderr and "DICOMLAB_TRAIN__" in done.stderr
+    """``python -m dicomlab_training`` parses and runs ``train`` actions without importing the CLI, and
+    says that ``--local-stack`` belongs to the ``dicomlab`` command (one process for both, to save start-up)."""
+    manifest = str(tmp_path / "m.manifest")
+    runs = [["run", "--manifest", manifest, "--size", "64", "--print-config"],
+            ["run", "--manifest", manifest, "--local-stack"]]
+    done = subprocess.run([sys.executable, "-c", RUN_TRAINING, json.dumps(runs)], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["cli_modules"] == []
+    printed, refused = answer["results"]
+    assert printed["code"] == 0 and json.loads(printed["out"])["pixels"]["size"] == 64
+    assert refused["code"] == 2
+    assert "no local stack here" in refused["err"] and "DICOMLAB_TRAIN__" in refused["err"]
