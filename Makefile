@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 FRONTEND := services/dicomlab_labeling/frontend
 FRONTEND_STAMP := services/dicomlab_labeling/static/dist/manifest.json
 
-.PHONY: help deps venv frontend lint typecheck pytest test demo bench lock clean
+.PHONY: help deps venv frontend lint typecheck pytest test test-fast demo bench lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -26,8 +26,9 @@ venv: $(STAMP)  ## the virtualenv with the project and its test extras (locked b
 frontend: venv  ## build the Cornerstone3D viewer bundle (npm ci + vite build), when the sources are present
 	@if [ -f $(FRONTEND)/package.json ]; then $(BIN)/python scripts/build_frontend.py; else echo "frontend: no sources yet"; fi
 
-lint: venv  ## ruff
+lint: venv  ## ruff, and import-linter's layer contracts (pyproject.toml [tool.importlinter])
 	$(BIN)/ruff check services training tests benchmarks scripts
+	$(BIN)/lint-imports
 
 typecheck: venv  ## mypy, strict on our packages
 	$(BIN)/mypy
@@ -37,11 +38,16 @@ pytest: venv
 
 test: deps venv frontend lint typecheck pytest  ## everything CI runs: install, lint, type-check, tests
 
+FAST_MARKERS := not browser and not slow and not e2e and not chart
+
+test-fast: venv lint  ## the quick loop: lint, then the tests without browser, end-to-end or chart tools
+	$(BIN)/pytest -m "$(FAST_MARKERS)"
+
 demo: deps venv frontend  ## run the whole loop on the local stack and print where to look
 	$(BIN)/dicomlab demo
 
 bench: deps venv  ## run the benchmarks (results in benchmarks/results/)
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --write || exit 1; done
 
 lock:  ## re-resolve constraints.txt from pyproject.toml in a scratch venv
 	rm -rf /tmp/dicomlab-lock && $(PYTHON) -m venv /tmp/dicomlab-lock

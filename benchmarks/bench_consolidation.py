@@ -7,7 +7,7 @@ vote + agreement statistics), build the response and serialize it to JSON. Targe
 
     .venv/bin/python benchmarks/bench_consolidation.py [--objects 100000] [--readers 3]
 
-Writes ``benchmarks/results/consolidation.json`` (timings per phase, machine details, accuracy of the
+With ``--write``, writes ``benchmarks/results/consolidation.json`` (timings per phase, machine details, accuracy of the
 consolidated labels against the simulated truth).
 """
 
@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--objects", type=int, default=100_000)
     parser.add_argument("--readers", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON, with --write")
+    parser.add_argument("--write", action="store_true", help="write the results to --out (without it: print only)")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text(json.dumps(entries))
         size = path.stat().st_size
         del entries
-        config = LabelingConfig(token_keys=(Secret(KeyRing.generate_entry()),))
+        config = LabelingConfig(token_keys=(Secret(KeyRing.generate_entry()),), store_url=f"file://{tmp}")
         ctx = CallbackContext(config=config, orthanc=None,  # type: ignore[arg-type]  # not used by consolidation
                               signer=signer_from_entries(config.token_keys))
         event = {"version": "2018-10-16", "labelingJobArn": "arn:aws:sagemaker:us-east-1:1:labeling-job/bench",
@@ -158,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {**machine(), "load_average_at_start_1m_5m_15m": load_at_start},
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    if args.write:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return 0 if report["meets_target"] else 1
 

@@ -13,7 +13,7 @@ concurrently), then measures in the same run:
   with the same number added to existing series (the worst case: one request per new instance);
 - the peak Python heap of a second full build (tracemalloc), to show memory does not grow with N.
 
-Results are merged into ``benchmarks/results/manifest.json`` under ``<index>@<N>``. The load
+With ``--write``, results are merged into ``benchmarks/results/manifest.json`` under ``<index>@<N>``. The load
 generator, Orthanc and the builder share the machine's CPUs, so the figures are lower bounds.
 """
 
@@ -166,7 +166,8 @@ def main() -> int:
     parser.add_argument("--naive-sample", type=int, default=2000)
     parser.add_argument("--incremental", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=8, help="builder's concurrent Orthanc requests")
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--output", type=Path, default=RESULTS, help="results JSON, with --write")
+    parser.add_argument("--write", action="store_true", help="merge the results into --output (without it: print only)")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-manifest-"))
@@ -225,10 +226,11 @@ def main() -> int:
     result["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                          "load_average": os.getloadavg()}
     result["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    existing = json.loads(args.output.read_text()) if args.output.exists() else {}
-    existing[f"{args.index}@{args.instances}"] = result
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(existing, indent=2, sort_keys=True) + "\n")
+    if args.write:
+        existing = json.loads(args.output.read_text()) if args.output.exists() else {}
+        existing[f"{args.index}@{args.instances}"] = result
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(existing, indent=2, sort_keys=True) + "\n")
     print(json.dumps(result, indent=2))
     return 0
 

@@ -9,7 +9,7 @@ client threads (urllib3, keep-alive) for an 8 MB ``/instances/{id}/file``, the s
 WADO-RS, and a small QIDO JSON, plus single-client median latency of the QIDO request, and finally the
 same QIDO load on gunicorn with an empty app and with a trivial Flask app (``wsgi_floor.py``), which
 says how much of the proxy's cost per request is the framework. Results, with
-the machine's details, go to ``benchmarks/results/proxy.json``. The load generator shares the CPU
+the machine's details, go to ``benchmarks/results/proxy.json`` with ``--write``. The load generator shares the CPU
 with the servers, so the figures are lower bounds for all of them and the ratios are what to read —
 with the CPU each process spent per request (from ``/proc``), which says why: on a machine where
 every process competes for the same cores, throughput follows the sum of those costs.
@@ -199,7 +199,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--chunk-bytes", type=int, default=1024 * 1024, help="the proxy's upstream read size")
     parser.add_argument("--scenarios", default="large_file,large_wado_rs,large_file_one_client,small_qido,floors")
-    parser.add_argument("--no-write", action="store_true", help="print only; leave results/proxy.json alone")
+    parser.add_argument("--write", action="store_true", help="write results/proxy.json (without it: print only)")
     args = parser.parse_args()
     load_at_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-proxy-") as tmpdir:
@@ -270,7 +270,7 @@ def main() -> None:
                     stop_pid(server.pid)
             orthanc.stop()
 
-    if args.no_write:
+    if not args.write:
         return
 
     def ratio(scenario: str, a: str, b: str, key: str = "mb_per_s") -> float:

@@ -19,7 +19,8 @@ Run on a GPU machine::
     python benchmarks/bench_training_gpu.py [--batch-sizes 64 128 256 512] [--compile]
     torchrun --standalone --nproc-per-node=2 benchmarks/bench_training_gpu.py --batch-sizes 256  # DDP scaling
 
-Results (with device, driver, torch and CUDA versions) go to ``benchmarks/results/training_gpu.json``.
+With ``--write``, results (with device, driver, torch and CUDA versions) go to
+``benchmarks/results/training_gpu.json``.
 Without CUDA the CUDA variants are skipped with a message; ``--cpu-smoke`` runs the same step on the CPU
 with a tiny network (a check that the benchmark works, not a figure) and writes nothing.
 Targets in issue 17: ≥ 3,000 images/s at 224² on one H100 in the real loop; ≥ 90% scaling over 2 GPUs.
@@ -203,7 +204,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time the torch.compile variant")
     parser.add_argument("--cpu-smoke", action="store_true",
                         help="without CUDA: run the same step on the CPU with a tiny network (not a figure)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON (CUDA runs only)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON (CUDA runs with --write only)")
+    parser.add_argument("--write", action="store_true", help="write the results to --out (without it: print only)")
     args = parser.parse_args()
 
     cuda = torch.cuda.is_available()
@@ -242,7 +244,7 @@ def main() -> None:
         results["batch_sizes"][str(batch)] = row
         if dist.is_main:
             print(json.dumps({batch: row}), flush=True)
-    if dist.is_main and cuda:
+    if dist.is_main and cuda and args.write:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n")
         print(f"wrote {args.out}")

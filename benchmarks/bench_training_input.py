@@ -19,7 +19,7 @@ uncompressed), with the same torch thread count:
 - **end-to-end CPU training** — DenseNet121 (and the tiny test DenseNet) optimizer steps per second
   on cached batches at ``--train-size``, to show where the time goes on a CPU.
 
-Results go to ``benchmarks/results/training_input.json``. The machine is shared; the ratios are
+With ``--write``, results go to ``benchmarks/results/training_input.json`` (without it they are only printed). The machine is shared; the ratios are
 measured in one run, so they are comparable even when absolute figures are not.
 """
 
@@ -131,6 +131,7 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=128)
     parser.add_argument("--train-steps", type=int, default=3)
     parser.add_argument("--keep", type=Path, help="reuse/keep the generated files in this folder")
+    parser.add_argument("--write", action="store_true", help="write results/training_input.json (without it: print only)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -174,8 +175,9 @@ def main() -> None:
         "notes": "reference = MONAI LoadImage+ScaleIntensity+RandRotate+RandFlip+RandZoom+Resize per image per epoch; "
                  "cached = memory-mapped uint8 cache + batched tensor augmentation (CPU here, GPU in production)",
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    if args.write:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

@@ -7,6 +7,7 @@ moto's server mode over HTTP (the one component that cannot run for real here).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -113,3 +114,36 @@ def synthetic_set(orthanc: OrthancServer, synthetic_config: Any) -> list[dict[st
         return upload_study_set(synthetic_config, client, workers=2)
     finally:
         client.close()
+
+
+CHART_TOOLS = ("deploy_chart", "helm_python", "checkov", "hadolint", "kubernetes_validate")
+"""Names whose mention in a test module means it runs the chart/container tools (Helm, checkov, hadolint,
+Kubernetes schemas): its tests get the ``chart`` marker, so ``make test-fast`` can leave them out."""
+
+
+SLOW_HERE = frozenset({
+    "tests/training/test_preemption.py::test_sigterm_to_torchrun_stops_every_rank_at_one_step",
+    "tests/training/test_training.py::test_kill_and_resume_match_an_uninterrupted_run",
+    "tests/training/test_training.py::test_two_process_ddp_matches_one_process",
+})
+"""Multi-process training runs measured at 30 s or more on the 2-core machine (``--durations``): ``slow``,
+set here so the training test files stay as they are."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Markers by place and by tool, so no test file has to carry them: ``e2e`` for ``tests/e2e``, ``chart``
+    for modules that use :data:`CHART_TOOLS`, ``slow`` for :data:`SLOW_HERE`."""
+    uses_tools: dict[Path, bool] = {}
+    root = Path(str(config.rootpath))
+    for item in items:
+        path = Path(str(item.path))
+        with contextlib.suppress(ValueError):
+            if f"{path.relative_to(root).as_posix()}::{item.name.split('[')[0]}" in SLOW_HERE:
+                item.add_marker(pytest.mark.slow)
+        if "e2e" in path.parts:
+            item.add_marker(pytest.mark.e2e)
+        if path not in uses_tools:
+            text = path.read_text(errors="replace") if path.suffix == ".py" else ""
+            uses_tools[path] = any(name in text for name in CHART_TOOLS)
+        if uses_tools[path]:
+            item.add_marker(pytest.mark.chart)

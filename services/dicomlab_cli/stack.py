@@ -1,6 +1,7 @@
 """The local stack: ``dicomlab stack up | down | status``.
 
-Everything lives in one run directory (default ``./.run``, or ``DICOMLAB_RUN_DIR``):
+Everything lives in one run directory (``DICOMLAB_RUN_DIR``, else ``.run`` in the project root, found from
+wherever the command runs):
 
 - ``credentials.json`` (mode 0600): generated once and reused — Orthanc's password, the token
   signing key shared by the proxy and the labeling service, the patient-key secret, the demo logins;
@@ -11,16 +12,15 @@ The folders holding patient data (``orthanc/``, ``labeling/``, ``demo/``) are 07
 starts its processes under umask 077, so Orthanc's storage and index and the labeling database are
 created 0600/0700.
 
-Services join the stack by shipping a ``dicomlab_<name>.local`` module with
-``local_env(ctx: LocalContext) -> dict[str, str]``; a service whose package has no such module
-has not landed yet and is skipped. ``up`` is idempotent: a healthy running stack is left as it is.
+Each service starts with its environment from :func:`dicomlab_cli.wiring.stack_env` (the one place
+that turns the stack into ``DICOMLAB_<SERVICE>__*``). ``up`` is idempotent: a healthy running stack is
+left as it is.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import importlib
 import json
 import logging
 import os
@@ -28,7 +28,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import requests
 
@@ -42,6 +42,8 @@ from dicomlab_cli.processes import (
     pid_alive,
     stop_pid,
 )
+from dicomlab_cli.wiring import LocalContext as LocalContext  # re-exported: the stack's context
+from dicomlab_cli.wiring import stack_env
 from dicomlab_core.config import Secret
 
 logger = logging.getLogger(__name__)
@@ -93,32 +95,26 @@ def write_private(path: Path, text: str) -> None:
     path.chmod(0o600)
 
 
+def project_root() -> Path | None:
+    """The dicomlab checkout: the nearest folder holding its ``pyproject.toml`` and ``services/dicomlab_cli``,
+    above the working directory, else above this module (an editable install); ``None`` when neither is."""
+    for start in (Path.cwd(), Path(__file__).resolve().parent):
+        for folder in (start, *start.parents):
+            if (folder / "pyproject.toml").is_file() and (folder / "services" / "dicomlab_cli").is_dir():
+                return folder
+    return None
+
+
 def run_dir() -> Path:
-    return Path(os.environ.get("DICOMLAB_RUN_DIR", ".run")).resolve()
+    """``DICOMLAB_RUN_DIR``, else ``.run`` in the project root, wherever the command is called from
+    (``./.run`` outside any checkout)."""
+    if os.environ.get("DICOMLAB_RUN_DIR"):
+        return Path(os.environ["DICOMLAB_RUN_DIR"]).resolve()
+    return ((project_root() or Path.cwd()) / ".run").resolve()
 
 
 def port_for(name: str) -> int:
     return int(os.environ.get(f"DICOMLAB_PORT_{name.upper()}", DEFAULT_PORTS[name]))
-
-
-@dataclass(frozen=True)
-class LocalContext:
-    """What a service needs to know to join the local stack."""
-
-    run_dir: Path
-    orthanc_url: str
-    orthanc_username: str
-    orthanc_password: str
-    ports: dict[str, int]
-    credentials: dict[str, str]
-    store_url: str
-
-    def url(self, service: str) -> str:
-        return f"http://{LOOPBACK}:{self.ports[service]}"
-
-
-class LocalModule(Protocol):
-    def local_env(self, ctx: LocalContext) -> dict[str, str]: ...
 
 
 def load_credentials(directory: Path) -> dict[str, str]:
@@ -173,16 +169,6 @@ class StackState:
         tmp = directory / ".stack.json.tmp"
         tmp.write_text(json.dumps(asdict(self), indent=2))
         tmp.replace(directory / "stack.json")
-
-
-def _local_module(name: str) -> LocalModule | None:
-    try:
-        module = importlib.import_module(f"dicomlab_{name}.local")
-    except ModuleNotFoundError as exc:
-        if exc.name in (f"dicomlab_{name}.local", f"dicomlab_{name}"):
-            return None
-        raise
-    return module  # type: ignore[return-value]
 
 
 def context(directory: Path, creds: dict[str, str], ports: dict[str, int]) -> LocalContext:
@@ -266,10 +252,7 @@ def _start(directory: Path, creds: dict[str, str], *, postgres: bool, services: 
             ports["postgres"] = pg.port
         ctx = context(directory, creds, ports)
         for name in services:
-            module = _local_module(name)
-            if module is None:
-                continue
-            env = module.local_env(ctx)
+            env = stack_env(ctx, name)
             service = GunicornService(name, f"dicomlab_{name}.app:create_app()", directory,
                                       port=ports[name], env=env, metrics_port=port_for(f"{name}_metrics")).start()
             state.pids[name] = service.pid or 0
@@ -319,3 +302,9 @@ def require_running(directory: Path | None = None) -> tuple[LocalContext, dict[s
     creds = load_credentials(directory)
     ports = {**{name: port_for(name) for name in SERVICE_NAMES}, **state.ports}
     return context(directory, creds, ports), current
+
+
+def running_env(package: str) -> dict[str, str]:
+    """``DICOMLAB_<PACKAGE>__*`` of the running stack (a :data:`dicomlab_core.localenv.LocalEnv`)."""
+    ctx, _ = require_running()
+    return stack_env(ctx, package)

@@ -10,14 +10,11 @@ The full listing is a pipeline (:meth:`ManifestBuilder._plan`, :meth:`ManifestBu
 the main thread reads a page of studies and, in one bulk request, their series, filters them, and
 cuts the page into chunks of whole studies with ~1,000 instances of wanted series; ``workers``
 threads fetch chunks ahead (one bulk request for the instances, one for the series' SOP classes)
-while the main thread de-duplicates and spools the previous chunk. Orthanc's index work (~65-80 us
-of its CPU per instance, see :mod:`dicomlab_manifest.listing`) is the bottleneck, and our ~25-30 us
-per instance runs beside it. Measured on 100,000 instances (SQLite index, 2 cores shared with other
-work), against the former one-request-per-study-and-series listing back to back: ~25-30 us instead
-of ~70-85 us of our CPU per instance, and 12,100-13,900 instead of 9,900-11,400 instances/s at load
-~2 (21-26% more in each pair; at load ~4.5 both vary more than that). Four to eight workers measured the
-same (Orthanc serializes SQLite index reads); memory is ``workers`` chunks, ~13 MiB of Python heap
-at 8 workers.
+while the main thread de-duplicates and spools the previous chunk. Orthanc's index work per
+instance (see :mod:`dicomlab_manifest.listing`) is the bottleneck, and ours runs beside it, a
+fraction of what one request per study and per series cost. More than four workers do not help
+(Orthanc serializes SQLite index reads); memory is ``workers`` chunks. The measurements behind this
+are in ``benchmarks/results/README.md``.
 
 Lines are ordered by study (Orthanc's index order), series (Series Instance UID) and instance
 (Instance Number, SOP Instance UID), or by change sequence in incremental mode; creation time lives

@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 from dicomlab_core.config import load_config
+from dicomlab_core.localenv import local_env
 from dicomlab_manifest.config import PREFIX, Config
 from dicomlab_manifest.service import ManifestService
 
@@ -52,15 +53,11 @@ def register(subparsers: Any) -> None:
     show.set_defaults(func=_show)
 
 
-def load_cli_config(environ: dict[str, str] | None = None) -> Config:
-    """The config from ``DICOMLAB_MANIFEST__*``, else from the running local stack."""
+def load_cli_config(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Config:
+    """The config from ``DICOMLAB_MANIFEST__*``, else from the running local stack (:mod:`dicomlab_core.localenv`)."""
     env = dict(os.environ if environ is None else environ)
     if not any(key.startswith(PREFIX + "__") for key in env):
-        from dicomlab_cli.stack import require_running
-        from dicomlab_manifest.local import local_env
-
-        ctx, _status = require_running()
-        env.update(local_env(ctx))
+        env.update(local_env(args, "manifest"))
     return load_config(Config, PREFIX, env)
 
 
@@ -85,7 +82,7 @@ def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _build(args: argparse.Namespace) -> int:
-    service = ManifestService(load_cli_config())
+    service = ManifestService(load_cli_config(args))
     try:
         spec = service.parse(spec_from_args(args))
         service.precheck(spec)
@@ -107,13 +104,13 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    service = ManifestService(load_cli_config())
+    service = ManifestService(load_cli_config(args))
     for entry in service.manifests.list():
         print(f"{entry['name']:<40} {entry['instances']:>8}  {entry['created']}  {entry['manifest']}")
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
-    service = ManifestService(load_cli_config())
+    service = ManifestService(load_cli_config(args))
     print(json.dumps(service.manifests.summary(args.name), indent=2, sort_keys=True))
     return 0

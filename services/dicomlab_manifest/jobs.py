@@ -1,10 +1,20 @@
 """Manifest builds as background jobs: a small thread pool, with job records on the local state volume.
 
 Each job has a folder ``<state_dir>/jobs/<id>/`` with ``job.json`` (status, spec, progress, error,
-result) and ``build/`` (the builder's resumable state). Whichever gunicorn worker started a job runs
-it while holding an exclusive ``flock`` on the folder; on start-up every worker tries to resume the
-jobs that are still queued or running, and only the one that gets the lock does (a job that was cut
-off by a crash or a restart continues from its last checkpoint).
+result) and ``build/`` (the builder's resumable state). The gunicorn worker that accepts a job takes
+an exclusive ``flock`` on the folder *before* the record exists and holds it until the job ends; on
+start-up every worker tries to resume the jobs that are still queued or running, and only one that
+gets the lock does (a job cut off by a crash or a restart continues from its last checkpoint; the
+lock dies with its process).
+
+Why a ``POST /manifests?sync=true`` could answer 202 with the job still ``queued``: the lock used to
+be taken only when a pool thread started the job. (1) Starvation: the pool has ``job_threads``
+threads (2) per worker, fewer than its request threads, so a sync request's job queued behind
+running builds and stayed ``queued`` for the whole wait on a loaded machine. (2) Theft: a worker
+booting meanwhile (gunicorn starts them one by one; slow on a loaded machine) saw the fresh
+``queued`` record, took the free lock and adopted the job, so the worker that answered had nothing
+to wait for. Now the lock is held from the start, and a sync request's job runs on its own thread
+(the request holds one of gunicorn's threads while it waits anyway, so these are bounded by them).
 """
 
 from __future__ import annotations
@@ -85,18 +95,45 @@ class JobRunner:
 
     # ------------------------------------------------------------------ running
 
-    def submit(self, spec: SelectionSpec) -> dict[str, Any]:
-        """Queue a build; returns its record (status ``queued``)."""
+    def submit(self, spec: SelectionSpec, *, dedicated: bool = False) -> dict[str, Any]:
+        """Queue a build; returns its record (status ``queued``).
+
+        The job's lock is taken before its record is written, so no other worker's
+        :meth:`resume_unfinished` can adopt it. ``dedicated`` (a caller that waits for the result):
+        run it on a thread of its own instead of queueing it behind the pool's builds.
+        """
         job_id = uuid.uuid4().hex
+        self._dir(job_id).mkdir(parents=True, exist_ok=True)
+        held = self._lock_file(job_id)
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new folder: nobody else knows it yet
         record = {"id": job_id, "name": spec.name, "status": "queued", "created": _now(), "spec": spec.to_dict(),
                   "progress": None, "error": None, "result": None}
-        self._write(job_id, record)
-        self._start(job_id)
+        try:
+            self._write(job_id, record)
+            self._start(job_id, held, dedicated=dedicated)
+        except BaseException:
+            held.close()
+            raise
         return self.get(job_id)
 
-    def _start(self, job_id: str) -> None:
+    def _start(self, job_id: str, held: IO[str] | None = None, *, dedicated: bool = False) -> None:
         with self._lock:
-            self._futures[job_id] = self.pool.submit(self._run, job_id)
+            if not dedicated:
+                self._futures[job_id] = self.pool.submit(self._run, job_id, held)
+                return
+            future: Future[None] = Future()
+            self._futures[job_id] = future
+
+        def run() -> None:
+            future.set_running_or_notify_cancel()
+            try:
+                self._run(job_id, held)
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(None)
+
+        threading.Thread(target=run, name=f"manifest-job-{job_id[:8]}", daemon=True).start()
 
     def wait(self, job_id: str, timeout: float) -> dict[str, Any]:
         """The record once the job has finished, or as it is after ``timeout`` seconds."""
@@ -106,21 +143,26 @@ class JobRunner:
                 future.result(timeout=timeout)
         return self.get(job_id)
 
+    def _lock_file(self, job_id: str) -> IO[str]:
+        return (self._dir(job_id) / "lock").open("a")
+
     @contextlib.contextmanager
-    def _exclusive(self, job_id: str) -> Iterator[bool]:
-        handle: IO[str] = (self._dir(job_id) / "lock").open("a")
+    def _exclusive(self, job_id: str, held: IO[str] | None = None) -> Iterator[bool]:
+        """Whether this process owns the job: ``held`` is its lock taken at submission, else try for it now."""
+        handle = held if held is not None else self._lock_file(job_id)
         try:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
+            if held is None:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    yield False
+                    return
             yield True
         finally:
             handle.close()
 
-    def _run(self, job_id: str) -> None:
-        with self._exclusive(job_id) as mine:
+    def _run(self, job_id: str, held: IO[str] | None = None) -> None:
+        with self._exclusive(job_id, held) as mine:
             if not mine:
                 return
             record = self.get(job_id)

@@ -1,41 +1,40 @@
 """Paged reading of Orthanc 1.10's index: studies, their series and instances, and the changes feed.
 
-What Orthanc 1.10.1 offers and what this module uses (measured with ``benchmarks/bench_manifest.py`` and
-per-endpoint probes on 20,000- and 100,000-instance SQLite indexes, 2 shared cores; Orthanc's CPU
-from /proc):
+What Orthanc 1.10.1 offers and what this module uses (the cost of each endpoint, measured with
+``benchmarks/bench_manifest.py`` and per-endpoint probes, is in ``benchmarks/results/README.md``):
 
 - ``GET /studies?expand&since=N&limit=M`` pages studies with their main tags, the patient's main
   tags and their series IDs (``/tools/find`` with ``Limit``/``Since`` also works but is slower, and
-  ``RequestedTags`` is ignored before 1.11). ~0.5 us of Orthanc per instance: negligible.
+  ``RequestedTags`` is ignored before 1.11). Negligible Orthanc work per instance.
 - ``POST /tools/bulk-content`` (``Resources``, ``Level``, ``Metadata``) expands many resources in one
   request, and walks down the hierarchy: study IDs with ``Level: Series`` give the studies' series
-  (main tags, ``ParentStudy``, instance IDs; ~3 us of Orthanc per instance), series IDs with
+  (main tags, ``ParentStudy``, instance IDs; little Orthanc work per instance), series IDs with
   ``Level: Instance`` give their instances (SOPInstanceUID, InstanceNumber, NumberOfFrames,
   ``ParentSeries``). Resources that are gone are left out of the answer (no 404). Given instance
-  IDs instead of series IDs, Orthanc looks each one up first (~5 us more per instance).
-- Every route to instance main tags in 1.10 expands each instance in its own index transaction:
-  ~65-85 us of Orthanc CPU per instance whichever route asks (``/series/{id}/instances``,
+  IDs instead of series IDs, Orthanc looks each one up first (more work per instance).
+- Every route to instance main tags in 1.10 expands each instance in its own index transaction,
+  at the same Orthanc CPU per instance whichever route asks (``/series/{id}/instances``,
   ``/studies/{id}/instances``, ``/instances?expand&since&limit``, bulk content); a profile of
   Orthanc shows SQLite, its file locks and jsoncpp. That is the floor of a full build, and
   concurrent requests barely lift it (SQLite serializes the index; only the JSON work overlaps).
-  What differs is our side: ``requests`` costs ~0.9 ms of client CPU per call on this machine, so
-  one request per study and per series cost ~20-25 us per instance; bulk requests of ~1,000
-  instances cost ~2 us. ``/instances?expand&since&limit`` is as cheap for Orthanc, but its index
-  order interleaves the series of studies stored at the same time: the manifest's order would need
-  every instance spooled and regrouped, so it is not used.
+  What differs is our side: each ``requests`` call costs client CPU, so one request per study and
+  per series costs about ten times more per instance than bulk requests of ~1,000 instances.
+  ``/instances?expand&since&limit`` is as cheap for Orthanc, but its index order interleaves the
+  series of studies stored at the same time: the manifest's order would need every instance spooled
+  and regrouped, so it is not used.
   The per-study/per-series routes remain as the fallback for an Orthanc without
   ``/tools/bulk-content`` (it answers 404); the tests check that both give the same bytes.
 - The SOP class UID is not a main DICOM tag in 1.10; Orthanc keeps it in the per-instance metadata
-  ``SopClassUid`` (``/instances/{id}/metadata/SopClassUid``: ~1.1 ms a request, almost all client
-  side). Bulk content with ``Metadata: true`` returns it for many instances at once, at ~40 us more
-  Orthanc CPU per instance: so it is read for one instance per series in one request per batch of
+  ``SopClassUid`` (``/instances/{id}/metadata/SopClassUid``: one request each, the cost almost all
+  client side). Bulk content with ``Metadata: true`` returns it for many instances at once, at a
+  clear extra Orthanc cost per instance: so it is read for one instance per series in one request per batch of
   series by default, and for every instance only with ``sop_class_check: instance``
   (see :class:`~dicomlab_manifest.config.SopClassCheck`).
-- JSON answers are decoded with orjson (:mod:`dicomlab_core.fastjson`): ~1.5 us per instance instead
-  of ~6 us with the standard library that ``requests`` uses; answers over 1 MiB (a page's series
+- JSON answers are decoded with orjson (:mod:`dicomlab_core.fastjson`), a few times faster than the
+  standard library that ``requests`` uses; answers over 1 MiB (a page's series
   lists, a very large series) with the standard library, for memory (see :func:`decode`).
-- DICOMweb QIDO-RS (``/dicom-web/series/{uid}/instances``) includes the SOP class but costs ~900 us
-  of Orthanc CPU per instance in 1.10 (it reads the files): not used.
+- DICOMweb QIDO-RS (``/dicom-web/series/{uid}/instances``) includes the SOP class but costs Orthanc
+  an order of magnitude more per instance in 1.10 (it reads the files): not used.
 - ``GET /changes?since=&limit=`` gives ``NewInstance``/``NewSeries`` events with a sequence number:
   the cursor of incremental builds. ``GET /changes?last`` gives the newest sequence number. A change
   names only the instance ID: new series are listed whole (bulk content, a few series a request),

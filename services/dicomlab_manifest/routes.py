@@ -50,9 +50,10 @@ def create_manifest() -> tuple[Response, int, dict[str, str]]:
         raise BadRequest("the request body must be a JSON selection spec (Content-Type: application/json)")
     spec = service.parse(data)
     service.precheck(spec)
-    record = service.runner.submit(spec)
+    wait = sync in ("true", "1")
+    record = service.runner.submit(spec, dedicated=wait)  # a waiting request never queues behind other builds
     headers = {"Location": url_for("manifests.get_job", job_id=record["id"])}
-    if sync in ("true", "1"):
+    if wait:
         record = service.runner.wait(record["id"], service.config.sync_wait_seconds)
         if record["status"] == "succeeded":
             return jsonify(_job_body(record)), HTTPStatus.CREATED, headers

@@ -1,8 +1,8 @@
 """A small HTTP/1.1 client for the one upstream the proxy talks to: Orthanc.
 
 Why not urllib3: on a small QIDO request its request building, retry objects and http.client's
-email-based header parsing cost ~0.4 ms of CPU, a fifth of everything the proxy adds (measured
-with ``benchmarks/bench_proxy.py`` and cProfile). This client does only what the proxy needs:
+email-based header parsing were a large share of everything the proxy adds (the measurement is in
+``benchmarks/results/README.md``). This client does only what the proxy needs:
 
 - one fixed origin (``http://`` or ``https://``), persistent connections in a LIFO pool;
 - requests written in one ``sendall``; every header value and the target checked for control

@@ -157,3 +157,24 @@ def test_postgres_in_a_private_folder_gives_a_clear_message(stack_env: dict[str,
     result = run_cli(stack_env, "stack", "up", "--postgres", timeout=60)
     assert result.returncode == 2
     assert "cannot reach" in result.stderr and "DICOMLAB_RUN_DIR" in result.stderr
+
+
+def test_run_dir_is_found_from_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``DICOMLAB_RUN_DIR`` wins; else ``.run`` in the project root, also from a sub-folder or from outside it."""
+    from dicomlab_cli import stack
+
+    checkout = tmp_path / "checkout"
+    (checkout / "services" / "dicomlab_cli").mkdir(parents=True)
+    (checkout / "pyproject.toml").write_text("[project]\nname = 'dicomlab'\n")
+    (checkout / "benchmarks" / "deep").mkdir(parents=True)
+    monkeypatch.delenv("DICOMLAB_RUN_DIR", raising=False)
+    monkeypatch.chdir(checkout / "benchmarks" / "deep")
+    assert stack.run_dir() == checkout / ".run"
+    monkeypatch.setenv("DICOMLAB_RUN_DIR", str(tmp_path / "elsewhere"))
+    assert stack.run_dir() == tmp_path / "elsewhere"
+    monkeypatch.delenv("DICOMLAB_RUN_DIR")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    monkeypatch.chdir(outside)  # not in a checkout: the checkout this package is installed from
+    this_checkout = Path(stack.__file__).resolve().parents[2]
+    assert stack.run_dir() == this_checkout / ".run"

@@ -9,7 +9,7 @@ import pytest
 
 from dicomlab_core.labels import CHEXPERT_LABELS, NO_FINDING, Finding
 from dicomlab_core.synth import ImageSpec, SynthConfig, plan
-from dicomlab_core.synth.phantom import render
+from dicomlab_core.synth.render import render
 
 SIZE = 160
 FINDINGS = [label for label in CHEXPERT_LABELS if label != NO_FINDING]

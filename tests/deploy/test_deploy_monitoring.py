@@ -166,7 +166,8 @@ def test_metric_name_extraction() -> None:
 SCRAPE = textwrap.dedent("""
     import json, sys, tempfile
     from pathlib import Path
-    from dicomlab_cli.stack import LocalContext, load_credentials, _local_module
+    from dicomlab_cli.stack import LocalContext, load_credentials
+    from dicomlab_cli.wiring import stack_env
     name = sys.argv[1]
     run = Path(tempfile.mkdtemp())
     ports = {"orthanc": 9, "proxy": 8081, "manifest": 8082, "labeling": 8083}
@@ -175,9 +176,8 @@ SCRAPE = textwrap.dedent("""
     ctx = LocalContext(run_dir=run, orthanc_url="http://127.0.0.1:9", orthanc_username=creds["orthanc_username"],
                        orthanc_password=creds["orthanc_password"], ports=ports, credentials=creds,
                        store_url=f"file://{run / 'store'}")
-    module = _local_module(name)
     import os
-    os.environ.update(module.local_env(ctx))
+    os.environ.update(stack_env(ctx, name))
     app = __import__(f"dicomlab_{name}.app", fromlist=["create_app"]).create_app()
     client = app.test_client()
     client.get("/no-such-route-for-metrics")
@@ -209,7 +209,6 @@ def exposition_names(text: str) -> tuple[set[str], dict[str, set[str]]]:
 def service_exposition(name: str) -> tuple[set[str], dict[str, set[str]]] | None:
     try:
         __import__(f"dicomlab_{name}.app")
-        __import__(f"dicomlab_{name}.local")
     except ModuleNotFoundError:
         return None
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR" and not k.startswith("DICOMLAB_")}
@@ -223,7 +222,7 @@ def service_exposition(name: str) -> tuple[set[str], dict[str, set[str]]] | None
 def test_live_metrics_of_each_service(service: str) -> None:
     exposed = service_exposition(service)
     if exposed is None:
-        pytest.skip(f"dicomlab_{service} has not landed (no app/local module)")
+        pytest.skip(f"dicomlab_{service} has not landed (no app module)")
     names, labels = exposed
     assert "dicomlab_http_requests_total" in names and "dicomlab_http_request_duration_seconds_bucket" in names
     assert service in labels.get("dicomlab_service", set()), "the dashboard and rules select on dicomlab_service"

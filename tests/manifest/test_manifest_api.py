@@ -184,17 +184,16 @@ def test_under_gunicorn(population: Population, tmp_path: Path) -> None:
 
 
 def test_local_stack_environment_loads_into_a_valid_config(tmp_path: Path) -> None:
-    from dicomlab_cli.stack import LocalContext
+    from dicomlab_cli.wiring import LocalContext, stack_env
     from dicomlab_core.config import load_config
     from dicomlab_core.errors import ConfigError
     from dicomlab_manifest.config import PREFIX, Config
-    from dicomlab_manifest.local import local_env
 
     ctx = LocalContext(run_dir=tmp_path, orthanc_url="http://127.0.0.1:8042", orthanc_username="dicomlab",
                        orthanc_password="pw", ports={"manifest": 8082},
                        credentials={"patient_key_secret": "pks", "service_token": "tok"},
                        store_url=f"file://{tmp_path / 'store'}")
-    config = load_config(Config, PREFIX, local_env(ctx))
+    config = load_config(Config, PREFIX, stack_env(ctx, "manifest"))
     assert config.orthanc.url == "http://127.0.0.1:8042" and config.orthanc.password.reveal() == "pw"
     assert config.patient_key_secret.reveal() == "pks" and config.service_token.reveal() == "tok"
     assert config.state_dir == tmp_path / "manifest-state" and config.store_url.startswith("file://")

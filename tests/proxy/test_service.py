@@ -13,14 +13,13 @@ from dicomweb_client.api import DICOMwebClient
 from prometheus_client import REGISTRY
 from proxy_helpers import ALLOWED_ORIGIN, SERVICE_TOKEN, Studies, make_dicom
 
-from dicomlab_cli.stack import LocalContext
+from dicomlab_cli.wiring import LocalContext, stack_env
 from dicomlab_core.config import load_config
 from dicomlab_core.metrics import render_latest
 from dicomlab_core.multipart import encode_related
 from dicomlab_core.orthanc import OrthancClient
 from dicomlab_core.tokens import KeyRing, Scope
 from dicomlab_proxy.config import PREFIX, Config
-from dicomlab_proxy.local import local_env
 
 
 def test_stow_only_for_service_callers(start_proxy: Callable[..., Any], orthanc_client: OrthancClient) -> None:
@@ -102,7 +101,7 @@ def test_local_stack_environment_makes_a_valid_config(tmp_path: Path) -> None:
     ctx = LocalContext(run_dir=tmp_path, orthanc_url="http://127.0.0.1:8042", orthanc_username="dicomlab",
                        orthanc_password="pw", ports={"proxy": 8081, "labeling": 8083}, credentials=creds,
                        store_url=f"file://{tmp_path}")
-    config = load_config(Config, PREFIX, local_env(ctx))
+    config = load_config(Config, PREFIX, stack_env(ctx, "proxy"))
     assert "http://127.0.0.1:8083" in config.allowed_origins
     assert config.public_url == "http://127.0.0.1:8081"
     assert config.orthanc.password.reveal() == "pw" and config.token_keys[0].reveal() == creds["token_key"]

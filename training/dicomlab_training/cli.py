@@ -19,7 +19,10 @@ import json
 import sys
 from typing import Any
 
-from dicomlab_training.config import TrainConfig, load_train_config, parse_assignments
+from dicomlab_core.config import load_config
+from dicomlab_core.localenv import local_env
+from dicomlab_core.orthanc import OrthancSettings
+from dicomlab_training.config import ENV_PREFIX, TrainConfig, load_train_config, parse_assignments
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,9 +62,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     overrides.update(parse_assignments(args.set))
     config = load_train_config(json_path=args.config, overrides=overrides)
     if getattr(args, "local_stack", False):
-        from dicomlab_training.data import orthanc_settings_from_stack
-
-        config = dataclasses.replace(config, orthanc=orthanc_settings_from_stack())
+        orthanc = load_config(OrthancSettings, f"{ENV_PREFIX}__ORTHANC", local_env(args, "train"))
+        config = dataclasses.replace(config, orthanc=orthanc)
     elif getattr(args, "orthanc_url", None):
         config = dataclasses.replace(config, orthanc=dataclasses.replace(config.orthanc, url=args.orthanc_url))
     return config

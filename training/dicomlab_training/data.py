@@ -26,7 +26,6 @@ import numpy.typing as npt
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from dicomlab_core.config import Secret
 from dicomlab_core.orthanc import OrthancClient
 from dicomlab_training.cache import CacheView, DecodeCache
 from dicomlab_training.config import TrainConfig
@@ -233,12 +232,3 @@ def loader(dataset: CachedBatches, sampler: Sampler[list[int]], *, workers: int,
         kwargs.update(persistent_workers=True, prefetch_factor=4, worker_init_fn=ignore_sigterm)
     return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=workers, pin_memory=pin, **kwargs)
 
-
-def orthanc_settings_from_stack() -> Any:
-    """Orthanc settings of the running local stack (``dicomlab stack up``)."""
-    from dicomlab_cli.stack import require_running
-    from dicomlab_core.orthanc import OrthancSettings
-
-    ctx, _ = require_running()
-    return OrthancSettings(url=ctx.orthanc_url, username=ctx.orthanc_username,
-                           password=Secret(ctx.orthanc_password))

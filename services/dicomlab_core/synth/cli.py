@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from dicomlab_core.config import Secret
+from dicomlab_core.config import env_name, load_config
+from dicomlab_core.localenv import local_env
 from dicomlab_core.orthanc import OrthancClient, OrthancSettings
 
 from .dicom import to_bytes
@@ -18,6 +20,10 @@ from .load import write_ground_truth, write_study_set
 from .plan import SynthConfig
 
 logger = logging.getLogger(__name__)
+
+PREFIX = "DICOMLAB_SYNTH"
+"""``--upload`` reads Orthanc (``DICOMLAB_SYNTH__ORTHANC__*``) and ``DICOMLAB_SYNTH__TRUTH_DIR`` from the
+local stack (:mod:`dicomlab_core.localenv`)."""
 
 
 def register(subparsers: Any) -> None:
@@ -76,13 +82,11 @@ def run(args: argparse.Namespace) -> int:
                 (args.out / "extras" / f"{reason}.dcm").write_bytes(to_bytes(ds))
         print(f"ground truth: {path} (and {path.with_suffix('.csv')})")
         return 0
-    from dicomlab_cli.stack import require_running
-
     from .load import upload_study_set
 
-    ctx, _ = require_running()
-    client = OrthancClient(OrthancSettings(url=ctx.orthanc_url, username=ctx.orthanc_username,
-                                           password=Secret(ctx.orthanc_password), pool_size=max(4, args.workers)))
+    env = local_env(args, "synth")
+    settings = load_config(OrthancSettings, env_name(PREFIX, "orthanc"), env)
+    client = OrthancClient(dataclasses.replace(settings, pool_size=max(4, args.workers)))
     try:
         records = upload_study_set(config, client, workers=args.workers, progress=Progress("uploaded"))
         if args.extras:
@@ -90,9 +94,9 @@ def run(args: argparse.Namespace) -> int:
                 client.upload_instance(to_bytes(ds))
     finally:
         client.close()
-    truth_dir = args.truth or ctx.run_dir / "synth"
+    truth_dir = args.truth or Path(env[env_name(PREFIX, "truth_dir")])
     truth_dir.mkdir(parents=True, exist_ok=True)
     path = write_ground_truth(config, records, truth_dir)
     studies = len({r["study_uid"] for r in records})
-    print(f"uploaded {len(records)} images in {studies} studies to {ctx.orthanc_url}; ground truth: {path}")
+    print(f"uploaded {len(records)} images in {studies} studies to {settings.url}; ground truth: {path}")
     return 0

@@ -36,8 +36,9 @@ from dicomlab_core.labels import CHEXPERT_LABELS
 
 from .canvas import Box
 from .jpeg_lossless import encode_jpeg_lossless
-from .phantom import expose, render
+from .phantom import expose
 from .plan import Compression, ImageSpec, Modality, Photometric, Voi
+from .render import render
 
 logger = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ A PA chest: body, two lungs with vascular markings fading from the hila, mediast
 spine, posterior ribs and clavicles, hemidiaphragms with sharp costophrenic angles. The patient's
 body comes from :class:`~.plan.Anatomy`; findings first change the anatomy (:class:`Changes`:
 a bigger heart, a wider mediastinum, a raised hemidiaphragm, fluid, a collapsed lung edge, a broken
-rib) and are then drawn on top by :mod:`.findings`. The image of patient-right is on the viewer's
-left (``side = -1``), the heart leans to ``side = +1``.
+rib) and are then drawn on top by :mod:`.findings` (the two are composed in :mod:`.render`). The image of
+patient-right is on the viewer's left (``side = -1``), the heart leans to ``side = +1``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .canvas import Array, Box, Canvas, ellipse, gaussian, polyline_distance, ramp, resize_bilinear, value_noise
+from .canvas import Array, Box, Canvas, ellipse, gaussian, polyline_distance, ramp, value_noise
 from .plan import Anatomy, ImageSpec
 
 logger = logging.getLogger(__name__)
@@ -228,25 +228,6 @@ def _draw_clavicles(canvas: Canvas, t: Thorax) -> None:
                                     float(points[:, 0].max()), float(points[:, 1].max())), margin=0.03)
         dist = polyline_distance(canvas.x[rows, cols], canvas.y[rows, cols], points)
         canvas.density[rows, cols] += 0.12 * ramp(dist - 0.011, canvas.edge)
-
-
-def render(spec: ImageSpec) -> tuple[Array, dict[str, Box]]:
-    """Render one image: display densities in [0, 1] (before noise and exposure) and finding boxes."""
-    from .findings import apply_changes, draw_findings
-
-    # Large images are drawn at RENDER_MAX pixels and interpolated up: the anatomy is smooth, and the
-    # quantum noise added afterwards at full resolution keeps the fine grain of a real detector.
-    scale = min(1.0, RENDER_MAX / max(spec.rows, spec.columns))
-    canvas = Canvas(max(16, round(spec.rows * scale)), max(16, round(spec.columns * scale)), spec.pose)
-    changes = apply_changes(spec)
-    rng = np.random.default_rng([spec.finding_seed, 99])
-    thorax = draw_anatomy(canvas, spec.anatomy, changes, rng)
-    boxes = draw_findings(canvas, thorax, spec, changes)
-    image_boxes = {name: canvas.image_box(box) for name, box in boxes.items()}
-    density = canvas.density
-    if (canvas.rows, canvas.columns) != (spec.rows, spec.columns):
-        density = resize_bilinear(density, spec.rows, spec.columns)
-    return density, image_boxes
 
 
 def expose(density: Array, spec: ImageSpec) -> Array:
