@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from dicomlab_cli import demo, stack, stack_cli
+from dicomlab_cli import demo, loop_cli, stack, stack_cli
 from dicomlab_cli.processes import StackError
 from dicomlab_core import localenv
 from dicomlab_core.errors import ConfigError, ServiceError
@@ -27,7 +27,8 @@ from dicomlab_training import cli as training_cli
 
 logger = logging.getLogger(__name__)
 
-COMMAND_MODULES: tuple[ModuleType, ...] = (stack_cli, synth_cli, manifest_cli, labeling_cli, training_cli, demo)
+COMMAND_MODULES: tuple[ModuleType, ...] = (stack_cli, synth_cli, manifest_cli, labeling_cli, training_cli, loop_cli,
+                                          demo)
 """The modules whose ``register(subparsers)`` adds the sub-commands, in help order."""
 
 

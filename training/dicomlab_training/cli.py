@@ -200,11 +200,9 @@ def register(subparsers: Any) -> None:
     export.add_argument("--model", required=True, help="model state dict path or URI")
     export.set_defaults(func=export_command)
 
-    from dicomlab_training.active_cli import register_loop
     from dicomlab_training.predict_cli import register_predict
 
     register_predict(actions, add_run_arguments)
-    register_loop(subparsers, add_run_arguments)
 
     sub = actions.add_parser("submit", help="run training on Kubernetes: a Job, or a JobSet for --nodes > 1 "
                                             "(--dry-run prints YAML)")

@@ -1,4 +1,7 @@
-"""``dicomlab loop``: the active-learning comparison of :mod:`dicomlab_training.active` from the command line.
+"""``dicomlab loop``: the active-learning comparison of :mod:`dicomlab_cli.active_loop` from the command line.
+
+It lives in the CLI because it drives two packages, training and the labeling service's queue, and
+only the top layer may import both.
 
 Examples::
 
@@ -12,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +25,9 @@ VISIBLE_LABELS = "Cardiomegaly,Pleural Effusion,Support Devices"
 def loop_command(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from dicomlab_cli.active_loop import LoopOptions, run_loop, table
     from dicomlab_core.errors import BadRequest
     from dicomlab_core.synth import SynthConfig, load_ground_truth, write_study_set
-    from dicomlab_training.active import LoopOptions, run_loop, table
     from dicomlab_training.cli import config_from_args
 
     out = Path(args.out or "runs/loop")
@@ -62,8 +64,10 @@ def loop_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_loop(subparsers: Any, add_run_arguments: Callable[[argparse.ArgumentParser], None]) -> None:
+def register(subparsers: Any) -> None:
     """Add the top-level ``loop`` command (training options as in ``train run``)."""
+    from dicomlab_training.cli import add_run_arguments
+
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "loop", help="active learning vs random on the same budget: train, predict, select, label, retrain")
     add_run_arguments(parser)
