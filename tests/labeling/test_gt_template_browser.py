@@ -88,13 +88,15 @@ def render_for_task(stack: dict[str, Any], **overrides: Any) -> str:
     return env.from_string(template).render(task={"input": task_input})
 
 
-def open_worker_page(stack: dict[str, Any], html: str) -> tuple[Any, PageLog]:
+def open_worker_page(stack: dict[str, Any], html: str, image_route: Any = None) -> tuple[Any, PageLog]:
     context = browser().new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
     log = PageLog()
     log.attach(page)
     page.route("https://assets.crowd.aws/**", lambda route: route.fulfill(
         status=200, content_type="text/javascript", body=CROWD_ELEMENTS_STUB))
+    if image_route is not None:
+        page.route(stack["proxy"] + "/instances/**", image_route)
     stack["worker_page"]["html"] = html
     page.goto(stack["page_origin"] + "/worker-task.html")
     try:
@@ -226,6 +228,51 @@ def test_worker_template_blocks_an_incomplete_answer_and_restores_a_previous_one
     assert page.evaluate("window.__crowdBlocked") == 1
     assert "No Finding" in (page.locator(".dl-problems").text_content() or "")
     assert not log.errors, log.errors
+    page.context.close()
+
+
+def test_worker_template_failed_load_blocks_submission_until_retry_shows_the_image(stack: dict[str, Any]) -> None:
+    refuse = {"on": True}
+
+    def image_route(route: Any) -> None:
+        if refuse["on"] and route.request.method == "GET":
+            route.fulfill(status=403, body=b"{}", content_type="application/json",
+                          headers={"Access-Control-Allow-Origin": stack["page_origin"]})
+        else:
+            route.continue_()
+
+    page, _ = open_worker_page(stack, render_for_task(stack), image_route)
+    viewer = page.locator("#dicomlab-viewer")
+    assert viewer.get_attribute("data-state") == "error"
+    assert "HTTP 403" in (page.locator(".dl-load-error").text_content() or "")
+    assert page.get_by_role("button", name="Retry").is_visible()
+    # Nothing is drawn, and a complete-looking answer cannot be submitted for an image nobody saw.
+    page.evaluate("document.querySelector('.dl-load-error').style.visibility = 'hidden'")
+    std, levels = pixel_stats(page.locator(".dl-viewport").screenshot())
+    page.evaluate("document.querySelector('.dl-load-error').style.visibility = ''")
+    assert std < 1 and levels <= 2, (std, levels)
+    page.evaluate("window.dicomlabViewer.setFinding('No Finding', 'present')")
+    page.locator("#crowd-submit").click()
+    assert page.evaluate("window.__crowdSubmitted") is None
+    assert page.evaluate("window.__crowdBlocked") == 1
+    assert page.evaluate("document.getElementById('dicomlab-answer').value") == ""
+    # "Skip: could not load" submits nothing and says how to give the task back.
+    page.get_by_role("button", name="Skip: could not load").click()
+    assert "Release task" in (page.locator(".dl-status").text_content() or "")
+    assert page.evaluate("window.__crowdSubmitted") is None
+
+    refuse["on"] = False
+    page.get_by_role("button", name="Retry").click()
+    page.wait_for_function("() => document.getElementById('dicomlab-viewer').dataset.state === 'ready'",
+                           timeout=60_000)
+    std, levels = pixel_stats(page.locator(".dl-viewport").screenshot())
+    assert std > 10 and levels > 30, (std, levels)
+    page.evaluate("window.dicomlabViewer.setFinding('No Finding', 'present')")
+    page.locator("#crowd-submit").click()
+    submitted = json.loads(page.evaluate("window.__crowdSubmitted"))
+    answer = json.loads(submitted["answer"])
+    assert answer["findings"]["No Finding"] == "present"
+    assert answer["sopInstanceUid"] == stack["ds"].SOPInstanceUID
     page.context.close()
 
 

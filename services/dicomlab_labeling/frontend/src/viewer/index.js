@@ -315,6 +315,9 @@ export class LabelingViewer {
       if (stale()) return null;
       this.forget(id);
       this.plan = null;
+      // Drop the viewport with the previous image in it (Cornerstone would redraw it on the next resize);
+      // the next load builds a fresh one.
+      this.destroyViewport();
       const reason = this.loadState.failed(error);
       this.statusEl.textContent = `Could not load the image (${reason})`;
       this.emitState();
@@ -794,6 +797,7 @@ export class LabelingViewer {
     if (this.viewportId && this.engine?.getViewport(this.viewportId)) this.engine.disableElement(this.viewportId);
     this.viewport = this.engine = this.toolGroup = null;
     this.activeTool = 'wl';
+    if (this.toolButtons) this.markTool();
   }
 
   destroy() {

@@ -33,15 +33,18 @@ export function withTimeout(promise, ms) {
 export function describeLoadError(error) {
   if (!error) return 'unknown error';
   if (error instanceof LoadTimeoutError) return `timed out: ${error.message}`;
-  const request = error.request ?? error.xhr ?? error.error?.request;
-  const status = error.status ?? request?.status ?? error.error?.status;
+  // The loader rejects with the XMLHttpRequest itself, or with {error: xhr | Error, dataSet}.
+  const candidates = [error, error.error, error.request, error.xhr, error.error?.request].filter(Boolean);
+  const request = candidates.find((c) => typeof c === 'object' && 'readyState' in c && 'status' in c);
+  const status = request?.status ?? candidates.map((c) => c.status).find((v) => Number.isFinite(v) && v > 0);
   if (status) return `HTTP ${status}${status === 401 || status === 403 ? ' (access refused)' : ''}`;
-  if (request && request.status === 0) return 'network error or blocked by CORS';
+  if (request) return 'network error or blocked by CORS';
   const message = String(error.message ?? error.error?.message ?? error);
   if (/network|failed to fetch|cors/i.test(message) || message === '[object ProgressEvent]') {
     return 'network error or blocked by CORS';
   }
-  return message.slice(0, 160);
+  // Anything else failed on the bytes: not DICOM, no pixel data, a codec error. URLs are left out.
+  return `could not decode the image: ${message.replace(/\S+:\/\/\S+/g, '…').slice(0, 160)}`;
 }
 
 /** The error panel and the state attribute of one viewer. */
