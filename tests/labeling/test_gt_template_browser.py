@@ -221,8 +221,10 @@ def test_worker_template_blocks_an_incomplete_answer_and_restores_a_previous_one
     assert [r["tool"] for r in answer["rois"]] == ["rectangle"]
     assert answer["rois"][0]["points"] == [[20, 30], [120, 150]]
 
-    # Clear the only finding: nothing is marked, so submitting is refused with a visible reason.
-    page.evaluate("window.dicomlabViewer.setFinding('Edema', 'absent')")
+    # Clear the only finding (its ROI goes with it, after asking): nothing is marked, so submitting is
+    # refused with a visible reason.
+    page.evaluate("() => { window.dicomlabViewer.setFinding('Edema', 'absent'); }")
+    page.get_by_role("dialog").get_by_role("button", name="Remove the ROI").click()
     page.locator("#crowd-submit").click()
     assert page.evaluate("window.__crowdSubmitted") is None
     assert page.evaluate("window.__crowdBlocked") == 1
@@ -273,6 +275,44 @@ def test_worker_template_failed_load_blocks_submission_until_retry_shows_the_ima
     answer = json.loads(submitted["answer"])
     assert answer["findings"]["No Finding"] == "present"
     assert answer["sopInstanceUid"] == stack["ds"].SOPInstanceUID
+    page.context.close()
+
+
+def test_setting_a_finding_with_rois_absent_asks_to_remove_them(stack: dict[str, Any]) -> None:
+    page, _ = open_worker_page(stack, render_for_task(stack))
+    box = page.locator(".dl-viewport").bounding_box()
+    assert box is not None
+    page.get_by_label("Finding for new ROIs").select_option("Edema")
+    page.keyboard.press("r")
+    drag(page, box, (0.35, 0.45), (0.6, 0.7))
+    page.wait_for_function("document.querySelectorAll('.dl-roi-list li').length === 1", timeout=10_000)
+
+    def findings() -> dict[str, str]:
+        return dict(page.evaluate("window.dicomlabViewer.getAnswer().findings"))
+
+    assert findings()["Edema"] == "present"  # drawing the ROI said so
+    edema = stack["labels"].index("Edema")
+    page.evaluate(f"window.dicomlabViewer.focusFinding({edema})")
+    dialog = page.get_by_role("dialog")
+
+    # N (absent) on Edema: the reader is asked; Cancel keeps the ROI and the finding.
+    page.keyboard.press("n")
+    dialog.wait_for()
+    assert "1 ROI of Edema" in (dialog.text_content() or "")
+    page.keyboard.press("y")  # shortcuts do not act behind the dialog
+    dialog.get_by_role("button", name="Cancel").click()
+    assert findings()["Edema"] == "present" and page.locator(".dl-roi-list li").count() == 1
+    # "No Finding" would set Edema absent too: asked again; Escape cancels.
+    page.keyboard.press("f")
+    dialog.wait_for()
+    page.keyboard.press("Escape")
+    assert findings()["No Finding"] == "absent" and page.locator(".dl-roi-list li").count() == 1
+    # Remove: the ROI goes, then the finding is set absent; the answer holds no orphan ROI.
+    page.keyboard.press("n")
+    dialog.get_by_role("button", name="Remove the ROI").click()
+    answer = page.evaluate("window.dicomlabViewer.getAnswer()")
+    assert answer["findings"]["Edema"] == "absent" and answer["rois"] == []
+    assert page.locator(".dl-roi-list li").count() == 0
     page.context.close()
 
 

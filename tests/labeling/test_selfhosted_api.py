@@ -178,6 +178,28 @@ def test_invalid_labels_are_refused(app: Flask, job: dict[str, Any], findings: d
         assert session.scalar(select(Submission.id)) is None
 
 
+@pytest.mark.parametrize("state", ["absent", None])
+def test_an_roi_of_a_finding_that_is_not_there_is_refused(app: Flask, job: dict[str, Any], state: str | None) -> None:
+    ann = reader(app, "ann")
+    assignment = ann.call("POST", f"/jobs/{job['id']}/next")[1]["assignment"]
+    findings = {"Cardiomegaly": "present"} | ({"Edema": state} if state else {})
+    rois = [{"tool": "rectangle", "finding": "Cardiomegaly", "points": [[1, 2], [30, 40]]},
+            {"tool": "ellipse", "finding": "Edema", "points": [[5, 5], [20, 20]]}]
+    answer: dict[str, Any] = {"findings": findings, "rois": rois, "timeSpentSeconds": 4}
+    body = {"clientSubmissionId": uuid.uuid4().hex, "answer": answer}
+    status, error = ann.call("POST", f"/assignments/{assignment['id']}/submit", body)
+    assert status == 400, error
+    assert "ROI 2" in error["description"] and "'Edema'" in error["description"]
+    with state_of(app).db.session() as session:
+        assert session.scalar(select(Submission.id)) is None
+    # Present or uncertain: the same ROIs are accepted and stored.
+    answer["findings"] = {"Cardiomegaly": "present", "Edema": "uncertain"}
+    status, stored = ann.call("POST", f"/assignments/{assignment['id']}/submit", body)
+    assert status == 201, stored
+    assert [r["finding"] for r in ann.call("GET", f"/assignments/{assignment['id']}")[1]["mySubmission"]["answer"]
+            ["rois"]] == ["Cardiomegaly", "Edema"]
+
+
 def expire(app: Flask, assignment_id: int) -> None:
     with state_of(app).db.session() as session:
         session.execute(update(Assignment).where(Assignment.id == assignment_id)

@@ -13,6 +13,7 @@ import { el, isTyping, replaceChildren } from './dom.js';
 import { geometryNote, installGeometryFallback } from './geometry.js';
 import { grayscalePlan, prepareImage, readAttributes, viewportProperties, windowChoices } from './grayscale.js';
 import { LoadState, loadTimeout, withTimeout } from './loadstate.js';
+import { askRemoveRois, orphanRois } from './roiguard.js';
 
 export * from './answer.js';
 export * as grayscale from './grayscale.js';
@@ -533,11 +534,32 @@ export class LabelingViewer {
   }
 
   // ---------------------------------------------------------------- findings
-  setFinding(label, state) {
-    if (this.options.readOnly) return;
+  /**
+   * Set a finding (the "No Finding" rule may set others absent). When that leaves ROIs on a finding that
+   * is then absent, the reader chooses: remove those ROIs, or cancel the change. Resolves to whether the
+   * change was made.
+   */
+  async setFinding(label, state) {
+    if (this.options.readOnly || this.guarding) return false;
+    const trial = new FindingsModel(this.model.labels, this.model.toJSON());
+    trial.set(label, state);
+    const orphans = orphanRois(this.rois(), trial.toJSON());
+    if (orphans.length) {
+      this.syncFindings(); // the radios show the current states while the reader decides
+      this.guarding = true;
+      const remove = await askRemoveRois(this.root, orphans.map((r) => r.finding), orphans).finally(() => {
+        this.guarding = false;
+      });
+      if (!remove) {
+        this.syncFindings();
+        return false;
+      }
+      for (const roi of orphans) this.removeRoi(roi.uid);
+    }
     this.model.set(label, state);
     this.syncFindings();
     this.emitChange();
+    return true;
   }
 
   syncFindings() {
@@ -626,6 +648,11 @@ export class LabelingViewer {
           this.findingsByAnnotation.set(roi.uid, select.value);
           const a = tools.annotation.state.getAnnotation(roi.uid);
           if (a) a.data.label = select.value;
+          // As when drawing: an ROI says its finding is there.
+          if (select.value !== NO_FINDING && this.model.get(select.value) === 'absent') {
+            this.model.set(select.value, 'present');
+            this.syncFindings();
+          }
           this.viewport?.render();
           this.emitChange();
         },
@@ -725,6 +752,9 @@ export class LabelingViewer {
   validate() {
     const problems = this.model.problems();
     if (!this.isReady()) problems.unshift('The image is not displayed: it cannot be labelled until it loads.');
+    if (orphanRois(this.rois(), this.model.toJSON()).length) {
+      problems.push('An ROI belongs to a finding marked absent: remove the ROI or change the finding.');
+    }
     this.problemsEl.textContent = problems.join(' ');
     return problems;
   }
@@ -741,6 +771,7 @@ export class LabelingViewer {
   // ---------------------------------------------------------------- keyboard
   onKeyDown(event) {
     if (isTyping(event) || event.altKey || event.metaKey) return;
+    if (this.guarding || this.root.querySelector('dialog[open]')) return; // the dialog has the keyboard
     if (event.ctrlKey) {
       if (event.key === 'Enter') {
         event.preventDefault();
