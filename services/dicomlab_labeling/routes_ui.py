@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, abort, redirect, render_template, send_from_directory
+from flask import Blueprint, Response, abort, redirect, render_template, request, send_from_directory
 from liquid import Environment
 
 from dicomlab_labeling import ui_assets
+from dicomlab_labeling.api_state import state
+from dicomlab_labeling.auth import COOKIE_NAME, find_session, has_role
+from dicomlab_labeling.models import Role
 
 logger = logging.getLogger(__name__)
 
@@ -104,13 +107,29 @@ def label(job_id: int) -> Response:
     return _page("label", job_id=job_id)
 
 
+def _below(role: Role) -> bool:
+    """True when the request's session belongs to a user without ``role`` (no session: False, the page's
+    script sends the visitor to sign in; SSO sessions start in the API, so the script checks roles too)."""
+    token = request.cookies.get(COOKIE_NAME, "")
+    if not token:
+        return False
+    api = state()
+    with api.db.session(readonly=True) as session:
+        found = find_session(session, secret=api.session_secret, token=token)
+    return found is not None and not has_role(found[1], role)
+
+
 @bp.get("/ui/review")
 def review() -> Response:
+    if _below(Role.REVIEWER):
+        return redirect("/ui/queue")  # type: ignore[return-value]
     return _page("review")
 
 
 @bp.get("/ui/admin")
 def admin() -> Response:
+    if _below(Role.ADMIN):
+        return redirect("/ui/queue")  # type: ignore[return-value]
     return _page("admin")
 
 

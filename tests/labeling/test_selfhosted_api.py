@@ -200,6 +200,24 @@ def test_an_roi_of_a_finding_that_is_not_there_is_refused(app: Flask, job: dict[
             ["rois"]] == ["Cardiomegaly", "Edema"]
 
 
+def test_pages_above_a_users_role_send_them_to_their_queue(app: Flask, admin: Api, job: dict[str, Any]) -> None:
+    """An annotator opening the review or admin page lands on the queue, not on a page frame with a 403."""
+    expected = {"ann": {"/ui/review": True, "/ui/admin": True},
+                "rev": {"/ui/review": False, "/ui/admin": True},
+                ADMIN[0]: {"/ui/review": False, "/ui/admin": False}}
+    for name, pages in expected.items():
+        api = Api(app).login(name, ADMIN[1] if name == ADMIN[0] else PASSWORD)
+        assert api.client is not None
+        for path, redirected in pages.items():
+            response = api.client.get(path)
+            if redirected:
+                assert response.status_code == 302 and response.headers["Location"].endswith("/ui/queue"), (name, path)
+            else:
+                assert response.status_code != 302, (name, path)
+    # Without a session the page itself is served (its script sends the visitor to sign in).
+    assert app.test_client().get("/ui/admin").status_code != 302
+
+
 def expire(app: Flask, assignment_id: int) -> None:
     with state_of(app).db.session() as session:
         session.execute(update(Assignment).where(Assignment.id == assignment_id)

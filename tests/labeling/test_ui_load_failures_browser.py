@@ -192,3 +192,12 @@ def test_failed_loads_clear_the_canvas_block_submission_and_retry(site: dict[str
     assert progress["skipped"] == 1, progress
     assert len(submits(log)) == 2
     page.context.close()
+
+
+def test_annotator_opening_review_or_admin_lands_on_the_queue(site: dict[str, Any]) -> None:
+    page, _ = open_labeling(site, ImageRoutes(site["origin"]))
+    for path in ("/ui/review", "/ui/admin"):
+        page.goto(site["base"] + path)
+        page.wait_for_url("**/ui/queue")
+        assert "403" not in (page.locator("body").text_content() or "")
+    page.context.close()
