@@ -9,14 +9,18 @@ is served from a third origin, so the bundle, its decode worker and the image ar
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pydicom
 import pytest
+import requests
 from liquid import Environment
 from ui_support import CROWD_ELEMENTS_STUB, PageLog, browser, ensure_bundle, pixel_stats, serve
 
@@ -314,6 +318,25 @@ def test_setting_a_finding_with_rois_absent_asks_to_remove_them(stack: dict[str,
     assert answer["findings"]["Edema"] == "absent" and answer["rois"] == []
     assert page.locator(".dl-roi-list li").count() == 0
     page.context.close()
+
+
+@pytest.mark.parametrize("option", ["--service-url", "--assets-base"])
+def test_cli_template_from_the_service_url_loads_every_asset_with_matching_sri(
+        stack: dict[str, Any], tmp_path: Path, option: str) -> None:
+    """The README's command with the service's root URL: every asset URL answers 200 and matches its SRI."""
+    from dicomlab_cli.main import main
+
+    out = tmp_path / "worker.liquid.html"
+    assert main(["labeling", "gt-template", option, stack["labeling"] + "/", "--out", str(out)]) == 0
+    text = out.read_text()
+    assets = re.findall(r'(?:src|href)="([^"]+)" integrity="([^"]+)"', text)
+    assert len(assets) >= 2, text[:2000]  # the entry script and at least its stylesheet or a chunk
+    for url, integrity in assets:
+        assert url.startswith(stack["labeling"] + "/static/dist/"), url
+        response = requests.get(url, timeout=30)
+        assert response.status_code == 200, url
+        digest = "sha384-" + base64.b64encode(hashlib.sha384(response.content).digest()).decode()
+        assert digest == integrity, url
 
 
 def test_template_source_has_no_cdn_and_no_credentials() -> None:
