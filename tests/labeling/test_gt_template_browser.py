@@ -339,6 +339,36 @@ def test_cli_template_from_the_service_url_loads_every_asset_with_matching_sri(
         assert digest == integrity, url
 
 
+def test_finding_hotkeys_cycle_states_and_no_control_traps_the_keyboard(stack: dict[str, Any]) -> None:
+    page, _ = open_worker_page(stack, render_for_task(stack))
+
+    def state(label: str) -> str:
+        return str(page.evaluate(f"window.dicomlabViewer.getAnswer().findings[{json.dumps(label)}]"))
+
+    row = page.locator(".dl-finding", has=page.locator("legend", has_text="Edema"))
+    key = (row.locator("kbd.dl-hotkey").text_content() or "").strip()
+    keys = page.locator("kbd.dl-hotkey").all_text_contents()
+    assert key and len(set(keys)) == len(keys) == len(stack["labels"])  # one distinct key per finding, shown
+    press = key.lower() if len(key) == 1 else key  # "A" is the key a; "Shift+A" is pressed as written
+    assert state("Edema") == "absent"
+    for expected in ("present", "uncertain", "absent"):
+        page.keyboard.press(press)
+        assert state("Edema") == expected
+    # A radio used with the mouse keeps its focus: arrow keys must not change the answer, keys still work.
+    row.get_by_label("Present").click()
+    assert state("Edema") == "present"
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowRight")
+    assert state("Edema") == "present"
+    page.keyboard.press(press)
+    assert state("Edema") == "uncertain"
+    # Choosing the finding for new ROIs with the mouse does not trap the keyboard in the select.
+    page.get_by_label("Finding for new ROIs").select_option("Cardiomegaly")
+    page.keyboard.press(press)
+    assert state("Edema") == "absent"
+    page.context.close()
+
+
 def test_template_source_has_no_cdn_and_no_credentials() -> None:
     source = (Path(__file__).resolve().parents[2] / "services/dicomlab_labeling/templates/gt-worker.liquid.html").read_text()
     assert "unpkg" not in source and "jsdelivr" not in source and "cdnjs" not in source

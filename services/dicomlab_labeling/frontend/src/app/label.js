@@ -30,6 +30,7 @@ export default async function label({ api }) {
   const viewer = new LabelingViewer(document.getElementById('dl-viewer'), {
     labels: job.labels,
     help: false, // the page lists the shortcuts, with its own (Ctrl+S)
+    hotkeys: job.hotkeys ?? {}, // a job's own finding keys, when it names them
     onSubmit: () => submit(),
     // Only the displayed image can be submitted; an image that cannot be loaded is skipped with the reason.
     onState: () => updateButtons(),

@@ -14,6 +14,7 @@ import { geometryNote, installGeometryFallback } from './geometry.js';
 import { grayscalePlan, prepareImage, readAttributes, viewportProperties, windowChoices } from './grayscale.js';
 import { LoadState, loadTimeout, withTimeout } from './loadstate.js';
 import { askRemoveRois, orphanRois } from './roiguard.js';
+import { assignHotkeys, CYCLE, keyText, labelForKey } from './hotkeys.js';
 
 export * from './answer.js';
 export * as grayscale from './grayscale.js';
@@ -43,6 +44,7 @@ export const SHORTCUTS = Object.freeze([
   ['0', 'Reset view'],
   ['J / K', 'Next / previous finding'],
   ['Y / N / U', 'Selected finding present / absent / uncertain'],
+  ['Key beside a finding', 'Cycle that finding: present → uncertain → absent'],
   ['F', '"No Finding" present'],
   ['[ / ]', 'Previous / next finding for new ROIs'],
   ['Delete', 'Remove the last ROI'],
@@ -94,6 +96,7 @@ export class LabelingViewer {
     this.options = { keyboard: true, readOnly: false, ...options };
     this.id = `dl${++counter}`;
     this.model = new FindingsModel(options.labels ?? [], options.initialFindings);
+    this.hotkeys = assignHotkeys(this.model.labels, options.hotkeys);
     this.roiFinding = this.model.labels.find((l) => l !== NO_FINDING) ?? this.model.labels[0];
     this.focusIndex = 0;
     this.findingsByAnnotation = new Map();
@@ -169,6 +172,7 @@ export class LabelingViewer {
       id: `${this.id}-roi-finding`,
       onchange: () => {
         this.roiFinding = this.roiSelect.value;
+        this.releaseFocus(this.roiSelect);
       },
     });
     for (const label of this.model.labels) this.roiSelect.append(el('option', { value: label }, label));
@@ -189,6 +193,10 @@ export class LabelingViewer {
             disabled: ro,
             checked: this.model.get(label) === state,
             onchange: () => this.setFinding(label, state),
+            // Arrow keys would move the radio group's choice, silently changing the answer.
+            onkeydown: (event) => {
+              if (event.key.startsWith('Arrow')) event.preventDefault();
+            },
           }),
           STATE_NAMES[state],
         ),
@@ -197,6 +205,9 @@ export class LabelingViewer {
         'fieldset',
         { class: 'dl-finding', dataset: { index: String(index) } },
         el('legend', {}, label),
+        this.hotkeys.has(label)
+          ? el('kbd', { class: 'dl-hotkey', title: `Key cycling ${label}` }, keyText(this.hotkeys.get(label)))
+          : null,
         ...radios,
       );
       row.addEventListener('focusin', () => this.focusFinding(index, false));
@@ -409,6 +420,7 @@ export class LabelingViewer {
     const next = new FindingsModel(labels).labels;
     if (next.join('\n') === current) return;
     this.model = new FindingsModel(next);
+    this.hotkeys = assignHotkeys(next, this.options.hotkeys);
     this.roiFinding = next.find((l) => l !== NO_FINDING) ?? next[0];
     this.buildDom();
     if (this.viewport) {
@@ -579,6 +591,20 @@ export class LabelingViewer {
     if (moveFocus) rows[this.focusIndex].scrollIntoView({ block: 'nearest' });
   }
 
+  /** Cycle one finding (its hotkey): absent → present → uncertain → absent. */
+  cycleFinding(label) {
+    const index = this.model.labels.indexOf(label);
+    if (index < 0) return;
+    this.focusFinding(index);
+    this.setFinding(label, CYCLE[this.model.get(label)] ?? 'present');
+  }
+
+  /** After a choice in a select, give the keyboard back to the viewer (a focused select eats shortcuts). */
+  releaseFocus(control) {
+    control.blur();
+    this.viewportEl.focus({ preventScroll: true });
+  }
+
   focusedLabel() {
     return this.model.labels[this.focusIndex];
   }
@@ -653,6 +679,7 @@ export class LabelingViewer {
             this.model.set(select.value, 'present');
             this.syncFindings();
           }
+          this.releaseFocus(select);
           this.viewport?.render();
           this.emitChange();
         },
@@ -779,8 +806,14 @@ export class LabelingViewer {
       }
       return;
     }
-    const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
     const ro = this.options.readOnly;
+    const hot = labelForKey(this.hotkeys, event);
+    if (hot) {
+      event.preventDefault();
+      if (!ro) this.cycleFinding(hot);
+      return;
+    }
+    const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
     const actions = {
       w: () => this.setTool('wl'),
       p: () => this.setTool('pan'),
