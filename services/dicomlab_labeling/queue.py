@@ -286,7 +286,27 @@ def validate_answer(answer: Any, *, labels: list[str], sop_uid: str, worker_id: 
         raise BadRequest("answer: sopInstanceUid is not the image of this assignment")
     if parsed.time_spent is not None and not 0 <= parsed.time_spent <= 86400:
         raise BadRequest("answer: timeSpentSeconds must be between 0 and 86400")
+    check_rois_match_findings(parsed)
     return parsed
+
+
+ROI_STATES = frozenset({FindingState.PRESENT, FindingState.UNCERTAIN})
+"""The states of a finding that may carry ROIs: an ROI marks where something seen (or suspected) is."""
+
+
+def check_rois_match_findings(parsed: WorkerAnswer) -> None:
+    """Refuse an ROI tied to a finding the same answer calls absent (or leaves out, which means absent).
+
+    Such an answer contradicts itself: it would train a detector on a region of a finding the reader
+    says is not there ("mark the rest absent" used to leave them behind).
+    """
+    for index, roi in enumerate(parsed.rois, start=1):
+        if roi.finding is None:
+            continue
+        state = parsed.findings.get(roi.finding, FindingState.ABSENT)
+        if state not in ROI_STATES:
+            raise BadRequest(f"answer: ROI {index} is tied to {roi.finding[:64]!r}, which is {state.value}: "
+                             "an ROI needs its finding present or uncertain (remove the ROI or change the finding)")
 
 
 def clean_answer(parsed: WorkerAnswer, labels: list[str]) -> dict[str, Any]:

@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, abort, redirect, render_template, send_from_directory
+from flask import Blueprint, Response, abort, redirect, render_template, request, send_from_directory
 from liquid import Environment
 
 from dicomlab_labeling import ui_assets
+from dicomlab_labeling.api_state import state
+from dicomlab_labeling.auth import COOKIE_NAME, find_session, has_role
+from dicomlab_labeling.models import Role
 
 logger = logging.getLogger(__name__)
 
@@ -104,13 +108,29 @@ def label(job_id: int) -> Response:
     return _page("label", job_id=job_id)
 
 
+def _below(role: Role) -> bool:
+    """True when the request's session belongs to a user without ``role`` (no session: False, the page's
+    script sends the visitor to sign in; SSO sessions start in the API, so the script checks roles too)."""
+    token = request.cookies.get(COOKIE_NAME, "")
+    if not token:
+        return False
+    api = state()
+    with api.db.session(readonly=True) as session:
+        found = find_session(session, secret=api.session_secret, token=token)
+    return found is not None and not has_role(found[1], role)
+
+
 @bp.get("/ui/review")
 def review() -> Response:
+    if _below(Role.REVIEWER):
+        return redirect("/ui/queue")  # type: ignore[return-value]
     return _page("review")
 
 
 @bp.get("/ui/admin")
 def admin() -> Response:
+    if _below(Role.ADMIN):
+        return redirect("/ui/queue")  # type: ignore[return-value]
     return _page("admin")
 
 
@@ -157,17 +177,39 @@ def render_gt_template(
     )
 
 
+DIST_PATH = "/static/dist"
+"""Where this service serves the bundle, below its root URL."""
+
+
+def assets_base_for(url: str) -> str:
+    """The bundle's public URL from the service's root URL (``https://label.example.org`` →
+    ``https://label.example.org/static/dist``); a URL that already ends in ``/static/dist`` is kept."""
+    base = url.strip().rstrip("/")
+    if not base.startswith(("https://", "http://")) or not urlsplit(base).netloc:
+        raise ValueError(f"not an absolute http(s) URL: {url!r}")
+    return base if base.endswith(DIST_PATH) else base + DIST_PATH
+
+
 def register_cli(subparsers: Any) -> None:
     """Add ``gt-template`` to the ``dicomlab labeling`` sub-commands."""
     parser = subparsers.add_parser("gt-template", help="write the Ground Truth worker template (.liquid.html)")
-    parser.add_argument("--assets-base", required=True, help="public URL of this service's /static/dist")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--service-url", help="public root URL of this labeling service (https://label.example.org); "
+                       "the bundle is loaded from its /static/dist")
+    where.add_argument("--assets-base", help="the same, or the URL of its /static/dist (kept for old scripts)")
     parser.add_argument("--out", type=Path, required=True, help="file to write (e.g. worker.liquid.html)")
     parser.add_argument("--instructions", default="", help="short instructions shown under the viewer")
     parser.set_defaults(func=_cli_gt_template)
 
 
 def _cli_gt_template(args: argparse.Namespace) -> int:
-    text = render_gt_template(args.assets_base, instructions=args.instructions)
+    try:
+        assets_base = assets_base_for(args.service_url or args.assets_base)
+    except ValueError as exc:
+        print(f"gt-template: {exc}", file=sys.stderr)
+        return 2
+    text = render_gt_template(assets_base, instructions=args.instructions)
     args.out.write_text(text)
-    print(f"wrote {args.out} ({len(text)} bytes); upload it as the labeling job's UiTemplateS3Uri")
+    print(f"wrote {args.out} ({len(text)} bytes, assets from {assets_base}); "
+          "upload it as the labeling job's UiTemplateS3Uri")
     return 0

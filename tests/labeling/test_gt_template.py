@@ -13,7 +13,7 @@ import pytest
 from liquid import Environment
 
 from dicomlab_labeling import ui_assets
-from dicomlab_labeling.routes_ui import render_gt_template
+from dicomlab_labeling.routes_ui import assets_base_for, render_gt_template
 
 
 def write_dist(root: Path) -> Path:
@@ -117,3 +117,19 @@ def test_cli_writes_the_template(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     text = out.read_text()
     assert 'src="https://label.example.org/static/dist/gt-worker-abc.js"' in text
     assert "{{ task.input | to_json | escape }}" in text
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ("https://label.example.org", "https://label.example.org/static/dist"),
+    ("https://label.example.org/", "https://label.example.org/static/dist"),
+    ("https://example.org/labeling/", "https://example.org/labeling/static/dist"),
+    ("https://label.example.org/static/dist/", "https://label.example.org/static/dist"),
+])
+def test_the_assets_base_is_the_service_url_plus_static_dist(given: str, expected: str) -> None:
+    assert assets_base_for(given) == expected
+
+
+@pytest.mark.parametrize("bad", ["label.example.org", "ftp://h/x", "https://"])
+def test_the_assets_base_needs_an_absolute_http_url(bad: str) -> None:
+    with pytest.raises(ValueError, match="absolute"):
+        assets_base_for(bad)

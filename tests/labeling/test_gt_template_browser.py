@@ -9,14 +9,18 @@ is served from a third origin, so the bundle, its decode worker and the image ar
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pydicom
 import pytest
+import requests
 from liquid import Environment
 from ui_support import CROWD_ELEMENTS_STUB, PageLog, browser, ensure_bundle, pixel_stats, serve
 
@@ -88,13 +92,15 @@ def render_for_task(stack: dict[str, Any], **overrides: Any) -> str:
     return env.from_string(template).render(task={"input": task_input})
 
 
-def open_worker_page(stack: dict[str, Any], html: str) -> tuple[Any, PageLog]:
+def open_worker_page(stack: dict[str, Any], html: str, image_route: Any = None) -> tuple[Any, PageLog]:
     context = browser().new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
     log = PageLog()
     log.attach(page)
     page.route("https://assets.crowd.aws/**", lambda route: route.fulfill(
         status=200, content_type="text/javascript", body=CROWD_ELEMENTS_STUB))
+    if image_route is not None:
+        page.route(stack["proxy"] + "/instances/**", image_route)
     stack["worker_page"]["html"] = html
     page.goto(stack["page_origin"] + "/worker-task.html")
     try:
@@ -219,13 +225,147 @@ def test_worker_template_blocks_an_incomplete_answer_and_restores_a_previous_one
     assert [r["tool"] for r in answer["rois"]] == ["rectangle"]
     assert answer["rois"][0]["points"] == [[20, 30], [120, 150]]
 
-    # Clear the only finding: nothing is marked, so submitting is refused with a visible reason.
-    page.evaluate("window.dicomlabViewer.setFinding('Edema', 'absent')")
+    # Clear the only finding (its ROI goes with it, after asking): nothing is marked, so submitting is
+    # refused with a visible reason.
+    page.evaluate("() => { window.dicomlabViewer.setFinding('Edema', 'absent'); }")
+    page.get_by_role("dialog").get_by_role("button", name="Remove the ROI").click()
     page.locator("#crowd-submit").click()
     assert page.evaluate("window.__crowdSubmitted") is None
     assert page.evaluate("window.__crowdBlocked") == 1
     assert "No Finding" in (page.locator(".dl-problems").text_content() or "")
     assert not log.errors, log.errors
+    page.context.close()
+
+
+def test_worker_template_failed_load_blocks_submission_until_retry_shows_the_image(stack: dict[str, Any]) -> None:
+    refuse = {"on": True}
+
+    def image_route(route: Any) -> None:
+        if refuse["on"] and route.request.method == "GET":
+            route.fulfill(status=403, body=b"{}", content_type="application/json",
+                          headers={"Access-Control-Allow-Origin": stack["page_origin"]})
+        else:
+            route.continue_()
+
+    page, _ = open_worker_page(stack, render_for_task(stack), image_route)
+    viewer = page.locator("#dicomlab-viewer")
+    assert viewer.get_attribute("data-state") == "error"
+    assert "HTTP 403" in (page.locator(".dl-load-error").text_content() or "")
+    assert page.get_by_role("button", name="Retry").is_visible()
+    # Nothing is drawn, and a complete-looking answer cannot be submitted for an image nobody saw.
+    page.evaluate("document.querySelector('.dl-load-error').style.visibility = 'hidden'")
+    std, levels = pixel_stats(page.locator(".dl-viewport").screenshot())
+    page.evaluate("document.querySelector('.dl-load-error').style.visibility = ''")
+    assert std < 1 and levels <= 2, (std, levels)
+    page.evaluate("window.dicomlabViewer.setFinding('No Finding', 'present')")
+    page.locator("#crowd-submit").click()
+    assert page.evaluate("window.__crowdSubmitted") is None
+    assert page.evaluate("window.__crowdBlocked") == 1
+    assert page.evaluate("document.getElementById('dicomlab-answer').value") == ""
+    # "Skip: could not load" submits nothing and says how to give the task back.
+    page.get_by_role("button", name="Skip: could not load").click()
+    assert "Release task" in (page.locator(".dl-status").text_content() or "")
+    assert page.evaluate("window.__crowdSubmitted") is None
+
+    refuse["on"] = False
+    page.get_by_role("button", name="Retry").click()
+    page.wait_for_function("() => document.getElementById('dicomlab-viewer').dataset.state === 'ready'",
+                           timeout=60_000)
+    std, levels = pixel_stats(page.locator(".dl-viewport").screenshot())
+    assert std > 10 and levels > 30, (std, levels)
+    page.evaluate("window.dicomlabViewer.setFinding('No Finding', 'present')")
+    page.locator("#crowd-submit").click()
+    submitted = json.loads(page.evaluate("window.__crowdSubmitted"))
+    answer = json.loads(submitted["answer"])
+    assert answer["findings"]["No Finding"] == "present"
+    assert answer["sopInstanceUid"] == stack["ds"].SOPInstanceUID
+    page.context.close()
+
+
+def test_setting_a_finding_with_rois_absent_asks_to_remove_them(stack: dict[str, Any]) -> None:
+    page, _ = open_worker_page(stack, render_for_task(stack))
+    box = page.locator(".dl-viewport").bounding_box()
+    assert box is not None
+    page.get_by_label("Finding for new ROIs").select_option("Edema")
+    page.keyboard.press("r")
+    drag(page, box, (0.35, 0.45), (0.6, 0.7))
+    page.wait_for_function("document.querySelectorAll('.dl-roi-list li').length === 1", timeout=10_000)
+
+    def findings() -> dict[str, str]:
+        return dict(page.evaluate("window.dicomlabViewer.getAnswer().findings"))
+
+    assert findings()["Edema"] == "present"  # drawing the ROI said so
+    edema = stack["labels"].index("Edema")
+    page.evaluate(f"window.dicomlabViewer.focusFinding({edema})")
+    dialog = page.get_by_role("dialog")
+
+    # N (absent) on Edema: the reader is asked; Cancel keeps the ROI and the finding.
+    page.keyboard.press("n")
+    dialog.wait_for()
+    assert "1 ROI of Edema" in (dialog.text_content() or "")
+    page.keyboard.press("y")  # shortcuts do not act behind the dialog
+    dialog.get_by_role("button", name="Cancel").click()
+    assert findings()["Edema"] == "present" and page.locator(".dl-roi-list li").count() == 1
+    # "No Finding" would set Edema absent too: asked again; Escape cancels.
+    page.keyboard.press("f")
+    dialog.wait_for()
+    page.keyboard.press("Escape")
+    assert findings()["No Finding"] == "absent" and page.locator(".dl-roi-list li").count() == 1
+    # Remove: the ROI goes, then the finding is set absent; the answer holds no orphan ROI.
+    page.keyboard.press("n")
+    dialog.get_by_role("button", name="Remove the ROI").click()
+    answer = page.evaluate("window.dicomlabViewer.getAnswer()")
+    assert answer["findings"]["Edema"] == "absent" and answer["rois"] == []
+    assert page.locator(".dl-roi-list li").count() == 0
+    page.context.close()
+
+
+@pytest.mark.parametrize("option", ["--service-url", "--assets-base"])
+def test_cli_template_from_the_service_url_loads_every_asset_with_matching_sri(
+        stack: dict[str, Any], tmp_path: Path, option: str) -> None:
+    """The README's command with the service's root URL: every asset URL answers 200 and matches its SRI."""
+    from dicomlab_cli.main import main
+
+    out = tmp_path / "worker.liquid.html"
+    assert main(["labeling", "gt-template", option, stack["labeling"] + "/", "--out", str(out)]) == 0
+    text = out.read_text()
+    assets = re.findall(r'(?:src|href)="([^"]+)" integrity="([^"]+)"', text)
+    assert len(assets) >= 2, text[:2000]  # the entry script and at least its stylesheet or a chunk
+    for url, integrity in assets:
+        assert url.startswith(stack["labeling"] + "/static/dist/"), url
+        response = requests.get(url, timeout=30)
+        assert response.status_code == 200, url
+        digest = "sha384-" + base64.b64encode(hashlib.sha384(response.content).digest()).decode()
+        assert digest == integrity, url
+
+
+def test_finding_hotkeys_cycle_states_and_no_control_traps_the_keyboard(stack: dict[str, Any]) -> None:
+    page, _ = open_worker_page(stack, render_for_task(stack))
+
+    def state(label: str) -> str:
+        return str(page.evaluate(f"window.dicomlabViewer.getAnswer().findings[{json.dumps(label)}]"))
+
+    row = page.locator(".dl-finding", has=page.locator("legend", has_text="Edema"))
+    key = (row.locator("kbd.dl-hotkey").text_content() or "").strip()
+    keys = page.locator("kbd.dl-hotkey").all_text_contents()
+    assert key and len(set(keys)) == len(keys) == len(stack["labels"])  # one distinct key per finding, shown
+    press = key.lower() if len(key) == 1 else key  # "A" is the key a; "Shift+A" is pressed as written
+    assert state("Edema") == "absent"
+    for expected in ("present", "uncertain", "absent"):
+        page.keyboard.press(press)
+        assert state("Edema") == expected
+    # A radio used with the mouse keeps its focus: arrow keys must not change the answer, keys still work.
+    row.get_by_label("Present").click()
+    assert state("Edema") == "present"
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowRight")
+    assert state("Edema") == "present"
+    page.keyboard.press(press)
+    assert state("Edema") == "uncertain"
+    # Choosing the finding for new ROIs with the mouse does not trap the keyboard in the select.
+    page.get_by_label("Finding for new ROIs").select_option("Cardiomegaly")
+    page.keyboard.press(press)
+    assert state("Edema") == "absent"
     page.context.close()
 
 

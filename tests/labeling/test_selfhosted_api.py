@@ -179,6 +179,46 @@ def test_invalid_labels_are_refused(app: Flask, job: dict[str, Any], findings: d
         assert session.scalar(select(Submission.id)) is None
 
 
+@pytest.mark.parametrize("state", ["absent", None])
+def test_an_roi_of_a_finding_that_is_not_there_is_refused(app: Flask, job: dict[str, Any], state: str | None) -> None:
+    ann = reader(app, "ann")
+    assignment = ann.call("POST", f"/jobs/{job['id']}/next")[1]["assignment"]
+    findings = {"Cardiomegaly": "present"} | ({"Edema": state} if state else {})
+    rois = [{"tool": "rectangle", "finding": "Cardiomegaly", "points": [[1, 2], [30, 40]]},
+            {"tool": "ellipse", "finding": "Edema", "points": [[5, 5], [20, 20]]}]
+    answer: dict[str, Any] = {"findings": findings, "rois": rois, "timeSpentSeconds": 4}
+    body = {"clientSubmissionId": uuid.uuid4().hex, "answer": answer}
+    status, error = ann.call("POST", f"/assignments/{assignment['id']}/submit", body)
+    assert status == 400, error
+    assert "ROI 2" in error["description"] and "'Edema'" in error["description"]
+    with state_of(app).db.session() as session:
+        assert session.scalar(select(Submission.id)) is None
+    # Present or uncertain: the same ROIs are accepted and stored.
+    answer["findings"] = {"Cardiomegaly": "present", "Edema": "uncertain"}
+    status, stored = ann.call("POST", f"/assignments/{assignment['id']}/submit", body)
+    assert status == 201, stored
+    assert [r["finding"] for r in ann.call("GET", f"/assignments/{assignment['id']}")[1]["mySubmission"]["answer"]
+            ["rois"]] == ["Cardiomegaly", "Edema"]
+
+
+def test_pages_above_a_users_role_send_them_to_their_queue(app: Flask, admin: Api, job: dict[str, Any]) -> None:
+    """An annotator opening the review or admin page lands on the queue, not on a page frame with a 403."""
+    expected = {"ann": {"/ui/review": True, "/ui/admin": True},
+                "rev": {"/ui/review": False, "/ui/admin": True},
+                ADMIN[0]: {"/ui/review": False, "/ui/admin": False}}
+    for name, pages in expected.items():
+        api = Api(app).login(name, ADMIN[1] if name == ADMIN[0] else PASSWORD)
+        assert api.client is not None
+        for path, redirected in pages.items():
+            response = api.client.get(path)
+            if redirected:
+                assert response.status_code == 302 and response.headers["Location"].endswith("/ui/queue"), (name, path)
+            else:
+                assert response.status_code != 302, (name, path)
+    # Without a session the page itself is served (its script sends the visitor to sign in).
+    assert app.test_client().get("/ui/admin").status_code != 302
+
+
 def expire(app: Flask, assignment_id: int) -> None:
     with state_of(app).db.session() as session:
         session.execute(update(Assignment).where(Assignment.id == assignment_id)

@@ -32,6 +32,9 @@ export default defineConfig({
     chunkSizeWarningLimit: 4096,
     assetsInlineLimit: 0,
     rollupOptions: {
+      // The viewer entry is also a library (`import { LabelingViewer } from '<viewer entry>'`): keep its
+      // export names instead of the minified ones an app build would give it.
+      preserveEntrySignatures: 'exports-only',
       input: {
         viewer: resolve(here, 'src/viewer/index.js'),
         'gt-worker': resolve(here, 'src/gt-worker.js'),

@@ -3,7 +3,9 @@
 // The template puts `task.input` (the pre-annotation callback's taskInput) as HTML-escaped JSON into
 // #dicomlab-task[data-task-input]; this module shows the image, keeps the hidden input
 // `answer` of the <crowd-form> filled with the clean answer JSON, and blocks submitting an
-// incomplete answer.
+// incomplete answer or any answer while the image is not displayed (loading, or failed: the viewer then
+// offers Retry, and "Skip: could not load", which here tells the worker to release the task: Ground
+// Truth has no skip, and an answer for an image nobody saw must not reach consolidation).
 import { LabelingViewer } from './viewer/index.js';
 
 function parseMaybeJson(value) {
@@ -39,11 +41,24 @@ async function main() {
       write(answer);
       if (typeof form?.submit === 'function') form.submit();
     },
+    onState: (state) => {
+      if (state !== 'ready') answerInput.value = '';
+    },
+    onSkipUnloadable: (reason) => {
+      viewer.statusEl.textContent =
+        `This image could not be loaded (${reason}). Nothing will be submitted: use "Release task" ` +
+        '(or "Decline task") in the worker portal so that another worker gets it.';
+    },
   });
   window.dicomlabViewer = viewer; // for the browser tests and for debugging in the worker console
   form?.addEventListener('submit', (event) => {
+    if (viewer.validate().length) {
+      answerInput.value = '';
+      event.preventDefault();
+      event.stopImmediatePropagation();
+      return;
+    }
     write(viewer.getAnswer());
-    if (viewer.validate().length) event.preventDefault();
   });
   try {
     await viewer.load({

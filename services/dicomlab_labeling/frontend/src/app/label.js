@@ -30,9 +30,18 @@ export default async function label({ api }) {
   const viewer = new LabelingViewer(document.getElementById('dl-viewer'), {
     labels: job.labels,
     help: false, // the page lists the shortcuts, with its own (Ctrl+S)
+    hotkeys: job.hotkeys ?? {}, // a job's own finding keys, when it names them
     onSubmit: () => submit(),
+    // Only the displayed image can be submitted; an image that cannot be loaded is skipped with the reason.
+    onState: () => updateButtons(),
+    onSkipUnloadable: (reason) => skip(`could not load: ${reason}`),
   });
   window.dicomlabViewer = viewer;
+
+  function updateButtons() {
+    submitButton.disabled = busy || !current || !viewer.isReady();
+    skipButton.disabled = busy || !current;
+  }
 
   function stopTimers() {
     clearInterval(heartbeatTimer);
@@ -79,15 +88,20 @@ export default async function label({ api }) {
     current = assignment;
     pendingSubmissionId = null;
     document.body.dataset.assignmentId = String(assignment.id);
-    await viewer.load({
-      url: assignment.image.viewerUrl,
-      token: assignment.token,
-      sopInstanceUid: assignment.image.sopInstanceUid,
-      labels: assignment.labels,
-      previousAnswer: assignment.mySubmission?.answer ?? null,
-    });
+    // The lease and the image token are kept while the image loads, and while the reader retries it.
     startHeartbeat(assignment);
     scheduleTokenRefresh(assignment);
+    try {
+      await viewer.load({
+        url: assignment.image.viewerUrl,
+        token: assignment.token,
+        sopInstanceUid: assignment.image.sopInstanceUid,
+        labels: assignment.labels,
+        previousAnswer: assignment.mySubmission?.answer ?? null,
+      });
+    } catch {
+      return; // the viewer shows what failed, with Retry and "Skip: could not load"; submitting stays blocked
+    }
     if (firstImage) {
       firstImage = false;
       const seconds = performance.now() / 1000; // since navigation start
@@ -126,13 +140,13 @@ export default async function label({ api }) {
     } finally {
       busy = false;
       document.body.dataset.busy = 'false';
-      submitButton.disabled = skipButton.disabled = !current;
+      updateButtons();
     }
   }
 
   function submit() {
     return guarded(async () => {
-      if (!current || viewer.validate().length) return;
+      if (!current || !viewer.isReady() || viewer.validate().length) return;
       pendingSubmissionId ??= uuid();
       try {
         await api('POST', `/api/assignments/${current.id}/submit`, {
@@ -148,10 +162,10 @@ export default async function label({ api }) {
     });
   }
 
-  function skip() {
+  function skip(givenReason) {
     return guarded(async () => {
       if (!current) return;
-      const reason = document.getElementById('dl-skip-reason').value;
+      const reason = givenReason || document.getElementById('dl-skip-reason').value;
       await api('POST', `/api/assignments/${current.id}/skip`, { reason, abandon: false });
       await next();
     });

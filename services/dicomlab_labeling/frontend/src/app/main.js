@@ -12,6 +12,7 @@ import review from './review.js';
 // loaded with an SRI hash (modulepreload), and the viewer chunk is shared and cached across pages.
 const PAGES = { login, queue, label, review, admin };
 const RANK = { annotator: 0, reviewer: 1, admin: 2 };
+const NEEDS = { review: 'reviewer', admin: 'admin' }; // pages above the annotator's: others go to their queue
 
 /** The signed-in user (redirects to the login page when there is none). */
 async function session() {
@@ -51,6 +52,10 @@ async function main() {
       return;
     }
     const user = await session();
+    if (NEEDS[page] && RANK[user.role] < RANK[NEEDS[page]]) {
+      location.replace('/ui/queue');
+      return;
+    }
     decorate(user);
     await run({ api, user });
   } catch (error) {

@@ -8,10 +8,16 @@
 //   viewer.getAnswer();  // the clean answer object (answer.js)
 
 import { boundingCorners, buildAnswer, FindingsModel, PRESETS, presetRange, STATES, NO_FINDING } from './answer.js';
-import { core, initCornerstone, prefetchImage, prepareImage, setToken, tools } from './cornerstone.js';
+import { core, initCornerstone, prefetchImage, prepareImage as fetchImageMetadata, setToken, tools } from './cornerstone.js';
 import { el, isTyping, replaceChildren } from './dom.js';
+import { geometryNote, installGeometryFallback } from './geometry.js';
+import { grayscalePlan, prepareImage, readAttributes, viewportProperties, windowChoices } from './grayscale.js';
+import { LoadState, loadTimeout, withTimeout } from './loadstate.js';
+import { askRemoveRois, orphanRois } from './roiguard.js';
+import { assignHotkeys, CYCLE, keyText, labelForKey } from './hotkeys.js';
 
 export * from './answer.js';
+export * as grayscale from './grayscale.js';
 export { initCornerstone, prefetchImage, setToken } from './cornerstone.js';
 export { el, replaceChildren, isTyping } from './dom.js';
 
@@ -38,6 +44,7 @@ export const SHORTCUTS = Object.freeze([
   ['0', 'Reset view'],
   ['J / K', 'Next / previous finding'],
   ['Y / N / U', 'Selected finding present / absent / uncertain'],
+  ['Key beside a finding', 'Cycle that finding: present → uncertain → absent'],
   ['F', '"No Finding" present'],
   ['[ / ]', 'Previous / next finding for new ROIs'],
   ['Delete', 'Remove the last ROI'],
@@ -54,6 +61,20 @@ export function imageIdFor(url, key = '') {
   return key ? `${id}#${key}` : id;
 }
 
+/** Resolves after the viewport element's next IMAGE_RENDERED event (or after `ms`, whichever is first). */
+function nextRender(element, ms = 2000) {
+  return new Promise((resolve) => {
+    const type = core.Enums.Events.IMAGE_RENDERED;
+    const done = () => {
+      clearTimeout(timer);
+      element.removeEventListener(type, done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    element.addEventListener(type, done);
+  });
+}
+
 let counter = 0;
 let engine = null;
 
@@ -66,13 +87,16 @@ export class LabelingViewer {
   /**
    * @param {HTMLElement} root  element to render into (its children are replaced)
    * @param {object} options  labels (array or comma string), readOnly, keyboard (default true),
-   *   onChange(answer), onSubmit(answer), onLoad({ms, imageId}), cpu (force CPU rendering), title
+   *   onChange(answer), onSubmit(answer), onLoad({ms, imageId}), onState(state) (loading / ready / error),
+   *   onSkipUnloadable(reason) (offers "Skip: could not load" after a failed load), loadTimeoutMs,
+   *   cpu (force CPU rendering), title
    */
   constructor(root, options = {}) {
     this.root = root;
     this.options = { keyboard: true, readOnly: false, ...options };
     this.id = `dl${++counter}`;
     this.model = new FindingsModel(options.labels ?? [], options.initialFindings);
+    this.hotkeys = assignHotkeys(this.model.labels, options.hotkeys);
     this.roiFinding = this.model.labels.find((l) => l !== NO_FINDING) ?? this.model.labels[0];
     this.focusIndex = 0;
     this.findingsByAnnotation = new Map();
@@ -83,6 +107,9 @@ export class LabelingViewer {
     this.flipH = false;
     this.flipV = false;
     this.activeTool = 'wl';
+    this.loadGeneration = 0;
+    this.lastRequest = null;
+    this.retries = 0;
     this.buildDom();
     this.onKeyDown = this.onKeyDown.bind(this);
     if (this.options.keyboard) document.addEventListener('keydown', this.onKeyDown);
@@ -112,6 +139,12 @@ export class LabelingViewer {
       ...Object.entries(PRESETS).map(([key, p], i) =>
         button(p.label, `${p.label} window (${i + 1})`, () => this.applyPreset(key), { dataset: { preset: key } }),
       ),
+      (this.windowSelect = el('select', {
+        class: 'dl-windows',
+        'aria-label': "The image's own windows",
+        hidden: true,
+        onchange: () => this.applyImageWindow(Number(this.windowSelect.value)),
+      })),
       el('span', { class: 'dl-sep' }),
       button('Invert', 'Invert (I)', () => this.invert()),
       button('Rotate', 'Rotate 90° (T)', () => this.rotate()),
@@ -128,10 +161,18 @@ export class LabelingViewer {
     });
     this.statusEl = el('div', { class: 'dl-status', role: 'status', 'aria-live': 'polite' }, 'No image');
     this.wlEl = el('span', { class: 'dl-wl' });
+    this.geometryEl = el('span', { class: 'dl-geometry' });
+    this.loadState = new LoadState({
+      root: this.root,
+      viewport: this.viewportEl,
+      onRetry: () => this.retry(),
+      onSkip: this.options.onSkipUnloadable ? (reason) => this.options.onSkipUnloadable(reason) : null,
+    });
     this.roiSelect = el('select', {
       id: `${this.id}-roi-finding`,
       onchange: () => {
         this.roiFinding = this.roiSelect.value;
+        this.releaseFocus(this.roiSelect);
       },
     });
     for (const label of this.model.labels) this.roiSelect.append(el('option', { value: label }, label));
@@ -152,6 +193,10 @@ export class LabelingViewer {
             disabled: ro,
             checked: this.model.get(label) === state,
             onchange: () => this.setFinding(label, state),
+            // Arrow keys would move the radio group's choice, silently changing the answer.
+            onkeydown: (event) => {
+              if (event.key.startsWith('Arrow')) event.preventDefault();
+            },
           }),
           STATE_NAMES[state],
         ),
@@ -160,6 +205,9 @@ export class LabelingViewer {
         'fieldset',
         { class: 'dl-finding', dataset: { index: String(index) } },
         el('legend', {}, label),
+        this.hotkeys.has(label)
+          ? el('kbd', { class: 'dl-hotkey', title: `Key cycling ${label}` }, keyText(this.hotkeys.get(label)))
+          : null,
         ...radios,
       );
       row.addEventListener('focusin', () => this.focusFinding(index, false));
@@ -189,7 +237,9 @@ export class LabelingViewer {
             el('dl', {}, SHORTCUTS.flatMap(([keys, what]) => [el('dt', {}, keys), el('dd', {}, what)])),
           ),
     );
-    const main = el('div', { class: 'dl-main' }, toolbar, this.viewportEl, el('div', { class: 'dl-bar' }, this.statusEl, this.wlEl));
+    const stage = el('div', { class: 'dl-stage' }, this.viewportEl, this.loadState.panel);
+    const bar = el('div', { class: 'dl-bar' }, this.statusEl, this.geometryEl, this.wlEl);
+    const main = el('div', { class: 'dl-main' }, toolbar, stage, bar);
     this.root.classList.add('dl-viewer');
     replaceChildren(this.root, main, side);
     this.focusFinding(0, false);
@@ -200,6 +250,7 @@ export class LabelingViewer {
   async ensureViewport() {
     if (this.viewport) return this.viewport;
     await initCornerstone({ cpu: this.options.cpu });
+    installGeometryFallback();
     const { Enums } = core;
     // One rendering engine per page, shared by every viewer (one WebGL context; Cornerstone's design).
     this.engine = sharedEngine();
@@ -236,43 +287,124 @@ export class LabelingViewer {
   /**
    * Show one image. `url`: the proxy URL of the DICOM file (or `imageId`); `token`: the proxy token sent
    * as a bearer header; `previousAnswer`: an earlier answer to start from (review/adjustment jobs).
+   * Until the new image is on screen nothing can be submitted and the previous image is not shown; a
+   * failure (HTTP error, CORS, decoding, timeout) leaves the viewer in state `error` with Retry and
+   * "Skip: could not load", and rejects. A load overtaken by a newer one resolves to null.
    */
-  async load({ url, imageId, token, sopInstanceUid, previousAnswer, labels } = {}) {
+  async load(request = {}) {
+    const { url, imageId, token, sopInstanceUid, previousAnswer, labels } = request;
+    const generation = ++this.loadGeneration;
+    if (this.lastRequest !== request) this.retries = 0;
+    this.lastRequest = request;
     const started = performance.now();
+    this.clearAnnotations();
+    this.imageId = null; // nothing is labelled until the new image is displayed
+    this.plan = null;
+    this.geometryEl.textContent = '';
+    this.windowSelect.hidden = true;
     this.setStatus('loading', 'Loading image…');
-    const id = imageId ?? imageIdFor(url, this.options.isolate ? this.id : '');
+    let id = imageId ?? imageIdFor(url, this.options.isolate ? this.id : '');
+    // A retry fetches afresh (a new id: the failed or hung request may still sit in the loader's caches).
+    if (this.retries) id += `${id.includes('#') ? '-' : '#'}retry${this.retries}`;
     if (token) setToken(token, id);
     if (labels) this.setLabels(labels);
-    const viewport = await this.ensureViewport();
-    this.clearAnnotations();
-    this.model = new FindingsModel(this.model.labels, previousAnswer?.findings);
-    this.syncFindings();
-    this.focusFinding(0, false);
+    const stale = () => generation !== this.loadGeneration;
+    let range;
     try {
-      await prepareImage(id);
+      const viewport = await this.ensureViewport();
+      if (stale()) return null;
+      this.model = new FindingsModel(this.model.labels, previousAnswer?.findings);
+      this.syncFindings();
+      this.focusFinding(0, false);
+      // wadors ids (de-identified jobs) need their instance metadata registered before frames load.
+      const image = await withTimeout(
+        fetchImageMetadata(id).then(() => core.imageLoader.loadAndCacheImage(id)),
+        loadTimeout(this.options),
+      );
+      if (stale()) return null;
+      if (image.color) throw new Error('colour images are not supported for labelling');
+      this.plan = grayscalePlan(readAttributes(id, image));
+      range = prepareImage(image, this.plan, (o) => core.utilities.VoxelManager.createImageVoxelManager({ ...o, numberOfComponents: 1 }));
       await viewport.setStack([id], 0);
+      if (stale()) return null;
     } catch (error) {
-      this.setStatus('error', `Could not load the image (${describe(error)})`);
+      if (stale()) return null;
+      this.forget(id);
+      this.plan = null;
+      // Drop the viewport with the previous image in it (Cornerstone would redraw it on the next resize);
+      // the next load builds a fresh one.
+      this.destroyViewport();
+      const reason = this.loadState.failed(error);
+      this.statusEl.textContent = `Could not load the image (${reason})`;
+      this.emitState();
       throw error;
     }
+    const viewport = this.viewport;
     this.imageId = id;
+    this.range = range;
     this.rotation = 0;
     this.flipH = this.flipV = false;
     viewport.resetCamera();
-    this.ensureVoi();
-    this.initialVoi = { ...viewport.getProperties().voiRange };
-    this.initialInvert = Boolean(viewport.getProperties().invert);
+    this.initialProperties = viewportProperties(this.plan, range);
+    viewport.setProperties({ ...this.initialProperties });
+    // "ready" means drawn: wait for the frame (Cornerstone renders on the next animation frame).
+    const rendered = nextRender(this.viewportEl);
     viewport.render();
+    await rendered;
+    if (stale()) return null;
+    this.showImageWindows();
+    this.root.dataset.inverted = String(this.initialProperties.invert);
+    this.geometryEl.textContent = geometryNote(id);
     const sop = core.metaData.get('sopCommonModule', id);
     this.sopInstanceUid = sopInstanceUid || sop?.sopInstanceUID || '';
     this.startedAt = Date.now();
     this.loadMs = Math.round(performance.now() - started);
     if (previousAnswer?.rois?.length) this.showRois(previousAnswer.rois);
+    this.loadState.ready();
     this.setStatus('ready', `Image loaded in ${this.loadMs} ms`);
     this.showWindowLevel();
     this.emitChange();
+    this.emitState();
     this.options.onLoad?.({ ms: this.loadMs, imageId: id });
     return this.loadMs;
+  }
+
+  /** Load the last requested image again, with a fresh request (the "Retry" button). */
+  retry() {
+    if (!this.lastRequest) return Promise.resolve(null);
+    this.retries += 1;
+    return this.load(this.lastRequest).catch(() => null);
+  }
+
+  /** Drop a failed image from Cornerstone's cache so a later load asks the server again. */
+  forget(id) {
+    try {
+      if (core.cache.getImageLoadObject(id)) core.cache.removeImageLoadObject(id);
+    } catch {
+      // not cached: nothing to drop
+    }
+  }
+
+  /** True when an image is displayed and may be labelled. */
+  isReady() {
+    return Boolean(this.imageId) && this.root.dataset.state === 'ready';
+  }
+
+  /** Where the whole image is drawn, in page coordinates ({x, y, width, height}); null when none is. */
+  imageRectOnScreen() {
+    const image = this.isReady() ? core.cache.getImage(this.imageId) : null;
+    if (!image) return null;
+    const [a, b] = [[0, 0], [image.columns, image.rows]].map((p) =>
+      this.viewport.worldToCanvas(core.utilities.imageToWorldCoords(this.imageId, p)),
+    );
+    const box = this.viewportEl.getBoundingClientRect();
+    const x = Math.min(a[0], b[0]);
+    const y = Math.min(a[1], b[1]);
+    return { x: box.x + x, y: box.y + y, width: Math.abs(b[0] - a[0]), height: Math.abs(b[1] - a[1]) };
+  }
+
+  emitState() {
+    this.options.onState?.(this.root.dataset.state);
   }
 
   /** Prefetch another image into the cache (next task), with its token. */
@@ -292,6 +424,7 @@ export class LabelingViewer {
     const next = new FindingsModel(labels).labels;
     if (next.join('\n') === current) return;
     this.model = new FindingsModel(next);
+    this.hotkeys = assignHotkeys(next, this.options.hotkeys);
     this.roiFinding = next.find((l) => l !== NO_FINDING) ?? next[0];
     this.buildDom();
     if (this.viewport) {
@@ -301,7 +434,8 @@ export class LabelingViewer {
   }
 
   setStatus(state, text) {
-    this.root.dataset.state = state;
+    if (state === 'loading') this.loadState.loading();
+    else this.root.dataset.state = state;
     this.statusEl.textContent = text;
   }
 
@@ -329,12 +463,24 @@ export class LabelingViewer {
     return { modality, min, max };
   }
 
-  /** Images without a window (no Window Center/Width, no VOI LUT) get one spanning their value range. */
-  ensureVoi() {
-    const range = this.viewport.getProperties().voiRange;
-    if (range && Number.isFinite(range.lower) && Number.isFinite(range.upper) && range.upper > range.lower) return;
-    const { min, max } = this.imageRange();
-    this.viewport.setProperties({ voiRange: { lower: min, upper: max > min ? max : min + 1 } });
+  /** The image's own windows (Window Center/Width with their explanations) as a choice, when it has any. */
+  showImageWindows() {
+    const choices = this.plan ? windowChoices(this.plan) : [];
+    replaceChildren(
+      this.windowSelect,
+      choices.map((c) => el('option', { value: String(c.index) }, `${c.label} (W ${c.width} / L ${c.center})`)),
+    );
+    this.windowSelect.hidden = choices.length === 0;
+    if (choices.length) this.windowSelect.value = '0';
+  }
+
+  applyImageWindow(index) {
+    if (!this.viewport || !this.plan) return;
+    const { voiRange, VOILUTFunction } = viewportProperties(this.plan, this.range, index);
+    this.viewport.setProperties({ voiRange, VOILUTFunction });
+    this.viewport.render();
+    delete this.root.dataset.preset;
+    this.showWindowLevel();
   }
 
   applyPreset(key) {
@@ -347,8 +493,12 @@ export class LabelingViewer {
 
   windowLevel() {
     const range = this.viewport?.getProperties?.().voiRange;
-    if (!range) return null;
-    return { center: (range.upper + range.lower) / 2, width: range.upper - range.lower };
+    if (!range || !this.imageId) return null;
+    if (this.viewport.getProperties().VOILUTFunction === 'LINEAR_EXACT') {
+      return { center: (range.upper + range.lower) / 2, width: range.upper - range.lower };
+    }
+    // LINEAR / SIGMOID: Cornerstone keeps the range as c - 0.5 ± (w - 1) / 2 (PS3.3 C.11.2.1.2.1).
+    return { center: (range.upper + range.lower + 1) / 2, width: range.upper - range.lower + 1 };
   }
 
   showWindowLevel() {
@@ -391,20 +541,41 @@ export class LabelingViewer {
     this.flipH = this.flipV = false;
     this.viewport.resetCamera();
     // Not viewport.resetProperties(): it recomputes a VOI from the pixels and throws on some images.
-    this.viewport.setProperties({ voiRange: { ...this.initialVoi }, invert: this.initialInvert });
-    this.ensureVoi();
+    if (this.initialProperties) this.viewport.setProperties({ ...this.initialProperties });
     this.viewport.render();
+    if (this.windowSelect.options.length) this.windowSelect.value = '0';
     delete this.root.dataset.preset;
-    this.root.dataset.inverted = String(this.initialInvert);
+    this.root.dataset.inverted = String(Boolean(this.initialProperties?.invert));
     this.showWindowLevel();
   }
 
   // ---------------------------------------------------------------- findings
-  setFinding(label, state) {
-    if (this.options.readOnly) return;
+  /**
+   * Set a finding (the "No Finding" rule may set others absent). When that leaves ROIs on a finding that
+   * is then absent, the reader chooses: remove those ROIs, or cancel the change. Resolves to whether the
+   * change was made.
+   */
+  async setFinding(label, state) {
+    if (this.options.readOnly || this.guarding) return false;
+    const trial = new FindingsModel(this.model.labels, this.model.toJSON());
+    trial.set(label, state);
+    const orphans = orphanRois(this.rois(), trial.toJSON());
+    if (orphans.length) {
+      this.syncFindings(); // the radios show the current states while the reader decides
+      this.guarding = true;
+      const remove = await askRemoveRois(this.root, orphans.map((r) => r.finding), orphans).finally(() => {
+        this.guarding = false;
+      });
+      if (!remove) {
+        this.syncFindings();
+        return false;
+      }
+      for (const roi of orphans) this.removeRoi(roi.uid);
+    }
     this.model.set(label, state);
     this.syncFindings();
     this.emitChange();
+    return true;
   }
 
   syncFindings() {
@@ -422,6 +593,20 @@ export class LabelingViewer {
     this.focusIndex = (index + rows.length) % rows.length;
     rows.forEach((row, i) => row.classList.toggle('dl-focused', i === this.focusIndex));
     if (moveFocus) rows[this.focusIndex].scrollIntoView({ block: 'nearest' });
+  }
+
+  /** Cycle one finding (its hotkey): absent → present → uncertain → absent. */
+  cycleFinding(label) {
+    const index = this.model.labels.indexOf(label);
+    if (index < 0) return;
+    this.focusFinding(index);
+    this.setFinding(label, CYCLE[this.model.get(label)] ?? 'present');
+  }
+
+  /** After a choice in a select, give the keyboard back to the viewer (a focused select eats shortcuts). */
+  releaseFocus(control) {
+    control.blur();
+    this.viewportEl.focus({ preventScroll: true });
   }
 
   focusedLabel() {
@@ -493,6 +678,12 @@ export class LabelingViewer {
           this.findingsByAnnotation.set(roi.uid, select.value);
           const a = tools.annotation.state.getAnnotation(roi.uid);
           if (a) a.data.label = select.value;
+          // As when drawing: an ROI says its finding is there.
+          if (select.value !== NO_FINDING && this.model.get(select.value) === 'absent') {
+            this.model.set(select.value, 'present');
+            this.syncFindings();
+          }
+          this.releaseFocus(select);
           this.viewport?.render();
           this.emitChange();
         },
@@ -591,7 +782,10 @@ export class LabelingViewer {
   /** Problems that block submitting; shown in the panel. Empty = ready to submit. */
   validate() {
     const problems = this.model.problems();
-    if (!this.imageId) problems.push('The image has not loaded.');
+    if (!this.isReady()) problems.unshift('The image is not displayed: it cannot be labelled until it loads.');
+    if (orphanRois(this.rois(), this.model.toJSON()).length) {
+      problems.push('An ROI belongs to a finding marked absent: remove the ROI or change the finding.');
+    }
     this.problemsEl.textContent = problems.join(' ');
     return problems;
   }
@@ -608,6 +802,7 @@ export class LabelingViewer {
   // ---------------------------------------------------------------- keyboard
   onKeyDown(event) {
     if (isTyping(event) || event.altKey || event.metaKey) return;
+    if (this.guarding || this.root.querySelector('dialog[open]')) return; // the dialog has the keyboard
     if (event.ctrlKey) {
       if (event.key === 'Enter') {
         event.preventDefault();
@@ -615,8 +810,14 @@ export class LabelingViewer {
       }
       return;
     }
-    const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
     const ro = this.options.readOnly;
+    const hot = labelForKey(this.hotkeys, event);
+    if (hot) {
+      event.preventDefault();
+      if (!ro) this.cycleFinding(hot);
+      return;
+    }
+    const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
     const actions = {
       w: () => this.setTool('wl'),
       p: () => this.setTool('pan'),
@@ -664,6 +865,7 @@ export class LabelingViewer {
     if (this.viewportId && this.engine?.getViewport(this.viewportId)) this.engine.disableElement(this.viewportId);
     this.viewport = this.engine = this.toolGroup = null;
     this.activeTool = 'wl';
+    if (this.toolButtons) this.markTool();
   }
 
   destroy() {
@@ -671,10 +873,4 @@ export class LabelingViewer {
     this.clearAnnotations();
     this.destroyViewport();
   }
-}
-
-function describe(error) {
-  if (!error) return 'unknown error';
-  const status = error.status ?? error.request?.status ?? error.error?.status;
-  return status ? `HTTP ${status}` : String(error.message ?? error).slice(0, 120);
 }

@@ -1,0 +1,203 @@
+"""A failed image load never looks like success (the labeling page, real app, proxy and Orthanc).
+
+Playwright intercepts the image requests of chosen images and answers 403, 500, a network failure (what
+the page also sees when CORS blocks a response: Playwright's own responses bypass CORS, so a block is
+not staged), bytes that are not DICOM, or nothing at all (a hang). Each time the
+canvas is cleared (the previous image is not shown), the error is shown with "Retry" and "Skip: could
+not load", and nothing can be submitted — by button or by Ctrl+Enter — until a retry displays the right
+image. "Skip: could not load" gives the image back with that reason.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from selfhosted_support import ADMIN, PASSWORD, Api, create_users, make_config, write_manifest
+from ui_support import PageLog, browser, ensure_bundle, pixel_stats, serve
+
+from dicomlab_cli.processes import free_port
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+LOAD_TIMEOUT_MS = 3000
+
+
+@pytest.fixture(scope="module")
+def site(orthanc: Any, synthetic_set: list[dict[str, Any]],
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    from dicomlab_labeling.app import create_app as labeling_app
+    from dicomlab_proxy.app import create_app as proxy_app
+    from dicomlab_proxy.config import Config as ProxyConfig
+
+    ensure_bundle()
+    tmp = tmp_path_factory.mktemp("loadfail")
+    labeling_port, proxy_port = free_port(), free_port()
+    config = make_config(tmp, f"sqlite:///{tmp / 'labeling.db'}", orthanc)
+    config = replace(config, proxy_public_url=f"http://127.0.0.1:{proxy_port}")
+    proxy = proxy_app(ProxyConfig(token_keys=config.token_keys, orthanc=orthanc.settings(),
+                                  allowed_origins=(f"http://127.0.0.1:{labeling_port}",)))
+    app = labeling_app(config)
+    records = synthetic_set[:4]
+    with serve(proxy, port=proxy_port), serve(app, port=labeling_port) as base:
+        admin = Api(base_url=base).login(*ADMIN)
+        status, job = admin.call("POST", "/admin/jobs", {
+            "name": "load-failures", "manifestUri": write_manifest(tmp, records), "readersPerImage": 1,
+            "strategy": "in-order", "leaseSeconds": 300})
+        assert status == 201, job
+        create_users(admin, ["flaky"])
+        yield {"base": base, "job": job, "admin": admin, "records": records,
+               "origin": f"http://127.0.0.1:{labeling_port}"}
+    app.extensions["dicomlab_labeling_api"].db.dispose()
+
+
+class ImageRoutes:
+    """Per-image behaviour of the image requests: None lets them through."""
+
+    def __init__(self, origin: str) -> None:
+        self.modes: dict[str, str | None] = {}
+        self.origin = origin
+        self.hung: list[Any] = []
+
+    def handle(self, route: Any) -> None:
+        url = route.request.url
+        mode = next((m for oid, m in self.modes.items() if f"/instances/{oid}/file" in url), None)
+        cors = {"Access-Control-Allow-Origin": self.origin}
+        if mode is None or route.request.method == "OPTIONS":
+            route.continue_()
+        elif mode in ("403", "500"):
+            route.fulfill(status=int(mode), body=b'{"description": "refused"}', headers=cors,
+                          content_type="application/json")
+        elif mode == "abort":
+            route.abort("failed")
+        elif mode == "garbage":
+            route.fulfill(status=200, body=b"this is not a DICOM file" * 40, headers=cors,
+                          content_type="application/dicom")
+        elif mode == "hang":
+            self.hung.append(route)  # never answered
+        else:
+            raise AssertionError(mode)
+
+
+def open_labeling(site: dict[str, Any], routes: ImageRoutes) -> tuple[Any, PageLog]:
+    context = browser().new_context(viewport={"width": 1366, "height": 768})
+    context.add_init_script(f"window.dicomlabConfig = {{ loadTimeoutMs: {LOAD_TIMEOUT_MS} }};")
+    page = context.new_page()
+    log = PageLog()
+    log.attach(page)
+    page.route("**/instances/*/file*", routes.handle)
+    page.goto(site["base"] + "/ui/login")
+    page.get_by_label("User name").fill("flaky")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/ui/queue")
+    page.get_by_role("link", name="Label images of load-failures").click()
+    return page, log
+
+
+def viewer_state(page: Any) -> str:
+    return str(page.evaluate("document.querySelector('#dl-viewer').dataset.state"))
+
+
+def wait_state(page: Any, state: str) -> None:
+    page.wait_for_function(f"() => document.querySelector('#dl-viewer')?.dataset.state === {json.dumps(state)} "
+                           "&& document.body.dataset.busy === 'false'", timeout=60_000)
+
+
+def submits(log: PageLog) -> list[str]:
+    return [r["url"] for r in log.requests if r["method"] == "POST" and r["url"].endswith("/submit")]
+
+
+def assert_failed_and_blocked(page: Any, log: PageLog, expected: str) -> None:
+    """The error is shown, the canvas is blank, and no way of submitting works."""
+    wait_state(page, "error")
+    panel = page.locator(".dl-load-error")
+    assert panel.is_visible()
+    text = panel.text_content() or ""
+    assert expected in text, text
+    assert page.get_by_role("button", name="Retry").is_visible()
+    assert page.get_by_role("button", name="Skip: could not load").is_visible()
+    # Nothing drawn: the viewport's canvases are gone, or hidden and cleared, and the screen shows no image there
+    # (the error panel, which sits over the viewport, is set aside for that screenshot).
+    canvases = page.evaluate("""() => [...document.querySelectorAll('.dl-viewport canvas')].map((c) => {
+        const ctx = c.getContext('2d');
+        const data = ctx ? ctx.getImageData(0, 0, c.width, c.height).data : null;
+        return { hidden: getComputedStyle(c).visibility === 'hidden', blank: data ? data.every((v) => v === 0) : null };
+    })""")
+    assert all(c["hidden"] and c["blank"] is not False for c in canvases), canvases
+    page.evaluate("document.querySelector('.dl-load-error').style.visibility = 'hidden'")
+    std, levels = pixel_stats(page.locator(".dl-viewport").screenshot())
+    page.evaluate("document.querySelector('.dl-load-error').style.visibility = ''")
+    assert std < 1 and levels <= 2, (std, levels)
+    assert "Image loaded" not in (page.locator(".dl-status").text_content() or "")
+    assert page.locator("#dl-submit").is_disabled()
+    before = len(submits(log))
+    page.keyboard.press("y")
+    page.keyboard.press("Control+Enter")
+    page.wait_for_timeout(300)
+    assert len(submits(log)) == before
+    assert page.evaluate("window.dicomlabViewer.validate().length") > 0
+
+
+def test_failed_loads_clear_the_canvas_block_submission_and_retry(site: dict[str, Any]) -> None:
+    routes = ImageRoutes(site["origin"])
+    ids = [r["orthanc_id"] for r in site["records"]]
+    # Image 2 is refused, image 3 fails in every other way in turn; set before the page prefetches them.
+    routes.modes = {ids[1]: "403", ids[2]: "500"}
+    page, log = open_labeling(site, routes)
+
+    # Image 1 loads and is labelled.
+    wait_state(page, "ready")
+    first = page.evaluate("document.body.dataset.assignmentId")
+    std, levels = pixel_stats(page.locator(".dl-viewport").screenshot())
+    assert std > 5 and levels > 20, (std, levels)
+    page.keyboard.press("f")
+    page.keyboard.press("Control+Enter")
+
+    # Image 2: 403. The first image must not stay on screen as if it were the second.
+    page.wait_for_function(f"() => document.body.dataset.assignmentId !== {json.dumps(first)}")
+    assert_failed_and_blocked(page, log, "HTTP 403")
+    assert len(submits(log)) == 1
+    # The proxy lets it through again: Retry shows it, and it can be labelled and submitted.
+    routes.modes[ids[1]] = None
+    page.get_by_role("button", name="Retry").click()
+    wait_state(page, "ready")
+    std, levels = pixel_stats(page.locator(".dl-viewport").screenshot())
+    assert std > 5 and levels > 20, (std, levels)
+    assert page.locator(".dl-load-error").is_hidden()
+    assert page.locator("#dl-submit").is_enabled()
+    second = page.evaluate("document.body.dataset.assignmentId")
+    page.keyboard.press("f")
+    page.keyboard.press("Control+Enter")
+
+    # Image 3: 500, then every other failure on Retry.
+    page.wait_for_function(f"() => document.body.dataset.assignmentId !== {json.dumps(second)}")
+    assert_failed_and_blocked(page, log, "HTTP 500")
+    for mode, expected in (("abort", "network error"), ("garbage", "could not decode"), ("hang", "timed out")):
+        routes.modes[ids[2]] = mode
+        page.get_by_role("button", name="Retry").click()  # goes to "loading" at once, then fails again
+        assert_failed_and_blocked(page, log, expected)
+    assert routes.hung, "the hanging request was not made"
+    third = page.evaluate("document.body.dataset.assignmentId")
+    page.get_by_role("button", name="Skip: could not load").click()
+    page.wait_for_function(f"() => document.body.dataset.assignmentId !== {json.dumps(third)}")
+    wait_state(page, "ready")
+
+    # The server holds two answers and one skip whose reason says why.
+    admin, job = site["admin"], site["job"]
+    progress = admin.call("GET", f"/admin/jobs/{job['id']}/progress")[1]
+    assert progress["skipped"] == 1, progress
+    assert len(submits(log)) == 2
+    page.context.close()
+
+
+def test_annotator_opening_review_or_admin_lands_on_the_queue(site: dict[str, Any]) -> None:
+    page, _ = open_labeling(site, ImageRoutes(site["origin"]))
+    for path in ("/ui/review", "/ui/admin"):
+        page.goto(site["base"] + path)
+        page.wait_for_url("**/ui/queue")
+        assert "403" not in (page.locator("body").text_content() or "")
+    page.context.close()
