@@ -1,6 +1,8 @@
 """A failed image load never looks like success (the labeling page, real app, proxy and Orthanc).
 
-Playwright intercepts the image requests of chosen images and answers 403, 500, a network failure (what
+The job hides patient identifiers (the default), so the viewer reads WADO-RS metadata and frames; the
+whole-file path is covered by the Ground Truth worker page's test. Playwright intercepts the image
+requests (metadata, frames, or the file) of chosen images and answers 403, 500, a network failure (what
 the page also sees when CORS blocks a response: Playwright's own responses bypass CORS, so a block is
 not staged), bytes that are not DICOM, or nothing at all (a hang). Each time the
 canvas is cleared (the previous image is not shown), the error is shown with "Retry" and "Skip: could
@@ -46,7 +48,7 @@ def site(orthanc: Any, synthetic_set: list[dict[str, Any]],
         admin = Api(base_url=base).login(*ADMIN)
         status, job = admin.call("POST", "/admin/jobs", {
             "name": "load-failures", "manifestUri": write_manifest(tmp, records), "readersPerImage": 1,
-            "strategy": "in-order", "leaseSeconds": 300})
+            "strategy": "in-order", "leaseSeconds": 300, "allowPatientIdentifiers": False})
         assert status == 201, job
         create_users(admin, ["flaky"])
         yield {"base": base, "job": job, "admin": admin, "records": records,
@@ -57,14 +59,17 @@ def site(orthanc: Any, synthetic_set: list[dict[str, Any]],
 class ImageRoutes:
     """Per-image behaviour of the image requests: None lets them through."""
 
-    def __init__(self, origin: str) -> None:
+    def __init__(self, origin: str, records: list[dict[str, Any]]) -> None:
         self.modes: dict[str, str | None] = {}
         self.origin = origin
         self.hung: list[Any] = []
+        # An image is asked for by its Orthanc id (/instances/<id>/file) or by its SOP Instance UID (WADO-RS).
+        self.uids = {r["orthanc_id"]: r["sop_uid"] for r in records}
 
     def handle(self, route: Any) -> None:
         url = route.request.url
-        mode = next((m for oid, m in self.modes.items() if f"/instances/{oid}/file" in url), None)
+        mode = next((m for oid, m in self.modes.items()
+                     if f"/instances/{oid}/file" in url or f"/instances/{self.uids[oid]}/" in url), None)
         cors = {"Access-Control-Allow-Origin": self.origin}
         if mode is None or route.request.method == "OPTIONS":
             route.continue_()
@@ -88,7 +93,7 @@ def open_labeling(site: dict[str, Any], routes: ImageRoutes) -> tuple[Any, PageL
     page = context.new_page()
     log = PageLog()
     log.attach(page)
-    page.route("**/instances/*/file*", routes.handle)
+    page.route("**/instances/**", routes.handle)
     page.goto(site["base"] + "/ui/login")
     page.get_by_label("User name").fill("flaky")
     page.get_by_label("Password").fill(PASSWORD)
@@ -143,7 +148,7 @@ def assert_failed_and_blocked(page: Any, log: PageLog, expected: str) -> None:
 
 
 def test_failed_loads_clear_the_canvas_block_submission_and_retry(site: dict[str, Any]) -> None:
-    routes = ImageRoutes(site["origin"])
+    routes = ImageRoutes(site["origin"], site["records"])
     ids = [r["orthanc_id"] for r in site["records"]]
     # Image 2 is refused, image 3 fails in every other way in turn; set before the page prefetches them.
     routes.modes = {ids[1]: "403", ids[2]: "500"}
@@ -195,7 +200,7 @@ def test_failed_loads_clear_the_canvas_block_submission_and_retry(site: dict[str
 
 
 def test_annotator_opening_review_or_admin_lands_on_the_queue(site: dict[str, Any]) -> None:
-    page, _ = open_labeling(site, ImageRoutes(site["origin"]))
+    page, _ = open_labeling(site, ImageRoutes(site["origin"], site["records"]))
     for path in ("/ui/review", "/ui/admin"):
         page.goto(site["base"] + path)
         page.wait_for_url("**/ui/queue")
