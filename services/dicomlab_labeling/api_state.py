@@ -22,6 +22,7 @@ from dicomlab_core.objectstore import ObjectStore, open_store
 from dicomlab_core.orthanc import MAX_PROBE_TIMEOUT_S, OrthancClient
 from dicomlab_core.tokens import Scope, TokenSigner
 from dicomlab_core.web import BoundedCheck
+from dicomlab_labeling import assist
 from dicomlab_labeling.auth import LoginLimit, client_address, ensure_admin, set_password_cost
 from dicomlab_labeling.config import LabelingConfig
 from dicomlab_labeling.db import Database
@@ -124,7 +125,8 @@ class ApiState:
                 "leaseExpiresAt": iso(assignment.expires_at), "leaseSeconds": job.lease_seconds,
                 "labels": list(job.labels), "instructions": job.instructions, "image": self.image_json(task, job),
                 "token": token, "tokenExpiresAt": expires, "patient": self.patient_json(task, job),
-                "mySubmission": submission_json(latest) if latest is not None else None}
+                "mySubmission": submission_json(latest) if latest is not None else None,
+                "assistance": assist.reader_view(job, task, assignment)}
 
 
 def submission_json(submission: Submission) -> dict[str, Any]:
