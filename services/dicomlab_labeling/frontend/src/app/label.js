@@ -5,6 +5,7 @@ import { LabelingViewer, SHORTCUTS } from '../viewer/index.js';
 import { el, replaceChildren } from '../viewer/dom.js';
 import { ApiError, uuid } from './api.js';
 import { describeError, showMessage } from './ui.js';
+import { createAssist } from './assist.js';
 
 const TOKEN_MARGIN_MS = 60_000;
 
@@ -33,6 +34,7 @@ export default async function label({ api }) {
     onSubmit: () => submit(),
   });
   window.dicomlabViewer = viewer;
+  const assist = createAssist({ api, getAnswer: () => viewer.getAnswer(), validate: () => viewer.validate() });
 
   function stopTimers() {
     clearInterval(heartbeatTimer);
@@ -79,6 +81,7 @@ export default async function label({ api }) {
     current = assignment;
     pendingSubmissionId = null;
     document.body.dataset.assignmentId = String(assignment.id);
+    assist.show(assignment);
     await viewer.load({
       url: assignment.image.viewerUrl,
       token: assignment.token,
@@ -103,6 +106,7 @@ export default async function label({ api }) {
     if (!result) {
       current = null;
       document.body.dataset.assignmentId = '';
+      assist.show(null);
       viewer.setStatus('done', 'Nothing left to label in this job. Thank you!');
       progress.textContent = '';
       submitButton.disabled = skipButton.disabled = true;
