@@ -132,7 +132,7 @@ class ApiState:
 def submission_json(submission: Submission) -> dict[str, Any]:
     return {"id": submission.id, "assignmentId": submission.assignment_id, "version": submission.version,
             "clientSubmissionId": submission.client_submission_id, "createdAt": iso(submission.created_at),
-            "answer": submission.answer}
+            "answer": submission.answer, "assistance": assist.reader_record(submission.assistance)}
 
 
 def user_json(user: User) -> dict[str, Any]:

@@ -108,6 +108,13 @@ def record(job: Job, task: Task, assignment: Assignment) -> dict[str, Any]:
             "firstAnswer": dict(first["findings"]) if first is not None else None}
 
 
+def reader_record(assistance: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A submission's record as its own reader gets it back: the model version only if it was shown."""
+    if assistance is None:
+        return None
+    return {**assistance, "modelVersion": assistance.get("modelVersion") if assistance.get("shown") else None}
+
+
 def _model_call(probability: float) -> str:
     return "present" if probability >= THRESHOLD else "absent"
 

@@ -21,7 +21,7 @@ from dicomlab_core.groundtruth import label_attributes
 from dicomlab_labeling.app import create_app
 
 LABELS = ["No Finding", "Cardiomegaly", "Edema", "Pneumothorax"]
-PREDICTIONS = {"Cardiomegaly": 0.91, "Edema": 0.12, "Pneumothorax": 0.3}
+PREDICTIONS = {"Cardiomegaly": 0.9137, "Edema": 0.1206, "Pneumothorax": 0.3011}
 VERSION = "run-7@sha256:0123456789ab"
 UNAIDED = {"Cardiomegaly": "absent", "Edema": "absent", "Pneumothorax": "absent"}
 AIDED = {"Cardiomegaly": "present", "Edema": "absent", "Pneumothorax": "present"}  # took C, moved away on P
@@ -72,7 +72,7 @@ def _first(reader: Api, assignment: dict[str, Any], findings: dict[str, str]) ->
 def _no_probabilities(view: dict[str, Any]) -> None:
     assert view["assistance"]["predictions"] is None and view["assistance"]["modelVersion"] is None
     text = json.dumps(view)
-    assert "0.91" not in text and VERSION not in text and "model-predictions" not in text
+    assert "0.9137" not in text and VERSION not in text and "model-predictions" not in text
 
 
 def test_unknown_mode_is_refused(env: dict[str, Any]) -> None:
@@ -92,6 +92,8 @@ def test_off_never_shows_the_model(env: dict[str, Any]) -> None:
     _no_probabilities(ann.call("GET", f"/assignments/{a['id']}")[1])
     status, submitted = ann.submit(a["id"], AIDED, sop=a["image"]["sopInstanceUid"])
     assert status == 201, submitted
+    assert submitted["submission"]["assistance"] == {"mode": "off", "shown": False, "modelVersion": None,
+                                                     "firstAnswer": None}
 
 
 def test_after_first_answer_is_gated_per_assignment(env: dict[str, Any]) -> None:
@@ -126,8 +128,13 @@ def test_after_first_answer_is_gated_per_assignment(env: dict[str, Any]) -> None
 
     status, submitted = ann.submit(a["id"], AIDED, sop=a["image"]["sopInstanceUid"])
     assert status == 201, submitted
+    assert submitted["submission"]["assistance"] == {"mode": "after-first-answer", "shown": True,
+                                                     "modelVersion": VERSION,
+                                                     "firstAnswer": {"No Finding": "absent", **UNAIDED}}
     status, submitted = ann.submit(b["id"], UNAIDED, sop=b["image"]["sopInstanceUid"])  # no first answer
     assert status == 201, submitted
+    assert submitted["submission"]["assistance"] == {"mode": "after-first-answer", "shown": False,
+                                                     "modelVersion": None, "firstAnswer": None}
     assert _first(ann, b, UNAIDED)[0] == 409  # too late: already submitted
     _no_probabilities(ann.call("GET", f"/assignments/{b['id']}")[1])
 
@@ -169,8 +176,8 @@ def test_recorded_assistance_summary_and_export(env: dict[str, Any]) -> None:
 
     after = summaries["after-first-answer"]
     assert after["answers"] == 4 and after["shown"] == 1 and after["withFirstAnswer"] == 1
-    # ann's first answer disagreed with the model on Cardiomegaly only (0.91 → present), then took it;
-    # it agreed on Pneumothorax (0.3 → absent) and the final answer left it.
+    # ann's first answer disagreed with the model on Cardiomegaly only (0.9137 → present), then took it;
+    # it agreed on Pneumothorax (0.3011 → absent) and the final answer left it.
     assert after["comparedFindings"] == 3 and after["disagreedFirst"] == 1
     assert after["movedTowardModel"] == 1 and after["movedAwayFromModel"] == 1 and after["towardRate"] == 1.0
     assert after["readers"] == {"ann": {"compared": 3, "disagreedFirst": 1, "movedTowardModel": 1}}

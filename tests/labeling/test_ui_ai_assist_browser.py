@@ -69,7 +69,7 @@ def _panel_text(page: Any) -> str:
 def _no_probability_on_page(page: Any) -> None:
     body = str(page.evaluate("document.body.innerText"))
     assert page.locator("#dl-assist-predictions").count() == 0
-    assert "91%" not in body and VERSION not in body and "%" not in _panel_text(page)
+    assert "91.4%" not in body and VERSION not in body and "%" not in _panel_text(page)
 
 
 def _shows_predictions(page: Any) -> None:
