@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from selfhosted_support import ADMIN, PASSWORD, Api, create_users, make_config
 
+from dicomlab_cli.main import main
 from dicomlab_cli.processes import OrthancServer
 from dicomlab_core.groundtruth import label_attributes
 from dicomlab_labeling.app import create_app
@@ -207,3 +208,19 @@ def test_recorded_assistance_summary_and_export(env: dict[str, Any]) -> None:
     assert recorded[0]["first-answer"]["Cardiomegaly"] == "absent"
     assert recorded[0]["final-answer"]["Cardiomegaly"] == "present"
     assert all("-assistance" not in key for line in _export(env, "off") for key in line)
+
+
+def test_cli_job_create_with_ai_assistance(tmp_path: Path, orthanc: OrthancServer,
+                                           synthetic_set: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    config = make_config(tmp_path, f"sqlite:///{tmp_path / 'cli.db'}", orthanc)
+    for name, value in {"DICOMLAB_LABELING__TOKEN_KEYS": config.token_keys[0].reveal(),
+                        "DICOMLAB_LABELING__DATABASE_URL": config.database_url.reveal(),
+                        "DICOMLAB_LABELING__STORE_URL": config.store_url,
+                        "DICOMLAB_LABELING__ORTHANC__URL": orthanc.url,
+                        "DICOMLAB_LABELING__ORTHANC__PASSWORD": orthanc.password.reveal()}.items():
+        monkeypatch.setenv(name, value)
+    key = write_predicted_manifest(tmp_path, synthetic_set[:2])
+    assert main(["labeling", "job", "create", "--name", "cli-ai", "--manifest", key,
+                 "--ai-assistance", "after-first-answer"]) == 0
+    assert json.loads(capsys.readouterr().out)["aiAssistance"] == "after-first-answer"
