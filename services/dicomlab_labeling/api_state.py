@@ -22,6 +22,7 @@ from dicomlab_core.objectstore import ObjectStore, open_store
 from dicomlab_core.orthanc import MAX_PROBE_TIMEOUT_S, OrthancClient
 from dicomlab_core.tokens import Scope, TokenSigner
 from dicomlab_core.web import BoundedCheck
+from dicomlab_labeling import assist
 from dicomlab_labeling.auth import LoginLimit, client_address, ensure_admin, set_password_cost
 from dicomlab_labeling.config import LabelingConfig
 from dicomlab_labeling.db import Database
@@ -124,13 +125,14 @@ class ApiState:
                 "leaseExpiresAt": iso(assignment.expires_at), "leaseSeconds": job.lease_seconds,
                 "labels": list(job.labels), "instructions": job.instructions, "image": self.image_json(task, job),
                 "token": token, "tokenExpiresAt": expires, "patient": self.patient_json(task, job),
-                "mySubmission": submission_json(latest) if latest is not None else None}
+                "mySubmission": submission_json(latest) if latest is not None else None,
+                "assistance": assist.reader_view(job, task, assignment)}
 
 
 def submission_json(submission: Submission) -> dict[str, Any]:
     return {"id": submission.id, "assignmentId": submission.assignment_id, "version": submission.version,
             "clientSubmissionId": submission.client_submission_id, "createdAt": iso(submission.created_at),
-            "answer": submission.answer}
+            "answer": submission.answer, "assistance": assist.reader_record(submission.assistance)}
 
 
 def user_json(user: User) -> dict[str, Any]:

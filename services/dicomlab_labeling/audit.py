@@ -31,6 +31,7 @@ class Action(StrEnum):
     TASK_LEASED = "task-leased"
     IMAGE_VIEWED = "image-viewed"
     SUBMITTED = "submitted"
+    FIRST_ANSWER = "first-answer"
     SKIPPED = "skipped"
     ANSWERS_VIEWED = "answers-viewed"
     ADJUDICATED = "adjudicated"

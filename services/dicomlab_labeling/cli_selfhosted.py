@@ -53,6 +53,8 @@ def register_selfhosted(commands: Any) -> None:
     create.add_argument("--allow-patient-identifiers", action="store_true")
     create.add_argument("--gold", help="gold-standard images with known answers (JSON lines; see gold.py): "
                                        "URI or key in the store")
+    create.add_argument("--ai-assistance", default="off", choices=["off", "after-first-answer", "always"],
+                        help="when readers see the model's predictions (the manifest's model-predictions)")
     create.set_defaults(func=_job_create)
     export = job_commands.add_parser("export", help="write the output manifest + CSV (and SRs with --sr)")
     export.add_argument("--name", required=True)
@@ -125,7 +127,8 @@ def _job_create(args: argparse.Namespace) -> int:
                          readers_per_image=args.readers or config.queue.readers_per_image,
                          instructions=args.instructions, due_date=parse_time(args.due, "--due"),
                          allow_patient_identifiers=args.allow_patient_identifiers, strategy=args.strategy,
-                         lease_seconds=args.lease_seconds or config.queue.lease_seconds, gold_uri=args.gold)
+                         lease_seconds=args.lease_seconds or config.queue.lease_seconds, gold_uri=args.gold,
+                         ai_assistance=args.ai_assistance)
         print(json.dumps(job_json(session, job)))
     return 0
 

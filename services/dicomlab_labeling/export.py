@@ -30,12 +30,14 @@ from dicomlab_core.groundtruth import ConsolidatedLabel, dump_line, output_manif
 from dicomlab_core.labels import FindingState
 from dicomlab_core.objectstore import ObjectStore
 from dicomlab_core.orthanc import OrthancClient
-from dicomlab_labeling import export_formats, gold, results
+from dicomlab_labeling import assist, export_formats, gold, results
 from dicomlab_labeling.config import ConsolidationSettings
 from dicomlab_labeling.models import Job
 
 logger = logging.getLogger(__name__)
 
+ASSISTANCE_SUFFIX = "-assistance"
+"""The output manifest key (``<job>-assistance``) of the AI-assistance records; not a label attribute."""
 CSV_VALUES = {FindingState.PRESENT: "1", FindingState.ABSENT: "0", FindingState.UNCERTAIN: "-1"}
 
 
@@ -81,14 +83,22 @@ def _creation_date(item: results.TaskAnswers) -> Any:
     return max(stamps)
 
 
+def _with_assistance(job: Job, item: results.TaskAnswers, line: dict[str, Any]) -> dict[str, Any]:
+    """Add ``<job>-assistance`` (what each reader saw of the model) for jobs with AI assistance."""
+    entry = assist.export_entry(job, item.task, item.answers)
+    if entry is not None:
+        line[f"{job.name}{ASSISTANCE_SUFFIX}"] = entry
+    return line
+
+
 def build(session: Session, job: Job, settings: ConsolidationSettings
           ) -> tuple[bytes, bytes, list[tuple[results.TaskAnswers, ConsolidatedLabel]]]:
     """The manifest and CSV bytes, and the final labels (for SR write-back)."""
     labels = list(job.labels)
     final = consolidated_items(session, job, settings)
     by_task = {item.task.id: label for item, label in final}
-    lines = [dump_line(output_manifest_line(item.task.manifest_line, job.name, label, job_name=job.name,
-                                            creation_date=_creation_date(item)))
+    lines = [dump_line(_with_assistance(job, item, output_manifest_line(
+                 item.task.manifest_line, job.name, label, job_name=job.name, creation_date=_creation_date(item))))
              for item, label in final]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")

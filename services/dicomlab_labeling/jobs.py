@@ -24,7 +24,7 @@ from dicomlab_core.groundtruth import ManifestLine, iter_manifest
 from dicomlab_core.labels import parse_label_list
 from dicomlab_core.objectstore import ObjectStore, StoreScope, open_store
 from dicomlab_core.orthanc import OrthancClient
-from dicomlab_labeling import gold
+from dicomlab_labeling import assist, gold
 from dicomlab_labeling.models import Assignment, AssignmentStatus, Job, JobStatus, Strategy, Task
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def create_job(session: Session, *, name: str, manifest_uri: str, store: ObjectS
                readers_per_image: int = 3, instructions: str = "", due_date: datetime | None = None,
                allow_patient_identifiers: bool = False, strategy: str = Strategy.FEWEST_ANSWERS_FIRST.value,
                lease_seconds: int = 900, created_by: int | None = None, scope: StoreScope | None = None,
-               gold_uri: str | None = None) -> Job:
+               gold_uri: str | None = None, ai_assistance: str = assist.Mode.OFF.value) -> Job:
     """Create a job and its tasks from the manifest; raises :class:`BadRequest` naming what is wrong.
 
     ``gold_uri`` adds gold-standard images (see :mod:`dicomlab_labeling.gold`), each inserted at a
@@ -97,6 +97,7 @@ def create_job(session: Session, *, name: str, manifest_uri: str, store: ObjectS
     if not isinstance(lease_seconds, int) or not 10 <= lease_seconds <= 86400:
         raise BadRequest("leaseSeconds: an integer from 10 to 86400")
     strategy = check_strategy(strategy)
+    ai_assistance = assist.check_mode(ai_assistance)
     lines = read_manifest(manifest_uri, store, scope)
     if not lines:
         raise BadRequest("manifestUri: the manifest has no lines")
@@ -108,7 +109,8 @@ def create_job(session: Session, *, name: str, manifest_uri: str, store: ObjectS
     job = Job(name=name, manifest_uri=manifest_uri, labels=list(label_set), readers_per_image=readers_per_image,
               instructions=str(instructions or ""), due_date=due_date,
               allow_patient_identifiers=bool(allow_patient_identifiers), strategy=strategy,
-              lease_seconds=lease_seconds, created_by=created_by, gold_uri=gold_uri)
+              lease_seconds=lease_seconds, created_by=created_by, gold_uri=gold_uri,
+              ai_assistance=ai_assistance)
     session.add(job)
     session.flush()
     known = [float(v) for line, _ in entries if isinstance(v := line.data.get(UNCERTAINTY_KEY), int | float)]
@@ -165,8 +167,10 @@ def get_job(session: Session, job_id: int) -> Job:
 
 
 def update_job(session: Session, job: Job, changes: Mapping[str, Any]) -> Job:
-    """Apply a PATCH body (status, instructions, dueDate, strategy, leaseSeconds, allowPatientIdentifiers)."""
-    allowed = {"status", "instructions", "dueDate", "strategy", "leaseSeconds", "allowPatientIdentifiers"}
+    """Apply a PATCH body (status, instructions, dueDate, strategy, leaseSeconds, allowPatientIdentifiers,
+    aiAssistance)."""
+    allowed = {"status", "instructions", "dueDate", "strategy", "leaseSeconds", "allowPatientIdentifiers",
+               "aiAssistance"}
     unknown = set(changes) - allowed
     if unknown:
         raise BadRequest(f"{sorted(unknown)[0]}: cannot be changed (allowed: {', '.join(sorted(allowed))})")
@@ -188,6 +192,8 @@ def update_job(session: Session, job: Job, changes: Mapping[str, Any]) -> Job:
         job.lease_seconds = value
     if "allowPatientIdentifiers" in changes:
         job.allow_patient_identifiers = bool(changes["allowPatientIdentifiers"])
+    if "aiAssistance" in changes:
+        job.ai_assistance = assist.check_mode(changes["aiAssistance"])
     return job
 
 
@@ -210,5 +216,6 @@ def job_json(session: Session, job: Job, user_id: int | None = None) -> dict[str
     return {"id": job.id, "name": job.name, "status": job.status, "labels": list(job.labels),
             "readersPerImage": job.readers_per_image, "instructions": job.instructions,
             "dueDate": iso(job.due_date), "allowPatientIdentifiers": job.allow_patient_identifiers,
-            "strategy": job.strategy, "leaseSeconds": job.lease_seconds, "manifestUri": job.manifest_uri,
+            "strategy": job.strategy, "leaseSeconds": job.lease_seconds, "aiAssistance": job.ai_assistance,
+            "manifestUri": job.manifest_uri,
             "createdAt": iso(job.created_at), "counts": job_counts(session, job, user_id)}

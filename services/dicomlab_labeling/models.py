@@ -141,6 +141,9 @@ class Job(Base):
     lease_seconds: Mapped[int] = mapped_column(default=900)
     gold_uri: Mapped[str | None] = mapped_column(Text, default=None)
     """Where the job's gold-standard images and their known answers came from (admin view only)."""
+    ai_assistance: Mapped[str] = mapped_column(String(24), default="off", server_default="off")
+    """When readers see the model's predictions: ``off``, ``after-first-answer`` or ``always``
+    (see :mod:`dicomlab_labeling.assist`)."""
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -202,6 +205,9 @@ class Assignment(Base):
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     reason: Mapped[str] = mapped_column(Text, default="")
     """Why it was skipped or abandoned (reader's words)."""
+    first_answer: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
+    """The reader's unaided answer (``after-first-answer`` jobs), recorded once and never changed."""
+    first_answer_at: Mapped[datetime | None] = mapped_column(default=None)
 
     task: Mapped[Task] = relationship()
     user: Mapped[User] = relationship()
@@ -223,6 +229,8 @@ class Submission(Base):
     client_submission_id: Mapped[str] = mapped_column(String(100))
     answer: Mapped[dict[str, Any]] = mapped_column()
     time_spent_seconds: Mapped[float | None] = mapped_column(Float, default=None)
+    assistance: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
+    """What the reader saw of the model when submitting (mode, shown, model version, first answer)."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     user: Mapped[User] = relationship()

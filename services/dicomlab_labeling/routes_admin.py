@@ -11,7 +11,7 @@ from flask import Blueprint, Response, g, jsonify, request
 from sqlalchemy import func, select
 
 from dicomlab_core.errors import BadRequest, NotFound
-from dicomlab_labeling import audit, gold, results
+from dicomlab_labeling import assist, audit, gold, results
 from dicomlab_labeling import metrics_labeling as metrics
 from dicomlab_labeling.api_state import body, client_ip, state, user_json
 from dicomlab_labeling.auth import create_user, current_user, end_other_sessions, hash_password, require
@@ -47,7 +47,7 @@ def new_job() -> tuple[Response, int]:
             allow_patient_identifiers=bool(data.get("allowPatientIdentifiers", False)),
             strategy=data.get("strategy", "fewest-answers-first"),
             lease_seconds=data.get("leaseSeconds", api.config.queue.lease_seconds), created_by=user.id,
-            gold_uri=data.get("goldUri"))
+            gold_uri=data.get("goldUri"), ai_assistance=data.get("aiAssistance", "off"))
         audit.record(session, audit.Action.JOB_CREATED, user=user, job_id=job.id, client_ip=client_ip(),
                      name=job.name)
         view = _admin_job_json(session, job)
@@ -173,6 +173,16 @@ def agreement(job_id: int) -> Response:
     metrics.set_gold_accuracy(name, gold_report["readers"])
     return jsonify(findings=findings, objects=report.objects, method=api.config.consolidation.method.value,
                    gold=gold_report)
+
+
+@bp.get("/jobs/<int:job_id>/assistance")
+@require(Role.ADMIN)
+def assistance(job_id: int) -> Response:
+    """How readers' final answers relate to the model's after seeing it (see :func:`assist.summary`)."""
+    with state().db.session(readonly=True) as session:
+        job = get_job(session, job_id)
+        loaded = gold.ordinary(results.load(session, job))
+        return jsonify(assist.summary(job, [(item.task, item.answers) for item in loaded]))
 
 
 @bp.post("/jobs/<int:job_id>/export")

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from dicomlab_core.errors import BadRequest, NotFound, Unauthorized
 from dicomlab_core.web import is_metrics_request
-from dicomlab_labeling import audit
+from dicomlab_labeling import assist, audit
 from dicomlab_labeling import metrics_labeling as metrics
 from dicomlab_labeling.api_state import (
     EXTENSION_KEY,
@@ -42,7 +42,18 @@ from dicomlab_labeling.auth import (
     verify_password,
 )
 from dicomlab_labeling.jobs import get_job, iso, job_json
-from dicomlab_labeling.models import Assignment, AssignmentStatus, Job, JobStatus, LoginSession, Submission, Task, User
+from dicomlab_labeling.models import (
+    Assignment,
+    AssignmentStatus,
+    Job,
+    JobStatus,
+    LoginSession,
+    Submission,
+    Task,
+    User,
+    utcnow,
+)
+from dicomlab_labeling.queue import clean_answer, validate_answer
 
 logger = logging.getLogger(__name__)
 
@@ -294,11 +305,35 @@ def submit(assignment_id: int) -> tuple[Response, int]:
                                                  client_submission_id=data.get("clientSubmissionId", ""),
                                                  answer=data.get("answer"))
         if not duplicate:
+            assignment = session.get_one(Assignment, submission.assignment_id)
+            submission.assistance = assist.record(session.get_one(Job, submission.job_id),
+                                                  session.get_one(Task, submission.task_id), assignment)
             audit.record(session, audit.Action.SUBMITTED, user=user, job_id=submission.job_id,
                          task_id=submission.task_id, client_ip=client_ip(), version=submission.version)
         view = submission_json(submission)
     # The session block has committed: only now is the submission acknowledged.
     return jsonify(submission=view, duplicate=duplicate), HTTPStatus.OK if duplicate else HTTPStatus.CREATED
+
+
+@bp.post("/assignments/<int:assignment_id>/first-answer")
+def first_answer(assignment_id: int) -> tuple[Response, int]:
+    """Record the reader's unaided answer (``after-first-answer`` jobs); the response then carries the
+    model's predictions. Stored once: a retry with the same findings is 200, different findings 409."""
+    user = current_user()
+    api = state()
+    answer = body().get("answer")
+    with api.db.session() as session:
+        assignment = api.queue.owned(session, assignment_id, user, lock=True)
+        task = session.get_one(Task, assignment.task_id)
+        job = session.get_one(Job, assignment.job_id)
+        parsed = validate_answer(answer, labels=job.labels, sop_uid=task.sop_instance_uid, worker_id=user.username,
+                                 limits=api.queue.limits)
+        created = assist.record_first_answer(job, assignment, clean_answer(parsed, job.labels), utcnow())
+        if created:
+            audit.record(session, audit.Action.FIRST_ANSWER, user=user, job_id=job.id, task_id=task.id,
+                         client_ip=client_ip(), assignment=assignment.id)
+        view = assist.reader_view(job, task, assignment)
+    return jsonify(assistance=view), HTTPStatus.CREATED if created else HTTPStatus.OK
 
 
 @bp.post("/assignments/<int:assignment_id>/skip")

@@ -1,4 +1,4 @@
-"""Migrations 0002 (login throttles) and 0003 (gold images) upgrade and downgrade cleanly on SQLite and PostgreSQL."""
+"""Migrations 0002 (login throttles), 0003 (gold images) and 0004 (AI assistance) upgrade and downgrade cleanly on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 from alembic import command
 from selfhosted_support import database_url
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from dicomlab_cli.processes import PostgresServer
 from dicomlab_labeling.db import Database
 from dicomlab_labeling.migrate import alembic_config, current_revision, upgrade
 
-HEAD = "0003"
+HEAD = "0004"
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
@@ -55,5 +55,37 @@ def test_0003_round_trip(kind: str, tmp_path: Path, request: pytest.FixtureReque
         assert "gold" not in _columns(db, "tasks") and "gold_uri" not in _columns(db, "jobs")
         assert upgrade(db) == HEAD
         assert "gold" in _columns(db, "tasks")
+    finally:
+        db.dispose()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_0004_round_trip(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    postgres: PostgresServer | None = request.getfixturevalue("postgres") if kind == "postgres" else None
+    db = Database(database_url(kind, tmp_path, postgres))
+    try:
+        with db.engine.begin() as connection:  # a job made before 0004 reads as "off" afterwards
+            config = alembic_config(db)
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0003")
+            connection.execute(text("INSERT INTO jobs (name, status, manifest_uri, labels, readers_per_image, "
+                                    "instructions, allow_patient_identifiers, strategy, lease_seconds, created_at) "
+                                    "VALUES ('old', 'active', 'm', '[]', 1, '', false, 'in-order', 60, "
+                                    "CURRENT_TIMESTAMP)"))
+        assert upgrade(db) == HEAD
+        assert "ai_assistance" in _columns(db, "jobs")
+        assert {"first_answer", "first_answer_at"} <= _columns(db, "assignments")
+        assert "assistance" in _columns(db, "submissions")
+        with db.engine.connect() as connection:
+            assert connection.execute(text("SELECT ai_assistance FROM jobs WHERE name = 'old'")).scalar() == "off"
+        with db.engine.begin() as connection:
+            config = alembic_config(db)
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0003")
+        assert current_revision(db) == "0003"
+        assert "ai_assistance" not in _columns(db, "jobs") and "first_answer" not in _columns(db, "assignments")
+        assert "assistance" not in _columns(db, "submissions")
+        assert upgrade(db) == HEAD
+        assert "ai_assistance" in _columns(db, "jobs")
     finally:
         db.dispose()

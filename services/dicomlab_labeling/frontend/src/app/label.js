@@ -5,6 +5,7 @@ import { LabelingViewer, SHORTCUTS } from '../viewer/index.js';
 import { el, replaceChildren } from '../viewer/dom.js';
 import { ApiError, uuid } from './api.js';
 import { describeError, showMessage } from './ui.js';
+import { createAssist } from './assist.js';
 
 const TOKEN_MARGIN_MS = 60_000;
 
@@ -37,6 +38,7 @@ export default async function label({ api }) {
     onSkipUnloadable: (reason) => skip(`could not load: ${reason}`),
   });
   window.dicomlabViewer = viewer;
+  const assist = createAssist({ api, getAnswer: () => viewer.getAnswer(), validate: () => viewer.validate() });
 
   function updateButtons() {
     submitButton.disabled = busy || !current || !viewer.isReady();
@@ -88,6 +90,7 @@ export default async function label({ api }) {
     current = assignment;
     pendingSubmissionId = null;
     document.body.dataset.assignmentId = String(assignment.id);
+    assist.show(assignment);
     // The lease and the image token are kept while the image loads, and while the reader retries it.
     startHeartbeat(assignment);
     scheduleTokenRefresh(assignment);
@@ -117,6 +120,7 @@ export default async function label({ api }) {
     if (!result) {
       current = null;
       document.body.dataset.assignmentId = '';
+      assist.show(null);
       viewer.setStatus('done', 'Nothing left to label in this job. Thank you!');
       progress.textContent = '';
       submitButton.disabled = skipButton.disabled = true;
