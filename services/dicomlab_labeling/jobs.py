@@ -106,6 +106,7 @@ def create_job(session: Session, *, name: str, manifest_uri: str, store: ObjectS
         raise BadRequest("goldUri: a key or URI of a gold file in the object store")
     rng = random.Random()
     entries = _merge_gold(lines, gold_uri, store, scope, list(label_set), rng)
+    _check_gold_blinding(ai_assistance, [line.data for line, answers in entries if answers is not None])
     job = Job(name=name, manifest_uri=manifest_uri, labels=list(label_set), readers_per_image=readers_per_image,
               instructions=str(instructions or ""), due_date=due_date,
               allow_patient_identifiers=bool(allow_patient_identifiers), strategy=strategy,
@@ -193,8 +194,24 @@ def update_job(session: Session, job: Job, changes: Mapping[str, Any]) -> Job:
     if "allowPatientIdentifiers" in changes:
         job.allow_patient_identifiers = bool(changes["allowPatientIdentifiers"])
     if "aiAssistance" in changes:
-        job.ai_assistance = assist.check_mode(changes["aiAssistance"])
+        mode = assist.check_mode(changes["aiAssistance"])
+        if job.gold_uri:
+            _check_gold_blinding(mode, list(session.scalars(
+                select(Task.manifest_line).where(Task.job_id == job.id, Task.gold.is_not(None)))))
+        job.ai_assistance = mode
     return job
+
+
+def _check_gold_blinding(mode: str, gold_lines: list[dict[str, Any]]) -> None:
+    """With AI assistance on, a gold image must show model predictions like every other image: an empty
+    panel would tell the reader which images are gold. Gold lines then come from the same predict run."""
+    if mode == assist.Mode.OFF.value:
+        return
+    missing = sum(1 for data in gold_lines if not isinstance(data.get(assist.PREDICTIONS_KEY), dict))
+    if missing:
+        raise BadRequest(f"aiAssistance: {missing} gold image(s) have no {assist.PREDICTIONS_KEY}; with AI assistance "
+                         "on, gold lines must carry the model's predictions (take them from the predict output), "
+                         "or readers could tell gold images apart")
 
 
 def job_counts(session: Session, job: Job, user_id: int | None = None) -> dict[str, int]:

@@ -290,3 +290,28 @@ def test_cli_job_create_with_gold(tmp_path: Path, orthanc: OrthancServer, synthe
             assert task.gold == {"Edema": "present"} and task.sop_instance_uid == synthetic_set[4]["sop_uid"]
     finally:
         db.dispose()
+
+
+def test_ai_assistance_needs_predictions_on_gold_images(tmp_path: Path, orthanc: OrthancServer,
+                                                        synthetic_set: list[dict[str, Any]]) -> None:
+    """An empty AI panel on gold images only would tell readers which images are gold."""
+    app = create_app(make_config(tmp_path, f"sqlite:///{tmp_path / 'l.db'}", orthanc))
+    admin = Api(app).login(*ADMIN)
+    predictions = {"model-predictions": {name: 0.5 for name in LABELS}, "model-version": "run@sha256:abc"}
+    manifest_path = tmp_path / "store" / "predicted.manifest"
+    manifest_path.parent.mkdir(parents=True, exist_ok=True)
+    manifest_path.write_text("".join(json.dumps({**_line(r), **predictions}) + "\n" for r in synthetic_set[:2]))
+    gold_path = tmp_path / "store" / "gold.manifest"
+    gold_path.write_text(json.dumps({**_line(synthetic_set[5]), "gold": {"Edema": "present"}}) + "\n")
+    job = {"name": "assisted", "manifestUri": "predicted.manifest", "labels": LABELS, "goldUri": "gold.manifest"}
+    status, data = admin.call("POST", "/admin/jobs", {**job, "aiAssistance": "always"})
+    assert status == 400 and "gold image(s) have no model-predictions" in data["description"], data
+    status, created = admin.call("POST", "/admin/jobs", job)  # assistance off: fine
+    assert status == 201, created
+    status, data = admin.call("PATCH", f"/admin/jobs/{created['id']}", {"aiAssistance": "after-first-answer"})
+    assert status == 400 and "model-predictions" in data["description"], data
+    # Gold lines taken from the same predict output carry predictions like every other image.
+    gold_path.write_text(json.dumps({**_line(synthetic_set[5]), **predictions, "gold": {"Edema": "present"}}) + "\n")
+    status, data = admin.call("POST", "/admin/jobs", {**job, "name": "assisted-2", "aiAssistance": "always"})
+    assert status == 201, data
+    app.extensions["dicomlab_labeling_api"].db.dispose()
