@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -202,7 +202,7 @@ def update_job(session: Session, job: Job, changes: Mapping[str, Any]) -> Job:
     return job
 
 
-def _check_gold_blinding(mode: str, gold_lines: list[dict[str, Any]]) -> None:
+def _check_gold_blinding(mode: str, gold_lines: Sequence[Mapping[str, Any]]) -> None:
     """With AI assistance on, a gold image must show model predictions like every other image: an empty
     panel would tell the reader which images are gold. Gold lines then come from the same predict run."""
     if mode == assist.Mode.OFF.value:
