@@ -50,3 +50,27 @@ def krippendorff_alpha_nominal(counts: NDArray[np.integer] | NDArray[np.floating
     if expected <= 0:
         return None
     return 1.0 - (n - 1.0) * (n - observed_same) / expected
+
+
+KAPPA_BANDS: tuple[tuple[float, str], ...] = (
+    (0.2, "slight"), (0.4, "fair"), (0.6, "moderate"), (0.8, "substantial"), (1.0, "almost perfect"))
+"""Landis & Koch (1977): (upper bound, name) from 0 up; below 0 is "poor"."""
+
+ALPHA_BANDS: tuple[tuple[float, str], ...] = ((0.667, "unreliable"), (0.8, "tentative"), (1.0, "reliable"))
+"""Krippendorff (2004): α ≥ 0.800 reliable; 0.667 ≤ α < 0.800 tentative conclusions only; below, unreliable."""
+
+
+def kappa_band(kappa: float | None) -> str | None:
+    """The Landis & Koch name of ``kappa`` (None when kappa is undefined)."""
+    if kappa is None:
+        return None
+    if kappa < 0:
+        return "poor"
+    return next((name for upper, name in KAPPA_BANDS if kappa <= upper), KAPPA_BANDS[-1][1])
+
+
+def alpha_band(alpha: float | None) -> str | None:
+    """Krippendorff's reading of ``alpha``: reliable / tentative / unreliable (None when undefined)."""
+    if alpha is None:
+        return None
+    return next((name for upper, name in ALPHA_BANDS if alpha < upper), ALPHA_BANDS[-1][1])

@@ -71,12 +71,21 @@ def register_selfhosted(commands: Any) -> None:
     sim.set_defaults(func=_simulate)
 
 
-def _database() -> Any:
+def _database(*, signing_key: bool = True) -> Any:
+    """The configuration and database. ``signing_key=False`` (``user add``, ``job create``): those
+    commands sign no image token, so an unset ``DICOMLAB_LABELING__TOKEN_KEYS`` is filled with a
+    throwaway key that is never used instead of being refused."""
+    import secrets
+
+    from dicomlab_core.config import load_config
     from dicomlab_labeling.auth import set_password_cost
-    from dicomlab_labeling.config import load
+    from dicomlab_labeling.config import ENV_PREFIX, LabelingConfig
     from dicomlab_labeling.db import Database
 
-    config = load()
+    environ = dict(os.environ)
+    if not signing_key and not environ.get(f"{ENV_PREFIX}__TOKEN_KEYS"):
+        environ[f"{ENV_PREFIX}__TOKEN_KEYS"] = f"unused:{secrets.token_urlsafe(32)}"
+    config = load_config(LabelingConfig, ENV_PREFIX, environ)
     set_password_cost(time_cost=config.auth.password_time_cost, memory_kib=config.auth.password_memory_kib)
     return config, Database(config.sqlalchemy_url)
 
@@ -104,7 +113,7 @@ def _user_add(args: argparse.Namespace) -> int:
     password = None
     if not args.sso_only:
         password = os.environ.get("DICOMLAB_PASSWORD") or getpass.getpass(f"password for {args.username}: ")
-    _, db = _database()
+    _, db = _database(signing_key=False)
     upgrade(db)
     with db.session() as session:
         user = create_user(session, args.username, password=password, role=args.role, email=args.email)
@@ -118,7 +127,7 @@ def _job_create(args: argparse.Namespace) -> int:
     from dicomlab_labeling.jobs import create_job, job_json, parse_time
     from dicomlab_labeling.migrate import upgrade
 
-    config, db = _database()
+    config, db = _database(signing_key=False)
     upgrade(db)
     with db.session() as session:
         job = create_job(session, name=args.name, manifest_uri=args.manifest, store=open_store(config.store_url),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import statistics
-from datetime import timedelta
 from http import HTTPStatus
 from typing import Any
 
@@ -13,6 +12,7 @@ from sqlalchemy import func, select
 from dicomlab_core.errors import BadRequest, NotFound
 from dicomlab_labeling import assist, audit, gold, results
 from dicomlab_labeling import metrics_labeling as metrics
+from dicomlab_labeling.agreement import alpha_band, kappa_band
 from dicomlab_labeling.api_state import body, client_ip, state, user_json
 from dicomlab_labeling.auth import create_user, current_user, end_other_sessions, hash_password, require
 from dicomlab_labeling.jobs import create_job, get_job, job_json, parse_time, update_job
@@ -132,16 +132,12 @@ def readers(job_id: int) -> Response:
     for username, state_, count in rows:
         status.setdefault(username, {})[state_] = int(count)
     times: dict[str, list[float]] = {}
-    stamps: dict[str, list[Any]] = {}
-    for username, seconds, created in firsts:
+    for username, seconds, _created in firsts:
         if seconds is not None:
             times.setdefault(username, []).append(float(seconds))
-        stamps.setdefault(username, []).append(created)
     out = []
     for username in sorted(status):
         spent = times.get(username, [])
-        when = sorted(stamps.get(username, []))
-        hours = (when[-1] - when[0]) / timedelta(hours=1) if len(when) > 1 else 0.0
         worker = consolidated.report.workers.get(username)
         out.append({"username": username, "submissions": status[username].get(AssignmentStatus.SUBMITTED.value, 0),
                     "skips": status[username].get(AssignmentStatus.SKIPPED.value, 0)
@@ -149,7 +145,10 @@ def readers(job_id: int) -> Response:
                     "expired": status[username].get(AssignmentStatus.EXPIRED.value, 0),
                     "meanSecondsPerImage": round(statistics.fmean(spent), 2) if spent else None,
                     "medianSecondsPerImage": round(statistics.median(spent), 2) if spent else None,
-                    "imagesPerHour": round((len(when) - 1) / hours, 1) if hours > 0 else None,
+                    # From the time spent reading (not wall-clock gaps between submissions, which
+                    # count pauses and are meaningless for readers who answer in bursts).
+                    "imagesPerHour": round(3600.0 / statistics.fmean(spent), 1)
+                    if spent and statistics.fmean(spent) > 0 else None,
                     "agreementWithConsensus": round(worker.agreement, 4) if worker and worker.agreement is not None
                     else None,
                     "reliability": round(worker.reliability, 4) if worker and worker.reliability is not None
@@ -168,7 +167,8 @@ def agreement(job_id: int) -> Response:
         gold_report = gold.report(loaded)
         name = job.name
     report = gold.consolidate([i for i in loaded if i.answers], list(job.labels), api.config.consolidation)[1].report
-    findings = {k: v.to_json() for k, v in report.findings.items()}
+    findings = {k: {**v.to_json(), "kappaBand": kappa_band(v.fleiss_kappa),
+                    "alphaBand": alpha_band(v.krippendorff_alpha)} for k, v in report.findings.items()}
     metrics.set_agreement(name, {k: v.krippendorff_alpha for k, v in report.findings.items()})
     metrics.set_gold_accuracy(name, gold_report["readers"])
     return jsonify(findings=findings, objects=report.objects, method=api.config.consolidation.method.value,
@@ -185,6 +185,106 @@ def assistance(job_id: int) -> Response:
         return jsonify(assist.summary(job, [(item.task, item.answers) for item in loaded]))
 
 
+@bp.get("/jobs/<int:job_id>/activity")
+@require(Role.ADMIN)
+def activity(job_id: int) -> Response:
+    """Chart data: images per reader per UTC day, every first answer's time spent, and each reader's
+    agreement with the consensus per finding (the share of their answers equal to the consensus)."""
+    api = state()
+    with api.db.session(readonly=True) as session:
+        job = get_job(session, job_id)
+        loaded = results.load(session, job)
+        pool, consolidated = gold.consolidate(loaded, list(job.labels), api.config.consolidation)
+        labels = list(job.labels)
+        firsts = session.execute(select(User.username, Submission.time_spent_seconds, Submission.created_at)
+                                 .join(User, User.id == Submission.user_id)
+                                 .where(Submission.job_id == job.id, Submission.version == 1)).all()
+    per_day: dict[str, dict[str, int]] = {}
+    seconds: list[float] = []
+    for username, spent, created in firsts:
+        day = created.date().isoformat()
+        per_day.setdefault(username, {})
+        per_day[username][day] = per_day[username].get(day, 0) + 1
+        if spent is not None:
+            seconds.append(float(spent))
+    hits: dict[str, dict[str, list[int]]] = {}
+    for item, label in zip(pool, consolidated.labels, strict=True):
+        for reader, submission in item.answers:
+            answered = submission.answer.get("findings", {}) or {}
+            for name in labels:
+                if name not in answered or name not in label.findings:
+                    continue
+                cell = hits.setdefault(reader, {}).setdefault(name, [0, 0])
+                cell[0] += int(answered[name] == label.findings[name].to_json().get("value"))
+                cell[1] += 1
+    matrix = {reader: {name: round(a / n, 4) if n else None for name, (a, n) in cells.items()}
+              for reader, cells in sorted(hits.items())}
+    return jsonify(perDay={k: dict(sorted(v.items())) for k, v in sorted(per_day.items())},
+                   secondsPerImage=sorted(seconds), labels=labels, readerConsensus=matrix)
+
+
+@bp.get("/manifests")
+@require(Role.ADMIN)
+def manifests() -> Response:
+    """Input manifests in the service's object store to create jobs from: the manifest service's
+    (``*.jsonl`` with a ``*.summary.json`` beside it) and plain ``*.manifest`` files, exports
+    (``labeling/``) left out; at most 1000."""
+    import json
+
+    store = state().store
+    keys = list(store.list(""))
+    present = set(keys)
+    out: list[dict[str, Any]] = []
+    for key in keys:
+        if key.startswith("labeling/") or not key.endswith((".jsonl", ".manifest")):
+            continue
+        entry: dict[str, Any] = {"key": key, "uri": store.uri(key), "name": key.rsplit("/", 1)[-1],
+                                 "instances": None, "created": None}
+        summary = key.rsplit(".", 1)[0] + ".summary.json"
+        if summary in present:
+            try:
+                data = json.loads(store.get_bytes(summary))
+                entry.update(instances=data.get("instances"), created=data.get("created"))
+            except (ValueError, NotFound):
+                pass
+        out.append(entry)
+        if len(out) >= 1000:
+            break
+    return jsonify(manifests=out)
+
+
+EXPORT_FILES = {"manifest": ("manifest_key", "application/x-ndjson", "output.manifest"),
+                "csv": ("csv_key", "text/csv", "labels.csv"),
+                "coco": ("coco_key", "application/json", "coco.json"),
+                "chexpert": ("chexpert_key", "text/csv", "chexpert.csv")}
+"""Exported files an admin may download: name in the URL → (key function in export.py, type, file name)."""
+
+
+def _downloads(job_id: int) -> dict[str, str]:
+    return {kind: f"/api/admin/jobs/{job_id}/export/{kind}" for kind in EXPORT_FILES}
+
+
+@bp.get("/jobs/<int:job_id>/export/<kind>")
+@require(Role.ADMIN)
+def download(job_id: int, kind: str) -> Response:
+    """One exported file streamed from the object store (so browsers never see store paths)."""
+    from dicomlab_labeling import export as export_module
+
+    if kind not in EXPORT_FILES:
+        raise NotFound(f"no export file {kind!r} (one of {', '.join(EXPORT_FILES)})")
+    key_function, content_type, filename = EXPORT_FILES[kind]
+    api = state()
+    with api.db.session(readonly=True) as session:
+        job = get_job(session, job_id)
+        key = getattr(export_module, key_function)(job)
+        name = job.name
+    if not api.store.exists(key):
+        raise NotFound(f"job {name!r} has not been exported yet")
+    data = api.store.get_bytes(key)
+    return Response(data, content_type=content_type, headers={
+        "Content-Disposition": f'attachment; filename="{name}-{filename}"', "Cache-Control": "no-store"})
+
+
 @bp.post("/jobs/<int:job_id>/export")
 @require(Role.ADMIN)
 def export(job_id: int) -> Response:
@@ -199,7 +299,7 @@ def export(job_id: int) -> Response:
                              orthanc=api.orthanc, sr=with_sr)
         audit.record(session, audit.Action.EXPORTED, user=user, job_id=job.id, client_ip=client_ip(),
                      manifest=outcome["manifestUri"], sr=with_sr)
-    return jsonify(outcome)
+    return jsonify({**outcome, "downloads": _downloads(job_id)})
 
 
 @bp.get("/users")

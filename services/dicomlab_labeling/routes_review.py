@@ -38,15 +38,37 @@ def tasks(job_id: int) -> Response:
     try:
         limit = max(1, min(int(request.args.get("limit", 50)), 500))
         offset = max(0, int(request.args.get("offset", 0)))
+        at_least = float(request.args.get("minDisagreement", 0))
     except ValueError:
-        raise BadRequest("limit and offset must be integers") from None
+        raise BadRequest("limit and offset must be integers, minDisagreement a number") from None
+    if not 0.0 <= at_least <= 1.0:
+        raise BadRequest("minDisagreement: a number from 0 to 1")
+    finding = request.args.get("finding", "")
+    reader = request.args.get("reader", "")
     with state().db.session(readonly=True) as session:
         job = get_job(session, job_id)
-        rows = [results.summary(item, job) for item in results.load(session, job) if item.answers]
+        if finding and finding not in job.labels:
+            raise BadRequest(f"finding: one of the job's labels, not {finding!r}")
+        rows = []
+        everyone: set[str] = set()
+        labels = list(job.labels)
+        for item in results.load(session, job):
+            if not item.answers:
+                continue
+            readers = sorted({name for name, _ in item.answers})
+            everyone.update(readers)
+            if reader and reader not in readers:
+                continue
+            rows.append({**results.summary(item, job), "readers": readers})
     if which == "disagreements":
         rows = [r for r in rows if r["disagreement"] > 0]
+    if finding:
+        rows = [r for r in rows if finding in r["disagreeingFindings"]]
+    if at_least > 0:
+        rows = [r for r in rows if float(r["disagreement"]) >= at_least]
     rows.sort(key=lambda r: (bool(r["adjudicated"]), -float(str(r["disagreement"])), int(str(r["taskId"]))))
-    return jsonify(tasks=rows[offset:offset + limit], total=len(rows))
+    return jsonify(tasks=rows[offset:offset + limit], total=len(rows), offset=offset, limit=limit,
+                   readers=sorted(everyone), labels=labels)
 
 
 @bp.get("/tasks/<int:task_id>")

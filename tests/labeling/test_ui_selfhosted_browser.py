@@ -196,7 +196,9 @@ def test_annotate_review_adjudicate_export(site: dict[str, Any]) -> None:
     detail = admin.call("GET", f"/review/tasks/{task_id}")[1]
     assert detail["adjudication"]["findings"]["Pneumothorax"] == "present"
     assert detail["adjudication"]["note"] == "Pneumothorax visible at the apex."
-    assert detail["adjudication"]["rois"] == []  # the readers' ROIs shown beside it are not the reviewer's
+    # The editor started from the readers' ROIs (each once); the reviewer kept them all.
+    started = {json.dumps(r, sort_keys=True) for a in shown["answers"] for r in a["rois"]}
+    assert len(detail["adjudication"]["rois"]) == len(started)
 
     # ---- admin: job statistics and export
     page, log = sign_in(site, *ADMIN)
