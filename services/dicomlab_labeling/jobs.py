@@ -26,6 +26,7 @@ from dicomlab_core.objectstore import ObjectStore, StoreScope, open_store
 from dicomlab_core.orthanc import OrthancClient
 from dicomlab_labeling import gold
 from dicomlab_labeling.models import Assignment, AssignmentStatus, Job, JobStatus, Strategy, Task
+from dicomlab_labeling.window_presets import check_window_presets
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def create_job(session: Session, *, name: str, manifest_uri: str, store: ObjectS
                readers_per_image: int = 3, instructions: str = "", due_date: datetime | None = None,
                allow_patient_identifiers: bool = False, strategy: str = Strategy.FEWEST_ANSWERS_FIRST.value,
                lease_seconds: int = 900, created_by: int | None = None, scope: StoreScope | None = None,
-               gold_uri: str | None = None) -> Job:
+               gold_uri: str | None = None, window_presets: Any = None) -> Job:
     """Create a job and its tasks from the manifest; raises :class:`BadRequest` naming what is wrong.
 
     ``gold_uri`` adds gold-standard images (see :mod:`dicomlab_labeling.gold`), each inserted at a
@@ -97,6 +98,7 @@ def create_job(session: Session, *, name: str, manifest_uri: str, store: ObjectS
     if not isinstance(lease_seconds, int) or not 10 <= lease_seconds <= 86400:
         raise BadRequest("leaseSeconds: an integer from 10 to 86400")
     strategy = check_strategy(strategy)
+    presets = check_window_presets(window_presets)
     lines = read_manifest(manifest_uri, store, scope)
     if not lines:
         raise BadRequest("manifestUri: the manifest has no lines")
@@ -108,7 +110,7 @@ def create_job(session: Session, *, name: str, manifest_uri: str, store: ObjectS
     job = Job(name=name, manifest_uri=manifest_uri, labels=list(label_set), readers_per_image=readers_per_image,
               instructions=str(instructions or ""), due_date=due_date,
               allow_patient_identifiers=bool(allow_patient_identifiers), strategy=strategy,
-              lease_seconds=lease_seconds, created_by=created_by, gold_uri=gold_uri)
+              lease_seconds=lease_seconds, created_by=created_by, gold_uri=gold_uri, window_presets=presets or None)
     session.add(job)
     session.flush()
     known = [float(v) for line, _ in entries if isinstance(v := line.data.get(UNCERTAINTY_KEY), int | float)]
@@ -165,8 +167,10 @@ def get_job(session: Session, job_id: int) -> Job:
 
 
 def update_job(session: Session, job: Job, changes: Mapping[str, Any]) -> Job:
-    """Apply a PATCH body (status, instructions, dueDate, strategy, leaseSeconds, allowPatientIdentifiers)."""
-    allowed = {"status", "instructions", "dueDate", "strategy", "leaseSeconds", "allowPatientIdentifiers"}
+    """Apply a PATCH body (status, instructions, dueDate, strategy, leaseSeconds, allowPatientIdentifiers,
+    windowPresets)."""
+    allowed = {"status", "instructions", "dueDate", "strategy", "leaseSeconds", "allowPatientIdentifiers",
+               "windowPresets"}
     unknown = set(changes) - allowed
     if unknown:
         raise BadRequest(f"{sorted(unknown)[0]}: cannot be changed (allowed: {', '.join(sorted(allowed))})")
@@ -188,6 +192,8 @@ def update_job(session: Session, job: Job, changes: Mapping[str, Any]) -> Job:
         job.lease_seconds = value
     if "allowPatientIdentifiers" in changes:
         job.allow_patient_identifiers = bool(changes["allowPatientIdentifiers"])
+    if "windowPresets" in changes:
+        job.window_presets = check_window_presets(changes["windowPresets"]) or None
     return job
 
 
@@ -211,4 +217,5 @@ def job_json(session: Session, job: Job, user_id: int | None = None) -> dict[str
             "readersPerImage": job.readers_per_image, "instructions": job.instructions,
             "dueDate": iso(job.due_date), "allowPatientIdentifiers": job.allow_patient_identifiers,
             "strategy": job.strategy, "leaseSeconds": job.lease_seconds, "manifestUri": job.manifest_uri,
-            "createdAt": iso(job.created_at), "counts": job_counts(session, job, user_id)}
+            "createdAt": iso(job.created_at), "windowPresets": list(job.window_presets or []),
+            "counts": job_counts(session, job, user_id)}
