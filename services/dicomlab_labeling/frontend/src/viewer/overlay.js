@@ -61,9 +61,11 @@ export function ageFromBirthDate(birthDate, on = new Date()) {
 export function overlayFacts(imageId, image, patient = null) {
   const read = reader(imageId, image);
   const view = read(TAGS.viewPosition).toUpperCase();
+  const lat = (read(TAGS.imageLaterality) || read(TAGS.laterality)).toUpperCase();
   const facts = {
     view: VIEWS[view] ?? view,
-    laterality: read(TAGS.imageLaterality) || read(TAGS.laterality),
+    // U (unpaired: a chest) says nothing to the reader.
+    laterality: ['L', 'R', 'B'].includes(lat) ? lat : '',
     age: '',
     sex: '',
   };
