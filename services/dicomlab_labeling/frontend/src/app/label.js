@@ -39,6 +39,7 @@ export default async function label({ api }) {
     help: false, // the page lists the shortcuts, with its own (Ctrl+S)
     hotkeys: job.hotkeys ?? {}, // a job's own finding keys, when it names them
     windowPresets: job.windowPresets ?? [], // the job's own windows, after the histogram presets
+    notes: true, // a note and a "quality issue" flag go with the answer
     onSubmit: () => submit(),
     // Only the displayed image can be submitted; an image that cannot be loaded is skipped with the reason.
     onState: () => updateButtons(),

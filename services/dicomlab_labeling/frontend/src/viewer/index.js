@@ -95,7 +95,8 @@ export class LabelingViewer {
    * @param {object} options  labels (array or comma string), readOnly, keyboard (default true),
    *   onChange(answer), onSubmit(answer), onLoad({ms, imageId}), onState(state) (loading / ready / error),
    *   onSkipUnloadable(reason) (offers "Skip: could not load" after a failed load), loadTimeoutMs,
-   *   cpu (force CPU rendering), title
+   *   cpu (force CPU rendering), title, notes (offer a note and a "quality issue" flag with the answer),
+   *   windowPresets (the job's own window presets, see presets.js), hotkeys ({label: key})
    */
   constructor(root, options = {}) {
     this.root = root;
@@ -238,7 +239,7 @@ export class LabelingViewer {
         ro ? null : this.roiSelect,
         this.roiList,
       ),
-      ro ? null : this.buildNotePanel(),
+      ro || !this.options.notes ? null : this.buildNotePanel(),
       this.problemsEl = el('p', { class: 'dl-problems', role: 'alert' }),
       this.options.help === false
         ? null
