@@ -26,6 +26,7 @@ from dicomlab_core.objectstore import ObjectStore, StoreScope, open_store
 from dicomlab_core.orthanc import OrthancClient
 from dicomlab_labeling import assist, gold
 from dicomlab_labeling.models import Assignment, AssignmentStatus, Job, JobStatus, Strategy, Task
+from dicomlab_labeling.window_presets import check_window_presets
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,8 @@ def create_job(session: Session, *, name: str, manifest_uri: str, store: ObjectS
                readers_per_image: int = 3, instructions: str = "", due_date: datetime | None = None,
                allow_patient_identifiers: bool = False, strategy: str = Strategy.FEWEST_ANSWERS_FIRST.value,
                lease_seconds: int = 900, created_by: int | None = None, scope: StoreScope | None = None,
-               gold_uri: str | None = None, ai_assistance: str = assist.Mode.OFF.value) -> Job:
+               gold_uri: str | None = None, ai_assistance: str = assist.Mode.OFF.value,
+               window_presets: Any = None) -> Job:
     """Create a job and its tasks from the manifest; raises :class:`BadRequest` naming what is wrong.
 
     ``gold_uri`` adds gold-standard images (see :mod:`dicomlab_labeling.gold`), each inserted at a
@@ -98,6 +100,7 @@ def create_job(session: Session, *, name: str, manifest_uri: str, store: ObjectS
         raise BadRequest("leaseSeconds: an integer from 10 to 86400")
     strategy = check_strategy(strategy)
     ai_assistance = assist.check_mode(ai_assistance)
+    presets = check_window_presets(window_presets)
     lines = read_manifest(manifest_uri, store, scope)
     if not lines:
         raise BadRequest("manifestUri: the manifest has no lines")
@@ -111,7 +114,7 @@ def create_job(session: Session, *, name: str, manifest_uri: str, store: ObjectS
               instructions=str(instructions or ""), due_date=due_date,
               allow_patient_identifiers=bool(allow_patient_identifiers), strategy=strategy,
               lease_seconds=lease_seconds, created_by=created_by, gold_uri=gold_uri,
-              ai_assistance=ai_assistance)
+              ai_assistance=ai_assistance, window_presets=presets or None)
     session.add(job)
     session.flush()
     known = [float(v) for line, _ in entries if isinstance(v := line.data.get(UNCERTAINTY_KEY), int | float)]
@@ -169,9 +172,9 @@ def get_job(session: Session, job_id: int) -> Job:
 
 def update_job(session: Session, job: Job, changes: Mapping[str, Any]) -> Job:
     """Apply a PATCH body (status, instructions, dueDate, strategy, leaseSeconds, allowPatientIdentifiers,
-    aiAssistance)."""
+    aiAssistance, windowPresets)."""
     allowed = {"status", "instructions", "dueDate", "strategy", "leaseSeconds", "allowPatientIdentifiers",
-               "aiAssistance"}
+               "aiAssistance", "windowPresets"}
     unknown = set(changes) - allowed
     if unknown:
         raise BadRequest(f"{sorted(unknown)[0]}: cannot be changed (allowed: {', '.join(sorted(allowed))})")
@@ -199,6 +202,8 @@ def update_job(session: Session, job: Job, changes: Mapping[str, Any]) -> Job:
             _check_gold_blinding(mode, list(session.scalars(
                 select(Task.manifest_line).where(Task.job_id == job.id, Task.gold.is_not(None)))))
         job.ai_assistance = mode
+    if "windowPresets" in changes:
+        job.window_presets = check_window_presets(changes["windowPresets"]) or None
     return job
 
 
@@ -235,4 +240,5 @@ def job_json(session: Session, job: Job, user_id: int | None = None) -> dict[str
             "dueDate": iso(job.due_date), "allowPatientIdentifiers": job.allow_patient_identifiers,
             "strategy": job.strategy, "leaseSeconds": job.lease_seconds, "aiAssistance": job.ai_assistance,
             "manifestUri": job.manifest_uri,
-            "createdAt": iso(job.created_at), "counts": job_counts(session, job, user_id)}
+            "createdAt": iso(job.created_at), "windowPresets": list(job.window_presets or []),
+            "counts": job_counts(session, job, user_id)}

@@ -144,6 +144,8 @@ class Job(Base):
     ai_assistance: Mapped[str] = mapped_column(String(24), default="off", server_default="off")
     """When readers see the model's predictions: ``off``, ``after-first-answer`` or ``always``
     (see :mod:`dicomlab_labeling.assist`)."""
+    window_presets: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
+    """The job's own window presets for the viewer (see :mod:`dicomlab_labeling.window_presets`)."""
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -234,6 +236,18 @@ class Submission(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     user: Mapped[User] = relationship()
+
+
+class Draft(Base):
+    """A reader's unsubmitted work on one assignment (autosaved; one row per assignment, replaced on
+    every save, deleted when an answer is submitted). Never consolidated or exported."""
+
+    __tablename__ = "drafts"
+
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("assignments.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    answer: Mapped[dict[str, Any]] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Adjudication(Base):

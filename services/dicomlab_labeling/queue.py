@@ -287,7 +287,32 @@ def validate_answer(answer: Any, *, labels: list[str], sop_uid: str, worker_id: 
     if parsed.time_spent is not None and not 0 <= parsed.time_spent <= 86400:
         raise BadRequest("answer: timeSpentSeconds must be between 0 and 86400")
     check_rois_match_findings(parsed)
+    answer_extras(answer)
     return parsed
+
+
+MAX_NOTE_CHARS = 2000
+
+
+def answer_extras(answer: Any) -> dict[str, Any]:
+    """The reader's note on the image and the "quality issue" flag of an answer, checked (→ 400 naming the
+    field); neither requires skipping the image. Empty or false ones are left out of the stored answer."""
+    if not isinstance(answer, dict):
+        return {}
+    out: dict[str, Any] = {}
+    note = answer.get("note")
+    if note is not None:
+        if not isinstance(note, str) or len(note) > MAX_NOTE_CHARS:
+            raise BadRequest(f"answer.note: text of at most {MAX_NOTE_CHARS} characters")
+        if note.strip():
+            out["note"] = note.strip()
+    quality = answer.get("qualityIssue")
+    if quality is not None:
+        if not isinstance(quality, bool):
+            raise BadRequest("answer.qualityIssue: true or false")
+        if quality:
+            out["qualityIssue"] = True
+    return out
 
 
 ROI_STATES = frozenset({FindingState.PRESENT, FindingState.UNCERTAIN})
@@ -320,4 +345,5 @@ def clean_answer(parsed: WorkerAnswer, labels: list[str]) -> dict[str, Any]:
         out["timeSpentSeconds"] = parsed.time_spent
     if parsed.window_level is not None:
         out["windowLevel"] = parsed.window_level
+    out.update(answer_extras(parsed.raw))
     return out

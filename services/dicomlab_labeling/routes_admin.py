@@ -47,7 +47,8 @@ def new_job() -> tuple[Response, int]:
             allow_patient_identifiers=bool(data.get("allowPatientIdentifiers", False)),
             strategy=data.get("strategy", "fewest-answers-first"),
             lease_seconds=data.get("leaseSeconds", api.config.queue.lease_seconds), created_by=user.id,
-            gold_uri=data.get("goldUri"), ai_assistance=data.get("aiAssistance", "off"))
+            gold_uri=data.get("goldUri"), ai_assistance=data.get("aiAssistance", "off"),
+            window_presets=data.get("windowPresets"))
         audit.record(session, audit.Action.JOB_CREATED, user=user, job_id=job.id, client_ip=client_ip(),
                      name=job.name)
         view = _admin_job_json(session, job)

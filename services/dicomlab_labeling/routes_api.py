@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from dicomlab_core.errors import BadRequest, NotFound, Unauthorized
 from dicomlab_core.web import is_metrics_request
-from dicomlab_labeling import assist, audit
+from dicomlab_labeling import assist, audit, drafts
 from dicomlab_labeling import metrics_labeling as metrics
 from dicomlab_labeling.api_state import (
     EXTENSION_KEY,
@@ -310,6 +310,8 @@ def submit(assignment_id: int) -> tuple[Response, int]:
                                                   session.get_one(Task, submission.task_id), assignment)
             audit.record(session, audit.Action.SUBMITTED, user=user, job_id=submission.job_id,
                          task_id=submission.task_id, client_ip=client_ip(), version=submission.version)
+        if not duplicate:
+            drafts.discard(session, assignment_id)  # the draft became this answer
         view = submission_json(submission)
     # The session block has committed: only now is the submission acknowledged.
     return jsonify(submission=view, duplicate=duplicate), HTTPStatus.OK if duplicate else HTTPStatus.CREATED
@@ -334,6 +336,39 @@ def first_answer(assignment_id: int) -> tuple[Response, int]:
                          client_ip=client_ip(), assignment=assignment.id)
         view = assist.reader_view(job, task, assignment)
     return jsonify(assistance=view), HTTPStatus.CREATED if created else HTTPStatus.OK
+
+
+@bp.get("/assignments/<int:assignment_id>/draft")
+def show_draft(assignment_id: int) -> Response | tuple[str, int]:
+    """The reader's autosaved draft of this assignment (204 when there is none)."""
+    user = current_user()
+    api = state()
+    with api.db.session(readonly=True) as session:
+        draft = drafts.load(session, api.queue.owned(session, assignment_id, user))
+        if draft is None:
+            return "", HTTPStatus.NO_CONTENT
+        return jsonify(answer=draft.answer, updatedAt=iso(draft.updated_at))
+
+
+@bp.put("/assignments/<int:assignment_id>/draft")
+def save_draft(assignment_id: int) -> Response:
+    """Replace the draft (autosave); the same size limits as a submission apply."""
+    user = current_user()
+    api = state()
+    answer = body().get("answer")
+    with api.db.session() as session:
+        draft = drafts.save(session, api.queue.owned(session, assignment_id, user), answer, api.queue.limits)
+        updated = iso(draft.updated_at)
+    return jsonify(updatedAt=updated)
+
+
+@bp.delete("/assignments/<int:assignment_id>/draft")
+def delete_draft(assignment_id: int) -> tuple[str, int]:
+    user = current_user()
+    api = state()
+    with api.db.session() as session:
+        drafts.discard(session, api.queue.owned(session, assignment_id, user).id)
+    return "", HTTPStatus.NO_CONTENT
 
 
 @bp.post("/assignments/<int:assignment_id>/skip")

@@ -1,4 +1,4 @@
-"""Migrations 0002 (login throttles), 0003 (gold images) and 0004 (AI assistance) upgrade and downgrade cleanly on SQLite and PostgreSQL."""
+"""Migrations 0002 (login throttles), 0003 (gold images), 0004 (AI assistance) and 0005 (drafts) upgrade and downgrade cleanly on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from dicomlab_cli.processes import PostgresServer
 from dicomlab_labeling.db import Database
 from dicomlab_labeling.migrate import alembic_config, current_revision, upgrade
 
-HEAD = "0004"
+HEAD = "0005"
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
@@ -87,5 +87,26 @@ def test_0004_round_trip(kind: str, tmp_path: Path, request: pytest.FixtureReque
         assert "assistance" not in _columns(db, "submissions")
         assert upgrade(db) == HEAD
         assert "ai_assistance" in _columns(db, "jobs")
+    finally:
+        db.dispose()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_0005_round_trip(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    postgres: PostgresServer | None = request.getfixturevalue("postgres") if kind == "postgres" else None
+    db = Database(database_url(kind, tmp_path, postgres))
+    try:
+        assert upgrade(db) == HEAD
+        assert {"assignment_id", "user_id", "answer", "updated_at"} <= _columns(db, "drafts")
+        assert "window_presets" in _columns(db, "jobs")
+        with db.engine.begin() as connection:
+            config = alembic_config(db)
+            config.attributes["connection"] = connection
+            command.downgrade(config, "-1")
+        assert current_revision(db) == "0004"
+        assert "drafts" not in set(inspect(db.engine).get_table_names())
+        assert "window_presets" not in _columns(db, "jobs")
+        assert upgrade(db) == HEAD
+        assert "drafts" in set(inspect(db.engine).get_table_names())
     finally:
         db.dispose()

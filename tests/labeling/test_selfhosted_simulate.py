@@ -92,7 +92,7 @@ def test_cli_db_user_job_export(tmp_path: Path, orthanc: OrthancServer, syntheti
     key = write_manifest(tmp_path, synthetic_set[:2], with_uids=False)
     assert main(["labeling", "db", "upgrade"]) == 0
     assert main(["labeling", "db", "current"]) == 0
-    assert capsys.readouterr().out.split() == ["0004", "0004"]
+    assert capsys.readouterr().out.split() == ["0005", "0005"]
     assert main(["labeling", "user", "add", "--username", "ann"]) == 0
     assert json.loads(capsys.readouterr().out)["role"] == "annotator"
     assert main(["labeling", "job", "create", "--name", "cli-job", "--manifest", key, "--readers", "1"]) == 0

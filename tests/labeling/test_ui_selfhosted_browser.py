@@ -128,7 +128,12 @@ def test_annotate_review_adjudicate_export(site: dict[str, Any]) -> None:
     page.keyboard.press("Control+Enter")
     ids.append(wait_ready(page, ids[-1]))
     assert len(set(ids)) == 4
-    # The fourth image is skipped with Ctrl+S; then nothing is left for this reader.
+    # Skipping asks for a reason first: Ctrl+S without one skips nothing.
+    page.keyboard.press("Control+s")
+    page.wait_for_function("() => document.querySelector('#dl-message').textContent.includes('Choose why')")
+    assert admin.call("GET", f"/admin/jobs/{job['id']}/progress")[1]["skipped"] == 0
+    # The fourth image is skipped with a reason and Ctrl+S; then nothing is left for this reader.
+    page.select_option("#dl-skip-reason", "image quality")
     page.keyboard.press("Control+s")
     try:
         page.wait_for_function("() => document.querySelector('#dl-viewer').dataset.state === 'done'", timeout=30_000)

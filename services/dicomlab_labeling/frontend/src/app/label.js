@@ -4,6 +4,7 @@
 import { LabelingViewer, SHORTCUTS } from '../viewer/index.js';
 import { el, replaceChildren } from '../viewer/dom.js';
 import { ApiError, uuid } from './api.js';
+import { autosaver, loadDraft, previous } from './drafts.js';
 import { describeError, showMessage } from './ui.js';
 import { createAssist } from './assist.js';
 
@@ -27,14 +28,24 @@ export default async function label({ api }) {
   let firstImage = true;
   let heartbeatTimer = 0;
   let tokenTimer = 0;
+  const draftStatus = document.getElementById('dl-draft');
+  const previousButton = document.getElementById('dl-previous');
+  const drafts = autosaver(api, {
+    onSaved: (id) => current?.id === id && (draftStatus.textContent = 'Draft saved'),
+    onError: (error) => (draftStatus.textContent = `Draft not saved: ${describeError(error)}`),
+  });
 
   const viewer = new LabelingViewer(document.getElementById('dl-viewer'), {
     labels: job.labels,
     help: false, // the page lists the shortcuts, with its own (Ctrl+S)
     hotkeys: job.hotkeys ?? {}, // a job's own finding keys, when it names them
+    windowPresets: job.windowPresets ?? [], // the job's own windows, after the histogram presets
+    notes: true, // a note and a "quality issue" flag go with the answer
     onSubmit: () => submit(),
     // Only the displayed image can be submitted; an image that cannot be loaded is skipped with the reason.
     onState: () => updateButtons(),
+    // Autosave: every change (undo/redo too) is saved as the assignment's draft a moment later.
+    onChange: (answer) => current && viewer.isReady() && drafts.schedule(current.id, answer),
     onSkipUnloadable: (reason) => skip(`could not load: ${reason}`),
   });
   window.dicomlabViewer = viewer;
@@ -43,6 +54,7 @@ export default async function label({ api }) {
   function updateButtons() {
     submitButton.disabled = busy || !current || !viewer.isReady();
     skipButton.disabled = busy || !current;
+    previousButton.disabled = busy || previous.before(current?.id) === null;
   }
 
   function stopTimers() {
@@ -94,13 +106,17 @@ export default async function label({ api }) {
     // The lease and the image token are kept while the image loads, and while the reader retries it.
     startHeartbeat(assignment);
     scheduleTokenRefresh(assignment);
+    drafts.cancel();
+    const draft = await loadDraft(api, assignment.id);
+    draftStatus.textContent = draft ? 'Draft restored' : '';
     try {
       await viewer.load({
         url: assignment.image.viewerUrl,
         token: assignment.token,
         sopInstanceUid: assignment.image.sopInstanceUid,
         labels: assignment.labels,
-        previousAnswer: assignment.mySubmission?.answer ?? null,
+        previousAnswer: draft ?? assignment.mySubmission?.answer ?? null,
+        patient: assignment.patient ?? null, // present only when the job allows identifiers
       });
     } catch {
       return; // the viewer shows what failed, with Retry and "Skip: could not load"; submitting stays blocked
@@ -161,6 +177,8 @@ export default async function label({ api }) {
         if (!(error instanceof ApiError && error.status === 409)) throw error;
         showMessage(`${error.message} Loading the next image.`);
       }
+      drafts.cancel(); // the server deleted the draft with the stored submission
+      previous.push(current.id);
       showMessage('');
       await next();
     });
@@ -169,13 +187,31 @@ export default async function label({ api }) {
   function skip(givenReason) {
     return guarded(async () => {
       if (!current) return;
-      const reason = givenReason || document.getElementById('dl-skip-reason').value;
+      const select = document.getElementById('dl-skip-reason');
+      const reason = givenReason || select.value;
+      if (!reason) {
+        showMessage('Choose why the image is skipped (Skip reason), then skip.');
+        select.focus();
+        return;
+      }
       await api('POST', `/api/assignments/${current.id}/skip`, { reason, abandon: false });
       await next();
     });
   }
 
+  // Back to an image submitted before: its latest answer is shown; submitting stores a new version.
+  function back() {
+    return guarded(async () => {
+      const id = previous.before(current?.id);
+      if (id === null) return;
+      await drafts.flush();
+      stopTimers();
+      await show(await api('GET', `/api/assignments/${id}`));
+    });
+  }
+
   submitButton.addEventListener('click', () => viewer.requestSubmit());
+  previousButton.addEventListener('click', () => back());
   skipButton.addEventListener('click', () => skip());
   document.addEventListener('keydown', (event) => {
     if (event.ctrlKey && !event.altKey && event.key.toLowerCase() === 's') {
@@ -183,6 +219,9 @@ export default async function label({ api }) {
       skip();
     }
   });
-  window.addEventListener('pagehide', stopTimers);
+  window.addEventListener('pagehide', () => {
+    stopTimers();
+    drafts.flush();
+  });
   await guarded(next);
 }

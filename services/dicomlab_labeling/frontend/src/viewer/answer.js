@@ -5,7 +5,10 @@
 //   { findings: { <label>: "present" | "absent" | "uncertain", ...every label... },
 //     rois: [ { tool: "rectangle" | "ellipse" | "polygon", finding: <label>, points: [[x, y], ...],
 //               imageId? } ],
-//     sopInstanceUid, timeSpentSeconds, windowLevel: { center, width } }
+//     sopInstanceUid, timeSpentSeconds, windowLevel: { center, width },
+//     note?: "the reader's words on this image", qualityIssue?: true }
+// `note` and `qualityIssue` (a problem with the image that does not stop it being labelled) are left
+// out when empty / false; Ground Truth's parser ignores them, so the answer stays valid there.
 // ROI points are image pixel coordinates (column x, row y; (0, 0) is the top-left corner of the
 // first pixel): rectangle and ellipse = the two opposite corners of the bounding box
 // [[xmin, ymin], [xmax, ymax]] (the ellipse is the one inscribed in that box), polygon = its
@@ -97,7 +100,9 @@ export function boundingCorners(points) {
 }
 
 /** Build the answer object (every label present in `findings`; ROIs validated). */
-export function buildAnswer({ findings, rois, sopInstanceUid, startedAt, now = Date.now(), windowLevel }) {
+export const MAX_NOTE_CHARS = 2000;
+
+export function buildAnswer({ findings, rois, sopInstanceUid, startedAt, now = Date.now(), windowLevel, note, qualityIssue }) {
   const labels = new Set(Object.keys(findings));
   const cleanRois = [];
   for (const roi of rois) {
@@ -115,27 +120,8 @@ export function buildAnswer({ findings, rois, sopInstanceUid, startedAt, now = D
   if (windowLevel && Number.isFinite(windowLevel.center) && Number.isFinite(windowLevel.width)) {
     answer.windowLevel = { center: round(windowLevel.center), width: round(windowLevel.width) };
   }
+  const text = String(note ?? '').trim().slice(0, MAX_NOTE_CHARS);
+  if (text) answer.note = text;
+  if (qualityIssue) answer.qualityIssue = true;
   return answer;
-}
-
-// Window presets, CT Hounsfield units. For CT (rescaled to HU) they apply as they are. For CR/DX/other
-// projection images, whose pixel values are not HU, a preset is mapped linearly from the HU span
-// [-1024, 3071] onto the image's own value range [min, max] (after the modality LUT): lung fields
-// (dark) stay near the low end, bone near the high end, and the relative width is kept.
-export const PRESETS = Object.freeze({
-  lung: { label: 'Lung', center: -600, width: 1500 },
-  mediastinum: { label: 'Mediastinum', center: 50, width: 350 },
-  bone: { label: 'Bone', center: 300, width: 2000 },
-});
-const HU_MIN = -1024;
-const HU_SPAN = 4096;
-
-/** The VOI range {lower, upper} for `preset` on an image of `modality` with values in [min, max]. */
-export function presetRange(preset, { modality, min, max }) {
-  const { center, width } = PRESETS[preset];
-  if (modality === 'CT') return { lower: center - width / 2, upper: center + width / 2 };
-  const span = Math.max(1, max - min);
-  const c = min + ((center - HU_MIN) / HU_SPAN) * span;
-  const w = (width / HU_SPAN) * span;
-  return { lower: c - w / 2, upper: c + w / 2 };
 }

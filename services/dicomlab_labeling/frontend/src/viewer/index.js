@@ -7,7 +7,9 @@
 //   await viewer.load({ url: proxyFileUrl, token, sopInstanceUid });   // or { imageId, token }
 //   viewer.getAnswer();  // the clean answer object (answer.js)
 
-import { boundingCorners, buildAnswer, FindingsModel, PRESETS, presetRange, STATES, NO_FINDING } from './answer.js';
+import { boundingCorners, buildAnswer, FindingsModel, MAX_NOTE_CHARS, STATES, NO_FINDING } from './answer.js';
+import { presetRange, presetsFor, sortedSample } from './presets.js';
+import { overlayFacts, overlayText } from './overlay.js';
 import { core, initCornerstone, prefetchImage, prepareImage as fetchImageMetadata, setToken, tools } from './cornerstone.js';
 import { el, isTyping, replaceChildren } from './dom.js';
 import { geometryNote, installGeometryFallback } from './geometry.js';
@@ -16,7 +18,10 @@ import { LoadState, loadTimeout, withTimeout } from './loadstate.js';
 import { askRemoveRois, orphanRois } from './roiguard.js';
 import { assignHotkeys, CYCLE, keyText, labelForKey } from './hotkeys.js';
 
+import { History } from './history.js';
 export * from './answer.js';
+export { History } from './history.js';
+export * as presets from './presets.js';
 export * as grayscale from './grayscale.js';
 export { initCornerstone, prefetchImage, setToken } from './cornerstone.js';
 export { el, replaceChildren, isTyping } from './dom.js';
@@ -37,7 +42,7 @@ export const SHORTCUTS = Object.freeze([
   ['P', 'Pan tool (also middle drag)'],
   ['Z', 'Zoom tool (also right drag, wheel)'],
   ['R / E / G', 'Draw rectangle / ellipse / polygon ROI'],
-  ['1 / 2 / 3', 'Lung / mediastinum / bone window'],
+  ['1 / 2 / 3', 'Lung / mediastinum / bone window (from the image\'s histogram)'],
   ['I', 'Invert'],
   ['T', 'Rotate 90°'],
   ['H / V', 'Flip horizontal / vertical'],
@@ -48,6 +53,7 @@ export const SHORTCUTS = Object.freeze([
   ['F', '"No Finding" present'],
   ['[ / ]', 'Previous / next finding for new ROIs'],
   ['Delete', 'Remove the last ROI'],
+  ['Ctrl+Z / Ctrl+Shift+Z', 'Undo / redo (findings and ROIs)'],
   ['Ctrl+Enter', 'Submit'],
 ]);
 
@@ -89,7 +95,8 @@ export class LabelingViewer {
    * @param {object} options  labels (array or comma string), readOnly, keyboard (default true),
    *   onChange(answer), onSubmit(answer), onLoad({ms, imageId}), onState(state) (loading / ready / error),
    *   onSkipUnloadable(reason) (offers "Skip: could not load" after a failed load), loadTimeoutMs,
-   *   cpu (force CPU rendering), title
+   *   cpu (force CPU rendering), title, notes (offer a note and a "quality issue" flag with the answer),
+   *   windowPresets (the job's own window presets, see presets.js), hotkeys ({label: key})
    */
   constructor(root, options = {}) {
     this.root = root;
@@ -110,6 +117,9 @@ export class LabelingViewer {
     this.loadGeneration = 0;
     this.lastRequest = null;
     this.retries = 0;
+    this.history = new History();
+    this.presets = presetsFor(options.windowPresets);
+    this.restoring = false;
     this.buildDom();
     this.onKeyDown = this.onKeyDown.bind(this);
     if (this.options.keyboard) document.addEventListener('keydown', this.onKeyDown);
@@ -136,8 +146,10 @@ export class LabelingViewer {
       ro ? null : toolButton('ellipse', '◯', 'Ellipse ROI (E)'),
       ro ? null : toolButton('polygon', '⬠', 'Polygon ROI (G)'),
       el('span', { class: 'dl-sep' }),
-      ...Object.entries(PRESETS).map(([key, p], i) =>
-        button(p.label, `${p.label} window (${i + 1})`, () => this.applyPreset(key), { dataset: { preset: key } }),
+      ...Object.entries(this.presets).map(([key, p], i) =>
+        button(p.label, i < 3 ? `${p.label} window (${i + 1})` : `${p.label} window`, () => this.applyPreset(key), {
+          dataset: { preset: key },
+        }),
       ),
       (this.windowSelect = el('select', {
         class: 'dl-windows',
@@ -227,6 +239,7 @@ export class LabelingViewer {
         ro ? null : this.roiSelect,
         this.roiList,
       ),
+      ro || !this.options.notes ? null : this.buildNotePanel(),
       this.problemsEl = el('p', { class: 'dl-problems', role: 'alert' }),
       this.options.help === false
         ? null
@@ -237,13 +250,41 @@ export class LabelingViewer {
             el('dl', {}, SHORTCUTS.flatMap(([keys, what]) => [el('dt', {}, keys), el('dd', {}, what)])),
           ),
     );
-    const stage = el('div', { class: 'dl-stage' }, this.viewportEl, this.loadState.panel);
+    this.overlayEl = el('div', { class: 'dl-overlay', 'aria-label': 'Image facts' });
+    const stage = el('div', { class: 'dl-stage' }, this.viewportEl, this.overlayEl, this.loadState.panel);
     const bar = el('div', { class: 'dl-bar' }, this.statusEl, this.geometryEl, this.wlEl);
     const main = el('div', { class: 'dl-main' }, toolbar, stage, bar);
     this.root.classList.add('dl-viewer');
     replaceChildren(this.root, main, side);
     this.focusFinding(0, false);
     this.markTool();
+  }
+
+  /** A note on the image and a "quality issue" flag: stored with the answer, no skip needed. */
+  buildNotePanel() {
+    this.noteEl = el('textarea', {
+      id: `${this.id}-note`,
+      class: 'dl-note',
+      rows: '2',
+      maxlength: String(MAX_NOTE_CHARS),
+      placeholder: 'Optional note on this image',
+      oninput: () => this.emitChange('note'),
+    });
+    this.qualityEl = el('input', {
+      id: `${this.id}-quality`,
+      type: 'checkbox',
+      onchange: () => {
+        this.emitChange();
+        this.releaseFocus(this.qualityEl);
+      },
+    });
+    return el(
+      'div',
+      { class: 'dl-note-panel' },
+      el('label', { for: `${this.id}-note` }, 'Note'),
+      this.noteEl,
+      el('label', { class: 'dl-quality' }, this.qualityEl, ' Quality issue (label it anyway)'),
+    );
   }
 
   // ---------------------------------------------------------------- Cornerstone
@@ -301,6 +342,9 @@ export class LabelingViewer {
     this.imageId = null; // nothing is labelled until the new image is displayed
     this.plan = null;
     this.geometryEl.textContent = '';
+    this.overlayEl.textContent = '';
+    if (this.noteEl) this.noteEl.value = previousAnswer?.note ?? '';
+    if (this.qualityEl) this.qualityEl.checked = Boolean(previousAnswer?.qualityIssue);
     this.windowSelect.hidden = true;
     this.setStatus('loading', 'Loading image…');
     let id = imageId ?? imageIdFor(url, this.options.isolate ? this.id : '');
@@ -355,11 +399,14 @@ export class LabelingViewer {
     this.showImageWindows();
     this.root.dataset.inverted = String(this.initialProperties.invert);
     this.geometryEl.textContent = geometryNote(id);
+    // Age and sex only when the page passes the patient's facts (jobs that allow identifiers).
+    this.overlayEl.textContent = overlayText(overlayFacts(id, core.cache.getImage(id), request.patient ?? null));
     const sop = core.metaData.get('sopCommonModule', id);
     this.sopInstanceUid = sopInstanceUid || sop?.sopInstanceUID || '';
     this.startedAt = Date.now();
     this.loadMs = Math.round(performance.now() - started);
     if (previousAnswer?.rois?.length) this.showRois(previousAnswer.rois);
+    this.history.reset(this.snapshot());
     this.loadState.ready();
     this.setStatus('ready', `Image loaded in ${this.loadMs} ms`);
     this.showWindowLevel();
@@ -455,12 +502,12 @@ export class LabelingViewer {
     this.root.dataset.tool = this.activeTool;
   }
 
-  imageRange() {
+  /** An ascending sample of the displayed image's values (after the modality LUT), computed once per image. */
+  imageSample() {
     const image = this.imageId ? core.cache.getImage(this.imageId) : null;
-    const modality = this.imageId ? core.metaData.get('generalSeriesModule', this.imageId)?.modality : '';
-    const min = image?.minPixelValue ?? 0;
-    const max = image?.maxPixelValue ?? 4095;
-    return { modality, min, max };
+    if (!image) return new Float64Array(0);
+    if (!image.dicomlabSample) image.dicomlabSample = sortedSample(image.getPixelData());
+    return image.dicomlabSample;
   }
 
   /** The image's own windows (Window Center/Width with their explanations) as a choice, when it has any. */
@@ -485,7 +532,14 @@ export class LabelingViewer {
 
   applyPreset(key) {
     if (!this.viewport || !this.imageId) return;
-    this.viewport.setProperties({ voiRange: presetRange(key, this.imageRange()) });
+    const preset = this.presets[key];
+    if (!preset) return;
+    const inverted = Boolean(this.initialProperties?.invert);
+    // LINEAR_EXACT: the range is exactly the chosen values (a window's ±0.5 convention does not apply).
+    this.viewport.setProperties({
+      voiRange: presetRange(preset, { sorted: this.imageSample(), inverted }),
+      VOILUTFunction: 'LINEAR_EXACT',
+    });
     this.viewport.render();
     this.root.dataset.preset = key;
     this.showWindowLevel();
@@ -643,7 +697,11 @@ export class LabelingViewer {
       this.syncFindings();
     }
     this.renderRoiList();
-    this.emitChange();
+    // An ROI being drawn is not part of the answer yet (it is when completed); one handle drag fires many
+    // "modified" events: they make one undo step.
+    const modified = event.type === tools.Enums.Events.ANNOTATION_MODIFIED;
+    if (modified && !this.findingsByAnnotation.has(a.annotationUID)) return;
+    this.emitChange(modified ? `modify:${a.annotationUID}` : null);
   }
 
   roiPoints(a) {
@@ -776,6 +834,8 @@ export class LabelingViewer {
       sopInstanceUid: this.sopInstanceUid,
       startedAt: this.startedAt,
       windowLevel: this.windowLevel(),
+      note: this.noteEl?.value ?? '',
+      qualityIssue: Boolean(this.qualityEl?.checked),
     });
   }
 
@@ -790,8 +850,46 @@ export class LabelingViewer {
     return problems;
   }
 
-  emitChange() {
+  /** After every change: record an undo step (`key` coalesces a drag) and tell the page (autosave). */
+  emitChange(key = null) {
+    if (this.restoring) return;
+    if (this.imageId) this.history.record(this.snapshot(), key);
     this.options.onChange?.(this.getAnswer());
+  }
+
+  // ---------------------------------------------------------------- undo / redo
+  /** The reader's work as plain JSON: findings and ROIs (image pixel coordinates). */
+  snapshot() {
+    return {
+      findings: this.model.toJSON(),
+      rois: this.rois()
+        .filter((r) => this.findingsByAnnotation.has(r.uid))
+        .map(({ tool, finding, points }) => ({ tool, finding, points })),
+    };
+  }
+
+  /** Put back a snapshot: findings, then the ROIs redrawn from their image coordinates. */
+  restore(snapshot) {
+    if (!snapshot || !this.imageId || this.options.readOnly) return;
+    this.restoring = true;
+    try {
+      this.model = new FindingsModel(this.model.labels, snapshot.findings);
+      this.clearAnnotations();
+      if (snapshot.rois.length) this.showRois(snapshot.rois);
+      else this.viewport?.render();
+      this.syncFindings();
+    } finally {
+      this.restoring = false;
+    }
+    this.options.onChange?.(this.getAnswer());
+  }
+
+  undo() {
+    this.restore(this.history.undo());
+  }
+
+  redo() {
+    this.restore(this.history.redo());
   }
 
   requestSubmit() {
@@ -804,9 +902,14 @@ export class LabelingViewer {
     if (isTyping(event) || event.altKey || event.metaKey) return;
     if (this.guarding || this.root.querySelector('dialog[open]')) return; // the dialog has the keyboard
     if (event.ctrlKey) {
+      const key = event.key.toLowerCase();
       if (event.key === 'Enter') {
         event.preventDefault();
         this.requestSubmit();
+      } else if (key === 'z' || key === 'y') {
+        event.preventDefault();
+        if (key === 'y' || event.shiftKey) this.redo();
+        else this.undo();
       }
       return;
     }
@@ -825,9 +928,7 @@ export class LabelingViewer {
       r: () => this.setTool('rectangle'),
       e: () => this.setTool('ellipse'),
       g: () => this.setTool('polygon'),
-      1: () => this.applyPreset('lung'),
-      2: () => this.applyPreset('mediastinum'),
-      3: () => this.applyPreset('bone'),
+      ...Object.fromEntries(Object.keys(this.presets).slice(0, 3).map((k, i) => [String(i + 1), () => this.applyPreset(k)])),
       i: () => this.invert(),
       t: () => this.rotate(),
       h: () => this.flip('h'),

@@ -1,0 +1,199 @@
+"""Window presets that mean something on radiographs (#19 item 6) and the image overlay, note and
+quality flag (item 8), in the labeling page at 1366×768 (real app, proxy and Orthanc).
+
+Two chest-like projection images are uploaded: MONOCHROME2 and the same anatomy as MONOCHROME1, both
+with View Position AP and the patient's age and sex. The histogram presets' ranges are checked against
+percentiles computed here from the file's own pixel values (after the modality LUT): "lung" takes the
+darker displayed part (the high values of a MONOCHROME1 image), "mediastinum" the brighter part, and the
+lung window shows the image brighter than the mediastinum window. The overlay shows the view position
+always, and age and sex only in a job that allows patient identifiers. A note and the quality flag are
+submitted with the answer, without skipping.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from selfhosted_support import ADMIN, PASSWORD, Api, create_users, make_config
+from ui_support import browser, ensure_bundle, serve
+
+from dicomlab_cli.processes import free_port
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+LABELS = "No Finding,Cardiomegaly,Edema,Pneumothorax"
+SIZE = 256
+
+
+def chest_values(seed: int = 7) -> np.ndarray:
+    """A chest-like 12-bit picture (MONOCHROME2 sense): dark air, darker-grey lungs, bright mediastinum and spine."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:SIZE, 0:SIZE]
+    image = np.full((SIZE, SIZE), 300.0)
+    body = ((x - 128) / 120) ** 2 + ((y - 135) / 125) ** 2 < 1
+    image[body] = 1800
+    for cx in (80, 176):
+        lung = ((x - cx) / 38) ** 2 + ((y - 125) / 80) ** 2 < 1
+        image[lung] = 900 + (y[lung] - 45) * 3
+    image[(abs(x - 128) < 22) & body] = 2900
+    image[(abs(x - 128) < 7) & body] = 3600
+    image += rng.normal(0, 40, image.shape)
+    return np.clip(image, 0, 4095).astype(np.uint16)
+
+
+def dicom_bytes(values: np.ndarray, photometric: str, patient_id: str) -> tuple[bytes, str]:
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray, for presentation
+    sop = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = sop
+    ds.SOPClassUID, ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPClassUID, sop
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.PatientID, ds.PatientName, ds.PatientAge, ds.PatientSex = patient_id, "Test^Preset", "058Y", "F"
+    ds.PatientBirthDate = "19680101"
+    ds.Modality, ds.ViewPosition, ds.ImageLaterality = "DX", "AP", "U"
+    ds.Rows = ds.Columns = SIZE
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.RescaleSlope, ds.RescaleIntercept = 1, 0
+    ds.PixelData = values.tobytes()
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue(), sop
+
+
+def percentile(sorted_values: np.ndarray, p: float) -> float:
+    """Nearest rank, as the viewer takes it (JavaScript's Math.round: halves go up)."""
+    rank = int(np.floor(p / 100 * (len(sorted_values) - 1) + 0.5))
+    return float(sorted_values[min(len(sorted_values) - 1, max(0, rank))])
+
+
+@pytest.fixture(scope="module")
+def site(orthanc: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    from dicomlab_labeling.app import create_app as labeling_app
+    from dicomlab_proxy.app import create_app as proxy_app
+    from dicomlab_proxy.config import Config as ProxyConfig
+
+    ensure_bundle()
+    tmp = tmp_path_factory.mktemp("presets")
+    values = chest_values()
+    client = orthanc.client()
+    images = []
+    for photometric, stored in (("MONOCHROME2", values), ("MONOCHROME1", (4095 - values).astype(np.uint16))):
+        data, sop = dicom_bytes(stored, photometric, f"PRESET-{photometric}")
+        images.append({"orthanc_id": client.upload_instance(data)["ID"], "sop": sop, "values": stored,
+                       "photometric": photometric})
+    client.close()
+    store = tmp / "store" / "manifests"
+    store.mkdir(parents=True)
+    (store / "presets.manifest").write_text("".join(
+        json.dumps({"source": i["orthanc_id"], "labels": LABELS}) + "\n" for i in images))
+    labeling_port, proxy_port = free_port(), free_port()
+    config = replace(make_config(tmp, f"sqlite:///{tmp / 'labeling.db'}", orthanc),
+                     proxy_public_url=f"http://127.0.0.1:{proxy_port}")
+    proxy = proxy_app(ProxyConfig(token_keys=config.token_keys, orthanc=orthanc.settings(),
+                                  allowed_origins=(f"http://127.0.0.1:{labeling_port}",)))
+    app = labeling_app(config)
+    with serve(proxy, port=proxy_port), serve(app, port=labeling_port) as base:
+        admin = Api(base_url=base).login(*ADMIN)
+        for name, allowed in (("presets-deid", False), ("presets-ids", True)):
+            status, job = admin.call("POST", "/admin/jobs", {
+                "name": name, "manifestUri": "manifests/presets.manifest", "readersPerImage": 1,
+                "strategy": "in-order", "allowPatientIdentifiers": allowed})
+            assert status == 201, job
+        create_users(admin, ["rita"])
+        yield {"base": base, "images": images, "tmp": tmp}
+    app.extensions["dicomlab_labeling_api"].db.dispose()
+
+
+def open_job(site: dict[str, Any], job: str) -> Any:
+    page = browser().new_context(viewport={"width": 1366, "height": 768}).new_page()
+    page.goto(site["base"] + "/ui/login")
+    page.get_by_label("User name").fill("rita")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/ui/queue")
+    page.get_by_role("link", name=f"Label images of {job}").click()
+    wait_ready(page)
+    return page
+
+
+def wait_ready(page: Any) -> None:
+    page.wait_for_function("() => document.querySelector('#dl-viewer')?.dataset.state === 'ready' "
+                           "&& document.body.dataset.busy === 'false'", timeout=60_000)
+
+
+def voi(page: Any) -> dict[str, float]:
+    return dict(page.evaluate("window.dicomlabViewer.viewport.getProperties().voiRange"))
+
+
+def mean_brightness(page: Any) -> float:
+    png = page.locator(".dl-viewport").screenshot()
+    return float(np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.float64).mean())
+
+
+def check_presets(page: Any, values: np.ndarray, inverted: bool) -> None:
+    ordered = np.sort(values.astype(np.float64).ravel())
+    full = voi(page)
+    brightness = {}
+    for key, name, (low, high) in (("1", "lung", (0.5, 75)), ("2", "mediastinum", (35, 99.5))):
+        page.keyboard.press(key)
+        page.wait_for_function(f"() => document.querySelector('#dl-viewer').dataset.preset === {json.dumps(name)}")
+        got = voi(page)
+        lo, hi = (100 - high, 100 - low) if inverted else (low, high)
+        assert got["lower"] == pytest.approx(percentile(ordered, lo)), (name, got)
+        assert got["upper"] == pytest.approx(percentile(ordered, hi)), (name, got)
+        assert full["lower"] <= got["lower"] < got["upper"] <= full["upper"], (name, got, full)
+        page.wait_for_timeout(100)  # the canvas is drawn on the next animation frame
+        brightness[name] = mean_brightness(page)
+    # The lung window spreads the dark part over the grey scale: the picture as a whole gets brighter.
+    assert brightness["lung"] > brightness["mediastinum"] + 20, brightness
+    lung_upper = percentile(ordered, 25 if inverted else 75)
+    if inverted:  # MONOCHROME1: the dark (displayed) lungs are the high values
+        assert voi(page)["lower"] < lung_upper
+    page.keyboard.press("0")
+
+
+def test_histogram_presets_overlay_note_and_quality_flag(site: dict[str, Any]) -> None:
+    images = site["images"]
+    page = open_job(site, "presets-deid")
+    # De-identified job: the view position (laterality U, unpaired, says nothing), never age or sex.
+    assert page.locator(".dl-overlay").text_content() == "AP"
+    check_presets(page, images[0]["values"], inverted=False)
+    # A note and the quality flag go with the answer; the image is not skipped.
+    first = page.evaluate("document.body.dataset.assignmentId")
+    page.get_by_label("Note").fill("rotated, AP portable")
+    page.get_by_label("Quality issue (label it anyway)").check()
+    page.keyboard.press("f")
+    page.screenshot(path=str(site["tmp"] / "presets-1366.png"))
+    page.keyboard.press("Control+Enter")
+    page.wait_for_function(f"() => document.body.dataset.assignmentId !== {json.dumps(first)}")
+    wait_ready(page)
+    stored = page.evaluate(f"fetch('/api/assignments/{first}').then((r) => r.json())")
+    assert stored["status"] == "submitted"
+    assert stored["mySubmission"]["answer"]["note"] == "rotated, AP portable"
+    assert stored["mySubmission"]["answer"]["qualityIssue"] is True
+    # The next image starts with an empty note and no flag.
+    assert page.get_by_label("Note").input_value() == ""
+    assert not page.get_by_label("Quality issue (label it anyway)").is_checked()
+    check_presets(page, images[1]["values"], inverted=True)
+    page.context.close()
+
+    # A job that allows identifiers: age and sex too.
+    page = open_job(site, "presets-ids")
+    overlay = page.locator(".dl-overlay").text_content() or ""
+    assert overlay == "AP · 58 y · F", overlay
+    page.context.close()
+
+
