@@ -46,13 +46,20 @@ def render_latest() -> tuple[bytes, str]:
 
 
 def reset_multiprocess_dir() -> None:
-    """Empty the multiprocess directory (gunicorn master start): stale files would double-count."""
+    """Empty the multiprocess directory (gunicorn master start): stale files would double-count.
+
+    Only its contents are removed, never the directory itself: in Kubernetes it is an emptyDir mount point
+    owned by root, which the service's non-root user may write into but not remove or recreate.
+    """
     directory = multiprocess_dir()
     if directory is None:
         return
-    if directory.exists():
-        shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    for entry in directory.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def mark_worker_dead(pid: int) -> None:
