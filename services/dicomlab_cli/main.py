@@ -35,11 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
+            module.register(subparsers)
         except ModuleNotFoundError as exc:
-            if exc.name and name.startswith(exc.name):
+            # A package that is not installed, or a command whose third-party dependencies are not: each
+            # image installs only its own extra (the training image has no labeling UI dependencies).
+            if exc.name and (name.startswith(exc.name) or not exc.name.startswith("dicomlab_")):
+                logger.debug("command module %s left out: %s is not installed", name, exc.name)
                 continue
             raise
-        module.register(subparsers)
     return parser
 
 
