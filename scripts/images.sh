@@ -21,7 +21,7 @@ TAG=${DICOMLAB_IMAGE_TAG:-local}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 DEBIAN_BASE=localhost/debian-min:bookworm
 PYTHON_BASE=localhost/dicomlab-python:3.11-bookworm
-CONTEXT=$ROOT/build/image-context
+CONTEXT=$ROOT/build/image-context.$$  # one per run: two builds at once must not share it
 TORCH_WHEEL_GLOB='torch-2.13.0+cpu-cp311-*.whl'
 
 log() { printf '[images] %s\n' "$*" >&2; }
@@ -118,6 +118,7 @@ main() {
   local mode
   mode=$(base_mode)
   mkdir -p "$ROOT/build"
+  trap 'rm -rf "$CONTEXT"' EXIT
   stage_context
   local common=()
   if [ "$mode" = local ]; then
