@@ -104,11 +104,16 @@ add_torch_cpu_wheel() {
 
 build() {
   local name=$1 mode=$2; shift 2
-  local image=localhost/dicomlab-$name:$TAG start=$SECONDS
+  local image=localhost/dicomlab-$name:$TAG start=$SECONDS old
+  old=$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
   log "building $image ($mode base)"
   podman build --isolation chroot --layers --format docker -f "$ROOT/docker/$name.Dockerfile" -t "$image" "$@" "$CONTEXT" \
     > "$ROOT/build/images-$name.log" 2>&1 || { tail -40 "$ROOT/build/images-$name.log" >&2; log "$name failed (build/images-$name.log)"; exit 1; }
   log "$image: $(podman image inspect --format '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}') in $((SECONDS - start)) s"
+  # vfs keeps a full copy of every image: drop the one this build replaced (only if nothing else uses it)
+  if [ -n "$old" ] && [ "$old" != "$(podman image inspect --format '{{.Id}}' "$image")" ]; then
+    podman rmi "$old" >/dev/null 2>&1 || true
+  fi
 }
 
 main() {
