@@ -7,13 +7,16 @@ STAMP := $(VENV)/.installed
 FRONTEND := services/dicomlab_labeling/frontend
 FRONTEND_STAMP := services/dicomlab_labeling/static/dist/manifest.json
 
-.PHONY: help deps venv frontend lint typecheck pytest test test-fast demo bench lock clean
+.PHONY: help deps container-deps venv frontend lint typecheck pytest test test-fast demo bench lock clean images deploy-smoke deploy-smoke-clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 deps:  ## Debian packages: Orthanc + DICOMweb + PostgreSQL plugin, PostgreSQL, dcmtk, Chromium, nginx, Prometheus
 	@scripts/install-system-deps.sh
+
+container-deps:  ## podman, buildah, runc, debootstrap + /etc/containers settings (only for images and deploy-smoke)
+	@scripts/install-system-deps.sh --containers
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +48,16 @@ test-fast: venv lint  ## the quick loop: lint, then the tests without browser, e
 
 demo: deps venv frontend  ## run the whole loop on the local stack and print where to look
 	$(BIN)/dicomlab demo
+
+images: container-deps frontend  ## build every image with podman (a local Debian base when no registry answers)
+	@scripts/images.sh
+
+deploy-smoke: images  ## run the chart's rendered workloads under podman like a kubelet and drive the loop through them
+	@scripts/images.sh s3 orthanc postgresql
+	PYTHONPATH=scripts $(BIN)/python -m deploy_smoke
+
+deploy-smoke-clean:  ## remove whatever a deploy-smoke run left (containers, network, host folders)
+	PYTHONPATH=scripts $(BIN)/python -m deploy_smoke --cleanup
 
 bench: deps venv  ## run the benchmarks (results in benchmarks/results/)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --write || exit 1; done

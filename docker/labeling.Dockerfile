@@ -2,17 +2,26 @@
 #   docker build -f docker/labeling.Dockerfile -t dicomlab-labeling .
 # Stage 1 builds the Cornerstone3D bundle with Node (npm ci against package-lock.json, vite build);
 # only the built assets reach the runtime image, never Node or node_modules.
+# FRONTEND=prebuilt takes the bundle `make frontend` built instead (scripts/images.sh, where no registry
+# serves a Node image); the build context must then hold services/dicomlab_labeling/static/dist.
 # Base digests: recorded from public references to these tags; no registry is reachable where this
 # repository is tested, so re-check them with `docker buildx imagetools inspect <image:tag>` when bumping.
 ARG NODE_IMAGE=node:22-bookworm-slim@sha256:43ac6c60b8f89723f746e8a92ce91abd5017e627ce1ddfe4238355d3a30b772c
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
+ARG FRONTEND=node
 
-FROM ${NODE_IMAGE} AS frontend
+FROM ${NODE_IMAGE} AS frontend_node
 WORKDIR /src/services/dicomlab_labeling/frontend
 COPY services/dicomlab_labeling/frontend/package.json services/dicomlab_labeling/frontend/package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY services/dicomlab_labeling/frontend/ ./
 RUN npx vite build
+
+FROM scratch AS frontend_prebuilt
+COPY services/dicomlab_labeling/static/dist/ /src/services/dicomlab_labeling/static/dist/
+
+# hadolint ignore=DL3006
+FROM frontend_${FRONTEND} AS frontend
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
@@ -25,7 +34,8 @@ COPY training/ training/
 COPY --from=frontend /src/services/dicomlab_labeling/static/dist/ services/dicomlab_labeling/static/dist/
 # The SRI manifest (entry -> file + sha384) is written by the same code `make frontend` uses.
 RUN python -c "import sys; sys.path.insert(0, 'scripts'); import build_frontend; build_frontend.write_manifest()" \
- && /opt/venv/bin/pip install --only-binary=:all: -c constraints.txt . \
+ && /opt/venv/bin/pip install --only-binary=:all: -c constraints.txt '.[labeling]' \
+ && /opt/venv/bin/pip uninstall -q -y pip setuptools \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
 FROM ${PYTHON_IMAGE}

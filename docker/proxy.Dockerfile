@@ -12,8 +12,10 @@ RUN python -m venv /opt/venv
 COPY pyproject.toml constraints.txt README.md* ./
 COPY services/ services/
 COPY training/ training/
-# Every dependency is locked by constraints.txt; wheels only, so no compiler is ever needed.
+# Every dependency is locked by constraints.txt; wheels only, so no compiler is ever needed. Only what
+# this service imports (the core dependencies); no installer left in the runtime venv.
 RUN /opt/venv/bin/pip install --only-binary=:all: -c constraints.txt . \
+ && /opt/venv/bin/pip uninstall -q -y pip setuptools \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
 FROM ${PYTHON_IMAGE}

@@ -1,8 +1,45 @@
 #!/usr/bin/env bash
 # Install the Debian packages dicomlab's local stack and tests use. Idempotent: does nothing when
 # everything is already installed; runs `apt-get update` once before installing what is missing.
+#   --containers   instead: what `make images` / `make deploy-smoke` need (podman, buildah, runc,
+#                  debootstrap) plus /etc/containers settings that work in a sandbox (see configure_containers)
 set -euo pipefail
 
+SUDO=""
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
+
+# Rootful podman where the sandbox cannot raise rlimits and crun rejects the cgroup mode: vfs storage
+# (no overlay mounts needed), runc, and default ulimits no higher than the sandbox's own. Only these
+# keys are written; a file that already sets them is left alone, other settings are kept.
+configure_containers() {
+  $SUDO mkdir -p /etc/containers
+  set_toml_key /etc/containers/storage.conf storage driver '"vfs"'
+  set_toml_key /etc/containers/storage.conf storage graphroot '"/var/lib/containers/storage"'
+  set_toml_key /etc/containers/storage.conf storage runroot '"/run/containers/storage"'
+  set_toml_key /etc/containers/containers.conf containers default_ulimits '["nofile=1024:1024", "nproc=1024:1024"]'
+  set_toml_key /etc/containers/containers.conf engine runtime '"runc"'
+}
+
+# set_toml_key FILE SECTION KEY VALUE: add `KEY = VALUE` under [SECTION] unless the section already sets KEY.
+set_toml_key() {
+  local file=$1 section=$2 key=$3 value=$4
+  $SUDO touch "$file"
+  if awk -v s="[$section]" -v k="$key" '
+      /^[[:space:]]*\[/ {in_s = (index($0, s) == 1); next}
+      in_s {line = $0; sub(/[[:space:]]*=.*/, "", line); gsub(/[[:space:]]/, "", line); if (line == k) found = 1}
+      END {exit found ? 0 : 1}' "$file"; then
+    return 0
+  fi
+  if grep -q "^\[$section\]" "$file"; then
+    $SUDO sed -i "/^\[$section\]/a $key = $value" "$file"
+  else
+    printf '\n[%s]\n%s = %s\n' "$section" "$key" "$value" | $SUDO tee -a "$file" >/dev/null
+  fi
+}
+
+if [ "${1:-}" = "--containers" ]; then
+  PACKAGES=(podman buildah runc fuse-overlayfs debootstrap uidmap)
+else
 PACKAGES=(
   orthanc orthanc-dicomweb orthanc-postgresql   # the PACS, its DICOMweb plugin and PostgreSQL index
   postgresql                                    # production-path database (tests start their own cluster)
@@ -13,6 +50,7 @@ PACKAGES=(
   prometheus prometheus-pushgateway             # `dicomlab stack up --monitoring`, promtool in tests
   nodejs npm                                    # building the viewer bundle
 )
+fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -29,16 +67,14 @@ if command -v node >/dev/null && command -v npm >/dev/null; then
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then
+  [ "${1:-}" = "--containers" ] && configure_containers
   echo "system packages: all present"
   exit 0
 fi
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  if command -v sudo >/dev/null; then SUDO="sudo"; else
-    echo "missing Debian packages: ${missing[*]} — install them as root (apt-get install ${missing[*]})" >&2
-    exit 1
-  fi
+if [ "$(id -u)" -ne 0 ] && [ -z "$SUDO" ]; then
+  echo "missing Debian packages: ${missing[*]} — install them as root (apt-get install ${missing[*]})" >&2
+  exit 1
 fi
 echo "installing Debian packages: ${missing[*]}"
 $SUDO apt-get update -qq
@@ -47,4 +83,5 @@ DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recomme
 for svc in orthanc postgresql nginx prometheus prometheus-pushgateway prometheus-node-exporter; do
   $SUDO service "$svc" stop >/dev/null 2>&1 || true
 done
+[ "${1:-}" = "--containers" ] && configure_containers
 echo "system packages: installed"
