@@ -32,6 +32,7 @@ from deploy_chart import render_scenario
 from dicomlab_cli import monitoring
 from dicomlab_cli.processes import GunicornService, _spawn, free_port, stop_pid
 from dicomlab_cli.stack import LocalContext, load_credentials
+from dicomlab_cli.wiring import stack_env
 
 NAMESPACE = "dicomlab"
 POD = "dicomlab-proxy-6d8f9c7b5-x2x9q"
@@ -71,10 +72,8 @@ def scraped_proxy() -> Iterator[str]:
     ctx = LocalContext(run_dir=home, orthanc_url=f"http://127.0.0.1:{dead_orthanc}", orthanc_username="u",
                        orthanc_password="p", ports={"proxy": free_port(), "labeling": free_port()},
                        credentials=creds, store_url=f"file://{home}")
-    from dicomlab_proxy.local import local_env
-
     proxy = GunicornService("proxy", "dicomlab_proxy.app:create_app()", home, port=ctx.ports["proxy"],
-                            env=local_env(ctx), workers=1, threads=4).start()
+                            env=stack_env(ctx, "proxy"), workers=1, threads=4).start()
     prom_port = free_port()
     config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
               "rule_files": [str(monitoring.RULES_FILE)],

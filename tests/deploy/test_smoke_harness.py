@@ -7,6 +7,7 @@ these checks need neither, so they run with the rest of tests/deploy.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import stat
 import sys
@@ -70,8 +71,9 @@ def test_env_comes_from_the_rendered_secrets_with_expansion(tmp_path: Path) -> N
     assert env["DICOMLAB_LABELING__DATABASE_URL"].startswith(
         f"postgresql+psycopg://{user}:{password}@dicomlab-postgresql:5432/")
     orthanc_env = c.resolve_env(pod("dicomlab-orthanc"))
-    assert orthanc_env["ORTHANC__REGISTERED_USERS"] == (
-        f'{{"{orthanc_env["DICOMLAB_ORTHANC_USER"]}": "{orthanc_env["DICOMLAB_ORTHANC_PASSWORD"]}"}}')
+    app_secret = next(o for o in objects() if o["kind"] == "Secret" and o["metadata"]["name"] == "dicomlab-app")
+    app = {k: base64.b64decode(v).decode() for k, v in app_secret["data"].items()}
+    assert json.loads(orthanc_env["ORTHANC__REGISTERED_USERS"]) == {app["orthanc-username"]: app["orthanc-password"]}
     assert orthanc_env["ORTHANC__DICOM_WEB__ENABLE"] == "true"  # envFrom the ConfigMap
 
 
