@@ -147,29 +147,39 @@ def ohif(ohif_dist: Path, orthanc: OrthancServer) -> Iterator[dict[str, Any]]:
         static.server_close()
 
 
+def _open_sr_measurements(page: Any, origin: str, study: dict[str, str], token: str) -> str:
+    """Open the study in OHIF, load our SR, track its measurements; the page's text afterwards."""
+    page.goto(f"{origin}/viewer?StudyInstanceUIDs={study['study']}&token={token}"
+              "&useNextViewports=true&viewportRendering=cpu")
+    sr = page.get_by_text("dicomlab ohif reader-1").first
+    sr.wait_for(timeout=90_000)
+    # OHIF's first-visit tour and notices sit on top of everything; they are not what is tested.
+    page.evaluate("() => document.querySelectorAll('.shepherd-element, .shepherd-modal-overlay-container')"
+                  ".forEach(e => e.remove())")
+    sr.dblclick(force=True)
+    page.get_by_role("button", name="Yes").first.click(timeout=90_000, force=True)  # track the SR's measurements
+    page.locator("[data-cy='trackedMeasurements-btn']").first.click(timeout=30_000, force=True)
+    page.get_by_text(f"Measurements ({len(ROIS)})").first.wait_for(timeout=60_000)
+    time.sleep(1)
+    return str(page.inner_text("body"))
+
+
 def test_ohif_opens_our_sr_and_lists_each_roi_by_finding(ohif: dict[str, Any], study: dict[str, str]) -> None:
     token = ohif["signer"].issue(Scope(studies=(study["study"],)), subject="reader-1", ttl_seconds=600)
     page = browser().new_page(viewport={"width": 1400, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     try:
-        page.goto(f"{ohif['origin']}/viewer?StudyInstanceUIDs={study['study']}&token={token}"
-                  "&useNextViewports=true&viewportRendering=cpu")
-        sr = page.get_by_text("dicomlab ohif reader-1").first
-        sr.wait_for(timeout=90_000)
-        # OHIF's first-visit tour and notices sit on top of everything; they are not what is tested.
-        page.evaluate("() => document.querySelectorAll('.shepherd-element, .shepherd-modal-overlay-container')"
-                      ".forEach(e => e.remove())")
-        sr.dblclick(force=True)
-        page.get_by_role("button", name="Yes").first.click(timeout=90_000, force=True)  # track the SR's measurements
-        page.locator("[data-cy='trackedMeasurements-btn']").first.click(timeout=30_000, force=True)
-        page.get_by_text(f"Measurements ({len(ROIS)})").first.wait_for(timeout=60_000)
-        time.sleep(1)
-        text = page.inner_text("body")
+        text = _open_sr_measurements(page, ohif["origin"], study, token)
+        if "Something went wrong" in text:
+            # OHIF's error boundary has been seen once in a full run on a loaded 2-core machine and never
+            # alone; one fresh page load tells a race in OHIF from a report it cannot read (which fails again).
+            first = text
+            text = _open_sr_measurements(page, ohif["origin"], study, token)
+            assert "Something went wrong" not in text, (first[:2000], errors)
         listed = [finding_code(r.finding).meaning for r in ROIS if r.finding]
         for meaning in listed:
             assert meaning in text, meaning
-        assert "Something went wrong" not in text
         assert [e for e in errors if "ReferencedSOPSequence" in e or "reading 'UID'" in e] == []
     finally:
         page.close()
