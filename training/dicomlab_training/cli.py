@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
+import os
 import sys
 from typing import Any
 
@@ -84,6 +86,13 @@ def run_command(args: argparse.Namespace) -> int:
         result = run(config)
     except Interrupted as exc:
         print(f"dicomlab train run: {exc}; resume by running the same command again", file=sys.stderr)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # Under torchrun the checkpoint is written and every rank stopped at the same step: leave now,
+            # without the interpreter's teardown of the process group's threads (see runner.run).
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(Interrupted.exit_code)
         return Interrupted.exit_code
     print(json.dumps({"report": result.report, "best_model": result.best_model, "macro_auroc": result.macro_auroc,
                       "per_label_auroc": result.per_label_auroc, "skipped": result.skipped}, indent=2))

@@ -115,10 +115,17 @@ def run(config: TrainConfig) -> RunResult:
         else "cpu"
     with PreemptionFlag() as preemption:  # from the start: a SIGTERM during data preparation is not lost
         dist = init_distributed(device_type, config.dist_timeout_seconds)
+        preempted = False
         try:
             return _run(config, dist, select_device(config, dist), preemption)
+        except Interrupted:
+            preempted = True
+            raise
         finally:
-            if dist.enabled and torch_dist.is_initialized():
+            # A preempted rank does not tear the process group down: ranks closing gloo at different moments
+            # can abort a peer ("terminate called without an active exception", exit -6), which turns a
+            # preemption into a crash; `train run` ends the process at once instead (see cli.run_command).
+            if dist.enabled and torch_dist.is_initialized() and not preempted:
                 torch_dist.destroy_process_group()
 
 
