@@ -13,8 +13,9 @@ COPY pyproject.toml constraints.txt README.md* ./
 COPY services/ services/
 COPY training/ training/
 # Every dependency is locked by constraints.txt; wheels only, so no compiler is ever needed. Only what
-# this service imports (the core dependencies); no installer left in the runtime venv.
-RUN /opt/venv/bin/pip install --only-binary=:all: -c constraints.txt . \
+# this service imports (the core dependencies and pydicom's data dictionary for de-identified metadata); no
+# installer left in the runtime venv.
+RUN /opt/venv/bin/pip install --only-binary=:all: -c constraints.txt '.[proxy]' \
  && /opt/venv/bin/pip uninstall -q -y pip setuptools \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
