@@ -130,7 +130,7 @@ def run(cluster: Cluster, *, s3_endpoint: str, bucket: str, log: Callable[[str],
 
 
 def fetch_through_proxy(cluster: Cluster, admin: Session, base: str, manifest_uri: str) -> dict[str, Any]:
-    """A one-reader job: the reader's assignment names a WADO-RS URL on the proxy and a token for it."""
+    """A one-reader job: the reader's assignment names a WADO-RS URL on the proxy and a de-identified token for it."""
     password = secrets.token_urlsafe(18)
     admin.call("POST", "/api/admin/users", json={"username": "viewer", "password": password, "role": "annotator"})
     job = admin.call("POST", "/api/admin/jobs", json={"name": "smoke-viewer", "manifestUri": manifest_uri,
@@ -138,16 +138,21 @@ def fetch_through_proxy(cluster: Cluster, admin: Session, base: str, manifest_ur
     reader = Session(base, "viewer", password)
     assignment = reader.call("POST", f"/api/jobs/{job['id']}/next", json={"lookahead": 0})["assignment"]
     token = reader.call("POST", f"/api/assignments/{assignment['id']}/token")["token"]
-    public = urlparse(assignment["image"]["wadoRsUrl"])
-    target = f"{url(cluster, 'proxy')}{public.path}"
-    refused = requests.get(target, timeout=30, headers={"Accept": "multipart/related; type=application/dicom"})
-    response = requests.get(target, timeout=60, headers={"Authorization": f"Bearer {token}",
-                                                         "Accept": "multipart/related; type=application/dicom"})
-    if refused.status_code not in (401, 403) or response.status_code != 200 or len(response.content) < 1000:
-        raise SmokeError(f"proxy: without token {refused.status_code}, with token {response.status_code} "
-                         f"({len(response.content)} bytes)")
-    log_line = {"withoutToken": refused.status_code, "withToken": response.status_code,
-                "bytes": len(response.content)}
+    # The job hides patient identifiers (the default): the viewer reads metadata and frames, and the whole
+    # instance, which carries the header, is refused to the same token.
+    instance = f"{url(cluster, 'proxy')}{urlparse(assignment['image']['wadoRsUrl']).path}"
+    auth = {"Authorization": f"Bearer {token}"}
+    refused = requests.get(f"{instance}/metadata", timeout=30)
+    metadata = requests.get(f"{instance}/metadata", timeout=30, headers={**auth, "Accept": "application/dicom+json"})
+    frame = requests.get(f"{instance}/frames/1", timeout=60,
+                         headers={**auth, "Accept": 'multipart/related; type="application/octet-stream"'})
+    whole = requests.get(instance, timeout=60, headers={**auth, "Accept": "multipart/related; type=application/dicom"})
+    if (refused.status_code != 401 or metadata.status_code != 200 or frame.status_code != 200
+            or len(frame.content) < 1000 or whole.status_code != 403 or '"00100010"' in metadata.text):
+        raise SmokeError(f"proxy: without token {refused.status_code}, metadata {metadata.status_code}, frame "
+                         f"{frame.status_code} ({len(frame.content)} bytes), whole instance {whole.status_code}")
+    log_line = {"withoutToken": refused.status_code, "metadata": metadata.status_code, "frame": frame.status_code,
+                "frameBytes": len(frame.content), "wholeInstance": whole.status_code}
     return log_line
 
 
