@@ -19,7 +19,13 @@ The consolidated content of one data object::
      "method": "dawid-skene",
      "workers": [{"workerId": "...", "answer": <the answer exactly as received (usually a JSON string)>}],
      "rejected": [{"workerId": "...", "reason": "...", "answer": <the malformed answer exactly as received>}],
+     "notLabeledBy": [{"workerId": "...", "reason": "not labeled: could not load (HTTP 403)", "answer": ...}],
      "flags": ["no-valid-answer"]}
+
+A worker who could not label an object (the worker page's "Skip: could not load") submits
+``{"skipped": {"reason": "could not load", "detail": "HTTP 403"}}`` and no findings:
+:func:`parse_worker_answer` raises :class:`AnswerSkipped` for it, and consolidation lists the worker
+under ``notLabeledBy`` (no answer from them, not an answer of absent findings, not a malformed one).
 """
 
 from __future__ import annotations
@@ -185,6 +191,28 @@ class AnswerError(ValueError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class AnswerSkipped(AnswerError):
+    """The worker submitted no answer on purpose: they could not label the object (e.g. it did not load).
+
+    Not a malformed answer: consolidation records the worker as not having labeled the object.
+    """
+
+
+SKIP_KEY = "skipped"
+"""Key of a worker page's explicit skip: ``{"skipped": {"reason": ..., "detail": ...}}`` (no findings)."""
+
+
+def _skip_reason(value: Any) -> str:
+    """``not labeled: <reason> (<detail>)`` from a skip's value (text cut to keep reports small)."""
+    reason, detail = "skipped", ""
+    if _is_map(value):
+        reason = str(value.get("reason") or reason)[:80]
+        detail = str(value.get("detail") or "")[:160]
+    elif isinstance(value, str) and value:
+        reason = value[:80]
+    return f"not labeled: {reason}" + (f" ({detail})" if detail else "")
 
 
 class Roi(NamedTuple):
@@ -357,6 +385,8 @@ def parse_worker_answer(content: Any, *, worker_id: str = "",
         answer = _decode(answer["answer"], "'answer' field")
     if not _is_map(answer):
         raise AnswerError("answer must be a JSON object")
+    if SKIP_KEY in answer and "findings" not in answer and "disease" not in answer:
+        raise AnswerSkipped(_skip_reason(answer[SKIP_KEY]))
     if "findings" in answer:
         fast = _parse_clean_fast(answer, worker_id, raw, labels) if type(labels) is frozenset else None
         if fast is not None:
@@ -666,6 +696,8 @@ class ConsolidatedLabel:
     rejected: tuple[RejectedAnswer | tuple[str, str], ...] = ()
     """Answers excluded as malformed: (worker id, reason[, raw answer as received])."""
     flags: tuple[Flag, ...] = ()
+    not_labeled: tuple[RejectedAnswer, ...] = ()
+    """Workers who said they could not label the object (:class:`AnswerSkipped`): no answer from them."""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"findings": {k: v.to_json() for k, v in self.findings.items()},
@@ -673,6 +705,8 @@ class ConsolidatedLabel:
                                "workers": [{"workerId": w.worker_id, "answer": w.raw} for w in self.workers]}
         if self.rejected:
             out["rejected"] = [RejectedAnswer(*r).to_json() for r in self.rejected]
+        if self.not_labeled:
+            out["notLabeledBy"] = [r.to_json() for r in self.not_labeled]
         if self.flags:
             out["flags"] = [f.value for f in self.flags]
         return out

@@ -37,6 +37,7 @@ from numpy.typing import NDArray
 
 from dicomlab_core.groundtruth import (
     AnswerError,
+    AnswerSkipped,
     ConsolidatedLabel,
     FindingConsensus,
     Flag,
@@ -85,6 +86,8 @@ class ObjectAnswers:
     object_id: str
     answers: list[WorkerAnswer] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
+    not_labeled: list[Rejection] = field(default_factory=list)
+    """Workers who could not label the object (an explicit skip): neither an answer nor malformed."""
 
 
 def _raw(content: Any) -> Any:
@@ -93,9 +96,11 @@ def _raw(content: Any) -> Any:
 
 
 def collect(object_id: str, raw: Iterable[tuple[str, Any]], labels: Sequence[str] | frozenset[str]) -> ObjectAnswers:
-    """Parse ``(worker id, answer content)`` pairs; malformed ones (and repeats of a worker) are rejected."""
+    """Parse ``(worker id, answer content)`` pairs; malformed ones (and repeats of a worker) are rejected,
+    explicit skips ("could not load") are kept apart as the worker not having labeled the object."""
     answers: list[WorkerAnswer] = []
     rejected: list[Rejection] = []
+    not_labeled: list[Rejection] = []
     seen: set[str] = set()
     allowed = labels if type(labels) is frozenset else frozenset(labels)
     for worker_id, content in raw:
@@ -105,12 +110,15 @@ def collect(object_id: str, raw: Iterable[tuple[str, Any]], labels: Sequence[str
             continue
         try:
             answer = parse_worker_answer(content, worker_id=worker_id, labels=allowed)
+        except AnswerSkipped as exc:
+            not_labeled.append(Rejection(object_id, worker_id, exc.reason, _raw(content)))
+            continue
         except AnswerError as exc:
             rejected.append(Rejection(object_id, worker_id, exc.reason, _raw(content)))
             continue
         seen.add(worker_id)
         answers.append(answer)
-    return ObjectAnswers(object_id, answers, rejected)
+    return ObjectAnswers(object_id, answers, rejected, not_labeled)
 
 
 @dataclass(frozen=True)
@@ -209,7 +217,8 @@ class ConsolidationResult:
                                                                   c.answers[i], strict=True)), strict=True)),
                 method=c.methods[i], workers=tuple(item.answers),
                 rejected=tuple(RejectedAnswer(r.worker_id, r.reason, r.raw) for r in item.rejected),
-                flags=c.flags[i])
+                flags=c.flags[i],
+                not_labeled=tuple(RejectedAnswer(r.worker_id, r.reason, r.raw) for r in item.not_labeled))
             for i, item in enumerate(self.items)]
 
     def contents(self) -> Iterator[dict[str, Any]]:
@@ -225,6 +234,8 @@ class ConsolidationResult:
                                    "workers": [{"workerId": w.worker_id, "answer": w.raw} for w in item.answers]}
             if item.rejected:
                 out["rejected"] = [r.consolidated_json() for r in item.rejected]
+            if item.not_labeled:
+                out["notLabeledBy"] = [r.consolidated_json() for r in item.not_labeled]
             if flags:
                 out["flags"] = [f.value for f in flags]
             yield out

@@ -262,10 +262,6 @@ def test_worker_template_failed_load_blocks_submission_until_retry_shows_the_ima
     assert page.evaluate("window.__crowdSubmitted") is None
     assert page.evaluate("window.__crowdBlocked") == 1
     assert page.evaluate("document.getElementById('dicomlab-answer').value") == ""
-    # "Skip: could not load" submits nothing and says how to give the task back.
-    page.get_by_role("button", name="Skip: could not load").click()
-    assert "Release task" in (page.locator(".dl-status").text_content() or "")
-    assert page.evaluate("window.__crowdSubmitted") is None
 
     refuse["on"] = False
     page.get_by_role("button", name="Retry").click()
@@ -280,6 +276,63 @@ def test_worker_template_failed_load_blocks_submission_until_retry_shows_the_ima
     assert answer["findings"]["No Finding"] == "present"
     assert answer["sopInstanceUid"] == stack["ds"].SOPInstanceUID
     page.context.close()
+
+
+def test_skip_could_not_load_submits_no_finding_and_consolidation_marks_the_worker_not_labeled(
+        stack: dict[str, Any], tmp_path: Path) -> None:
+    from dicomlab_labeling.config import LabelingConfig
+    from dicomlab_labeling.gt_callbacks import CallbackContext, post_annotation
+
+    def refuse(route: Any) -> None:  # the proxy refuses this worker's image
+        if route.request.method == "GET":
+            route.fulfill(status=403, body=b"{}", content_type="application/json",
+                          headers={"Access-Control-Allow-Origin": stack["page_origin"]})
+        else:
+            route.continue_()
+
+    page, _ = open_worker_page(stack, render_for_task(stack), refuse)
+    assert page.locator("#dicomlab-viewer").get_attribute("data-state") == "error"
+    # Findings set before the skip (e.g. by keys) must not travel with it.
+    page.evaluate("window.dicomlabViewer.setFinding('No Finding', 'present')")
+    page.get_by_role("button", name="Skip: could not load").click()
+    page.wait_for_function("() => window.__crowdSubmitted !== undefined", timeout=10_000)
+    submitted = json.loads(page.evaluate("window.__crowdSubmitted"))
+    skipped = json.loads(submitted["answer"])
+    assert "findings" not in skipped and "rois" not in skipped, skipped
+    assert skipped["skipped"]["reason"] == "could not load" and "HTTP 403" in skipped["skipped"]["detail"]
+    assert skipped["sopInstanceUid"] == stack["ds"].SOPInstanceUID
+    assert "not labeled" in (page.locator(".dl-status").text_content() or "")
+    page.context.close()
+
+    # The consolidation callback reads what the crowd-form posted: image 0 has the skip and another
+    # worker's answer, image 1 only the skip. The skip is no answer: not absent findings, not malformed.
+    labels = list(CHEXPERT_LABELS)
+    other = json.dumps({"findings": {label: ("present" if label == "Edema" else "absent") for label in labels},
+                        "rois": []})
+    batch = [{"datasetObjectId": "0", "dataObject": {"content": stack["orthanc_id"]},
+              "annotations": [{"workerId": "private.w-skip", "annotationData": {"content": json.dumps(submitted)}},
+                              {"workerId": "private.w-two", "annotationData": {"content": other}}]},
+             {"datasetObjectId": "1", "dataObject": {"content": stack["orthanc_id"]},
+              "annotations": [{"workerId": "private.w-skip", "annotationData": {"content": json.dumps(submitted)}}]}]
+    (tmp_path / "batch.json").write_text(json.dumps(batch))
+    config = LabelingConfig(token_keys=(Secret(KeyRing.generate_entry("k9")),), store_url=f"file://{tmp_path}")
+    ctx = CallbackContext(config=config, orthanc=None,  # type: ignore[arg-type]  # consolidation reads no image
+                          signer=signer_from_entries(config.token_keys))
+    response = post_annotation({"version": "2018-10-16", "labelingJobArn": "arn:aws:sagemaker:us-east-1:1:labeling-job/j",
+                                "labelCategories": labels, "labelAttributeName": "findings",
+                                "payload": {"s3Uri": f"file://{tmp_path / 'batch.json'}"}}, ctx)
+    first, second = (entry["consolidatedAnnotation"]["content"]["findings"] for entry in response)
+    for content in (first, second):
+        assert [w["workerId"] for w in content["notLabeledBy"]] == ["private.w-skip"]
+        assert content["notLabeledBy"][0]["reason"].startswith("not labeled: could not load (HTTP 403")
+        assert "rejected" not in content  # a skip is not a malformed answer
+        assert "private.w-skip" not in [w["workerId"] for w in content["workers"]]
+    # Image 0 rests on the one real answer; No Finding (set before the skip) counts for nobody.
+    assert first["findings"]["Edema"] == {**first["findings"]["Edema"], "value": "present", "answers": 1}
+    assert first["findings"]["No Finding"]["value"] == "absent" and first["findings"]["No Finding"]["answers"] == 1
+    # Image 1 has no answer at all: every finding undecided, flagged, none of them "absent".
+    assert second["flags"] == ["no-valid-answer"]
+    assert all(f["answers"] == 0 and f["value"] == "uncertain" for f in second["findings"].values())
 
 
 def test_setting_a_finding_with_rois_absent_asks_to_remove_them(stack: dict[str, Any]) -> None:

@@ -1,6 +1,7 @@
-"""The admin and review pages in headless Chromium at 1366×768 against the real labeling app, proxy and
-Orthanc: agreement with its reading, readers' reliability, Chart.js charts, the reader-versus-consensus
-matrix, users and jobs created from the page, export download links served by the service; review
+"""The admin and review pages in headless Chromium at 1366×768 and 1920×1080 against the real labeling
+app, proxy and Orthanc: agreement with its reading, readers' reliability, Chart.js charts, the
+reader-versus-consensus matrix (a chart with its values as a table, both equal to the API's numbers),
+users and jobs created from the page, export download links served by the service; review
 pages with a total, filters, readers' findings as text and the adjudication editor prefilled with
 the readers' ROIs. Screenshots go to the test's tmp dir (DICOMLAB_SCREENSHOTS=dir keeps a copy)."""
 
@@ -22,7 +23,8 @@ from dicomlab_cli.processes import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-VIEWPORT = {"width": 1366, "height": 768}
+VIEWPORTS = [pytest.param({"width": 1366, "height": 768}, id="1366x768"),
+             pytest.param({"width": 1920, "height": 1080}, id="1920x1080")]
 ROI = {"tool": "rectangle", "finding": "Edema", "points": [[10.0, 12.0], [40.0, 44.0]]}
 
 
@@ -66,8 +68,9 @@ def site(orthanc: Any, synthetic_set: list[dict[str, Any]],
     app.extensions["dicomlab_labeling_api"].db.dispose()
 
 
-def sign_in(site: dict[str, Any], username: str, password: str, path: str) -> tuple[Any, PageLog]:
-    page = browser().new_context(viewport=VIEWPORT, accept_downloads=True).new_page()
+def sign_in(site: dict[str, Any], username: str, password: str, path: str,
+            viewport: dict[str, int] | None = None) -> tuple[Any, PageLog]:
+    page = browser().new_context(viewport=viewport or {"width": 1366, "height": 768}, accept_downloads=True).new_page()
     log = PageLog()
     log.attach(page)
     page.goto(site["base"] + "/ui/login?next=" + path)
@@ -92,12 +95,14 @@ def cells(page: Any, table: str) -> list[list[str]]:
             for r in page.locator(f"#{table} tbody tr").all()]
 
 
-def test_admin_page_statistics_charts_users_jobs_export(site: dict[str, Any]) -> None:
-    page, log = sign_in(site, *ADMIN, "/ui/admin")
+@pytest.mark.parametrize("viewport", VIEWPORTS)
+def test_admin_page_statistics_charts_users_jobs_export(site: dict[str, Any], viewport: dict[str, int]) -> None:
+    size = f"{viewport['width']}x{viewport['height']}"
+    page, log = sign_in(site, *ADMIN, "/ui/admin", viewport)
     page.wait_for_selector("#dl-admin-jobs tbody tr")
-    jobs = cells(page, "dl-admin-jobs")
+    jobs = {row[0]: row for row in cells(page, "dl-admin-jobs")}
     # Progress as labelled numbers and percentages: 3 of 3 images complete, 6 of 6 answers.
-    assert jobs[0][:4] == ["charts", "active", "3 of 3 (100 %)", "6 of 6 (100 %)"], jobs
+    assert jobs["charts"][:4] == ["charts", "active", "3 of 3 (100 %)", "6 of 6 (100 %)"], jobs
     page.get_by_role("button", name="Details of charts").click()
     page.wait_for_selector("#dl-admin-agreement tbody tr")
     progress = page.locator("#dl-admin-progress").inner_text()
@@ -118,15 +123,28 @@ def test_admin_page_statistics_charts_users_jobs_export(site: dict[str, Any]) ->
     readers = {r[0]: r for r in cells(page, "dl-admin-readers")}
     assert set(readers) == {"ann", "bob"}
     assert readers["ann"][6] == str(round(3600 / 13.0))  # images/hour from mean time spent (12, 13, 14 s)
-    matrix = {r[0]: r[1:] for r in cells(page, "dl-admin-matrix")}
-    assert set(matrix) == {"ann", "bob"} and all(v.endswith("%") for row in matrix.values() for v in row)
+    # The reader-versus-consensus matrix: its table (the chart's text alternative) holds the API's numbers.
+    activity = site["admin"].call("GET", f"/admin/jobs/{site['job']['id']}/activity")[1]
+    header = [h.strip() for h in page.locator("#dl-admin-matrix thead th").all_text_contents()]
+    matrix = {r[0]: dict(zip(header[1:], r[1:], strict=True)) for r in cells(page, "dl-admin-matrix")}
+    assert set(matrix) == set(activity["readerConsensus"]) == {"ann", "bob"}
+    for reader, shares in activity["readerConsensus"].items():
+        expected = {label: f"{round(v * 100)} %" for label, v in shares.items() if v is not None}
+        assert expected and matrix[reader] == {label: expected.get(label, "—") for label in header[1:]}, matrix
+    assert any(v != "100 %" for row in matrix.values() for v in row.values())  # ann and bob disagree once
+    figure = page.locator("#dl-chart-matrix")
+    assert figure.get_attribute("role") == "img" and figure.get_attribute("aria-describedby")
+    box = figure.bounding_box()
+    assert box is not None and box["width"] <= viewport["width"] and box["height"] >= 90, box
+    assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]  # no sideways scrolling
 
     # Every chart is drawn by Chart.js on its canvas.
-    drawn = page.evaluate("""() => ['dl-chart-jobs', 'dl-chart-per-day', 'dl-chart-times', 'dl-chart-kappa']
+    drawn = page.evaluate("""() => ['dl-chart-jobs', 'dl-chart-per-day', 'dl-chart-times', 'dl-chart-kappa',
+                                    'dl-chart-matrix']
         .map(id => { const c = document.getElementById(id); return [id, c.width > 0 && c.height > 0,
                      c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some(v => v !== 0)]; })""")
     assert all(ok and painted for _, ok, painted in drawn), drawn
-    shot = keep(site, page, "admin-1366x768.png")
+    shot = keep(site, page, f"admin-{size}.png")
     assert shot.stat().st_size > 10_000
 
     # Export: progress while it runs, then links served by the service (no file:// path on the page).
@@ -144,44 +162,48 @@ def test_admin_page_statistics_charts_users_jobs_export(site: dict[str, Any]) ->
     assert requests.get(site["base"] + href, timeout=30).status_code == 401  # not without a session
 
     # Users: create one, change its role, reset its password, deactivate it.
-    page.get_by_label("User name").fill("dora")
+    dora = f"dora{viewport['width']}"
+    page.get_by_label("User name").fill(dora)
     page.locator("#dl-user-role").select_option("reviewer")
     page.get_by_label("Initial password").fill("dora-password-1")
     page.get_by_role("button", name="Create user").click()
-    page.wait_for_selector("#dl-admin-users tbody tr:has-text('dora')")
-    Api(base_url=site["base"]).login("dora", "dora-password-1")
-    page.get_by_label("Role of dora").select_option("annotator")
-    page.wait_for_function("() => document.getElementById('dl-message').textContent.includes('dora is now annotator')")
-    page.get_by_label("New password for dora").fill("dora-password-2")
-    page.get_by_role("button", name="Reset password of dora").click()
-    page.wait_for_function("() => document.getElementById('dl-message').textContent.includes('Password of dora')")
-    Api(base_url=site["base"]).login("dora", "dora-password-2")
-    page.get_by_role("button", name="Deactivate dora").click()
-    page.wait_for_selector("#dl-admin-users tbody tr:has-text('deactivated')")
+    page.wait_for_selector(f"#dl-admin-users tbody tr:has-text('{dora}')")
+    Api(base_url=site["base"]).login(dora, "dora-password-1")
+    page.get_by_label(f"Role of {dora}").select_option("annotator")
+    page.wait_for_function(f"() => document.getElementById('dl-message').textContent.includes('{dora} is now annotator')")
+    page.get_by_label(f"New password for {dora}").fill("dora-password-2")
+    page.get_by_role("button", name=f"Reset password of {dora}").click()
+    page.wait_for_function(f"() => document.getElementById('dl-message').textContent.includes('Password of {dora}')")
+    Api(base_url=site["base"]).login(dora, "dora-password-2")
+    page.get_by_role("button", name=f"Deactivate {dora}").click()
+    page.wait_for_selector(f"#dl-admin-users tbody tr:has-text('{dora}'):has-text('deactivated')")
     users = {u["username"]: u for u in site["admin"].call("GET", "/admin/users")[1]["users"]}
-    assert users["dora"]["role"] == "annotator" and users["dora"]["active"] is False
+    assert users[dora]["role"] == "annotator" and users[dora]["active"] is False
     log.errors = [e for e in log.errors if "HTTP 401" not in e]
 
     # Jobs: the manifest is picked from the store's list.
     options = page.locator("#dl-job-manifest option").all_text_contents()
     assert any("manifests/input.manifest" in o for o in options), options
-    page.get_by_label("Name", exact=True).fill("from-the-page")
+    name = f"from-the-page-{viewport['width']}"
+    page.get_by_label("Name", exact=True).fill(name)
     page.locator("#dl-job-manifest").select_option("manifests/input.manifest")
     page.get_by_label("Readers per image").fill("1")
     page.locator("#dl-job-strategy").select_option("random")
     page.get_by_label("Instructions").fill("Look at the apex.")
     page.get_by_label("Due date").fill("2031-05-01")
     page.get_by_role("button", name="Create job").click()
-    page.wait_for_selector("#dl-admin-jobs tbody tr:has-text('from-the-page')")
-    created = next(j for j in site["admin"].call("GET", "/admin/jobs")[1]["jobs"] if j["name"] == "from-the-page")
+    page.wait_for_selector(f"#dl-admin-jobs tbody tr:has-text('{name}')")
+    created = next(j for j in site["admin"].call("GET", "/admin/jobs")[1]["jobs"] if j["name"] == name)
     assert created["readersPerImage"] == 1 and created["strategy"] == "random"
     assert created["instructions"] == "Look at the apex." and created["dueDate"].startswith("2031-05-01")
     assert not log.errors, log.errors
     page.context.close()
 
 
-def test_review_page_pages_filters_text_states_and_prefilled_rois(site: dict[str, Any]) -> None:
-    page, log = sign_in(site, "rev", PASSWORD, "/ui/review")
+@pytest.mark.parametrize("viewport", VIEWPORTS)
+def test_review_page_pages_filters_text_states_and_prefilled_rois(site: dict[str, Any],
+                                                                  viewport: dict[str, int]) -> None:
+    page, log = sign_in(site, "rev", PASSWORD, "/ui/review", viewport)
     page.wait_for_selector("#dl-review-tasks tbody tr button")
     page.locator("#dl-review-job").select_option(str(site["job"]["id"]))
     page.locator("#dl-review-filter").select_option("all")
@@ -206,7 +228,7 @@ def test_review_page_pages_filters_text_states_and_prefilled_rois(site: dict[str
         any("Edema: absent" in t and "differs from consensus" in t for t in texts), texts
     prefilled = page.evaluate("window.dicomlabViewer.getAnswer()")
     assert len(prefilled["rois"]) == 1 and prefilled["rois"][0]["finding"] == "Edema"
-    keep(site, page, "review-1366x768.png")
+    keep(site, page, f"review-{viewport['width']}x{viewport['height']}.png")
     assert not log.errors, log.errors
     page.context.close()
 

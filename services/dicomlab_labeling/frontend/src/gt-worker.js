@@ -4,8 +4,10 @@
 // #dicomlab-task[data-task-input]; this module shows the image, keeps the hidden input
 // `answer` of the <crowd-form> filled with the clean answer JSON, and blocks submitting an
 // incomplete answer or any answer while the image is not displayed (loading, or failed: the viewer then
-// offers Retry, and "Skip: could not load", which here tells the worker to release the task: Ground
-// Truth has no skip, and an answer for an image nobody saw must not reach consolidation).
+// offers Retry, and "Skip: could not load"). Ground Truth has no skip of its own, so that button submits
+// an explicit skip and no findings: {"skipped": {"reason": "could not load", "detail": "HTTP 403 …"},
+// "sopInstanceUid"}. The consolidation callback lists the worker under "notLabeledBy" for the image
+// (no answer from them: neither absent findings nor a malformed answer).
 import { LabelingViewer } from './viewer/index.js';
 
 function parseMaybeJson(value) {
@@ -15,6 +17,13 @@ function parseMaybeJson(value) {
   } catch {
     return null;
   }
+}
+
+/** The answer a worker submits when the image could not be loaded: a skip with its reason, no findings. */
+export function skipAnswer(detail, sopInstanceUid) {
+  const answer = { skipped: { reason: 'could not load', detail: String(detail ?? '').slice(0, 160) } };
+  if (sopInstanceUid) answer.sopInstanceUid = sopInstanceUid;
+  return answer;
 }
 
 function previousAnswerOf(input) {
@@ -34,6 +43,7 @@ async function main() {
   const write = (answer) => {
     answerInput.value = JSON.stringify(answer);
   };
+  let skipping = null; // the skip answer being submitted, if the worker chose "Skip: could not load"
   const viewer = new LabelingViewer(document.getElementById('dicomlab-viewer'), {
     labels: input.labels ?? '',
     onChange: write,
@@ -45,13 +55,22 @@ async function main() {
       if (state !== 'ready') answerInput.value = '';
     },
     onSkipUnloadable: (reason) => {
+      // Only while the load failed: a skip never replaces an answer for an image that is displayed.
+      if (viewer.isReady()) return;
+      skipping = skipAnswer(reason, input.sopInstanceUid);
       viewer.statusEl.textContent =
-        `This image could not be loaded (${reason}). Nothing will be submitted: use "Release task" ` +
-        '(or "Decline task") in the worker portal so that another worker gets it.';
+        `This image could not be loaded (${reason}). Submitted as "not labeled: could not load"; ` +
+        'no finding was submitted for it.';
+      if (typeof form?.submit === 'function') form.submit();
     },
   });
   window.dicomlabViewer = viewer; // for the browser tests and for debugging in the worker console
   form?.addEventListener('submit', (event) => {
+    if (skipping && !viewer.isReady()) {
+      write(skipping);
+      return;
+    }
+    skipping = null;
     if (viewer.validate().length) {
       answerInput.value = '';
       event.preventDefault();

@@ -3,7 +3,7 @@
 // download links served by the service; user accounts (create, role, reset password, deactivate).
 import { el, replaceChildren } from '../viewer/dom.js';
 import { describeError, fillTable, row, showMessage } from './ui.js';
-import { agreementChart, histogramChart, perDayChart, progressChart } from './charts.js';
+import { agreementChart, histogramChart, matrixChart, perDayChart, progressChart } from './charts.js';
 
 const fixed = (v, digits = 2) => (typeof v === 'number' && Number.isFinite(v) ? v.toFixed(digits) : '—');
 const percent = (part, whole) => (whole > 0 ? `${Math.round((100 * part) / whole)} %` : '—');
@@ -94,6 +94,10 @@ export default async function admin({ api, user }) {
         ),
       ),
     );
+    // The same numbers as a chart; the table stays as its text alternative.
+    const canvas = document.getElementById('dl-chart-matrix');
+    canvas.parentElement.style.height = `${90 + 34 * Math.max(1, readers.length)}px`;
+    draw('matrix', () => matrixChart(canvas, readers, labels, activity.readerConsensus));
   }
 
   async function openJob(job) {

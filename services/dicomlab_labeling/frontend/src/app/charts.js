@@ -116,3 +116,98 @@ export function histogramChart(canvas, seconds) {
     options: { ...BASE, scales: { y: { beginAtZero: true, ticks: { precision: 0 } }, x: { title: { display: true, text: 'seconds per image' } } } },
   });
 }
+
+/** A share 0..1 as "83 %" (the text drawn in a matrix cell), "—" when there is none. */
+export function shareText(v) {
+  return typeof v === 'number' && Number.isFinite(v) ? `${Math.round(v * 100)} %` : '—';
+}
+
+/** Cell fill for a share 0..1: one hue, lighter = less agreement (grey: no answer). The text repeats it. */
+export function shareFill(v) {
+  if (typeof v !== 'number' || !Number.isFinite(v)) return '#e6e6e6';
+  const t = Math.max(0, Math.min(1, v));
+  const mix = (a, b) => Math.round(a + (b - a) * t);
+  return `rgb(${mix(237, 0)}, ${mix(248, 90)}, ${mix(233, 50)})`; // #edf8e9 → #005a32
+}
+
+/** The text colour that reads on shareFill(v). */
+function inkOn(v) {
+  return typeof v === 'number' && v >= 0.55 ? '#fff' : '#111';
+}
+
+// Draws each cell's value as text, so the matrix never relies on colour alone.
+const cellText = {
+  id: 'dlCellText',
+  afterDatasetsDraw(chart) {
+    const { ctx } = chart;
+    ctx.save();
+    ctx.textAlign = 'center';
+    ctx.textBaseline = 'middle';
+    chart.data.datasets.forEach((dataset, i) => {
+      chart.getDatasetMeta(i).data.forEach((bar, j) => {
+        const v = dataset.shares[j];
+        const text = shareText(v);
+        const width = bar.width ?? 0;
+        const size = Math.max(9, Math.min(13, Math.floor(width / 4)));
+        ctx.font = `${size}px system-ui, sans-serif`;
+        const shown = ctx.measureText(text).width <= width - 4 ? text : text.replace(' %', '');
+        ctx.fillStyle = inkOn(v);
+        ctx.fillText(shown, bar.x, (bar.y + bar.base) / 2);
+      });
+    });
+    ctx.restore();
+  },
+};
+
+/**
+ * The reader-versus-consensus agreement matrix: one row per reader, one column per finding, each
+ * cell the share of that reader's answers equal to the consensus (value as text, shade repeating it).
+ * Drawn as stacked unit bars (one stack per finding, one segment per reader), so only Chart.js's
+ * bar controller is needed. `shares[reader][label]` is a number 0..1 or null.
+ */
+export function matrixChart(canvas, readers, labels, shares) {
+  const value = (r, l) => shares?.[r]?.[l] ?? null;
+  return new Chart(canvas, {
+    type: 'bar',
+    data: {
+      labels,
+      datasets: readers.map((reader) => ({
+        label: reader,
+        data: labels.map(() => 1),
+        shares: labels.map((l) => value(reader, l)),
+        backgroundColor: labels.map((l) => shareFill(value(reader, l))),
+        borderColor: '#fff',
+        borderWidth: 1,
+        barPercentage: 1,
+        categoryPercentage: 1,
+      })),
+    },
+    options: {
+      ...BASE,
+      plugins: {
+        legend: { display: false },
+        tooltip: {
+          callbacks: {
+            title: (items) => items[0]?.label ?? '',
+            label: (item) => `${item.dataset.label}: ${shareText(item.dataset.shares[item.dataIndex])} agree with the consensus`,
+          },
+        },
+      },
+      scales: {
+        x: { stacked: true, grid: { display: false }, ticks: { autoSkip: false, maxRotation: 45 } },
+        y: {
+          stacked: true,
+          reverse: true, // first reader on top, as in the table
+          min: 0,
+          max: Math.max(1, readers.length),
+          grid: { display: false },
+          afterBuildTicks: (axis) => {
+            axis.ticks = readers.map((_, i) => ({ value: i + 0.5 }));
+          },
+          ticks: { autoSkip: false, callback: (v) => readers[Math.floor(v)] ?? '' },
+        },
+      },
+    },
+    plugins: [cellText],
+  });
+}
