@@ -22,6 +22,16 @@ function tokenKey(urlOrImageId) {
     .replace(/[?&]frame=\d+$/, '');
 }
 
+/**
+ * Image id for a proxy URL: `/instances/{id}/file` is a DICOM file (wadouri). `key` makes the id unique
+ * to one viewer (a URL fragment, never sent): Cornerstone ties annotations to image ids, so viewers
+ * showing the same image side by side would otherwise share (and submit) each other's ROIs.
+ */
+export function imageIdFor(url, key = '') {
+  const id = url.startsWith('wadouri:') || url.startsWith('wadors:') ? url : `wadouri:${url}`;
+  return key ? `${id}#${key}` : id;
+}
+
 /** Remember the token for one image URL or image id (or the default token when `url` is empty). */
 export function setToken(token, url = '') {
   if (url) tokens.set(tokenKey(url), token);
