@@ -36,6 +36,9 @@ async function main() {
   };
   const viewer = new LabelingViewer(document.getElementById('dicomlab-viewer'), {
     labels: input.labels ?? '',
+    // Ground Truth jobs have no per-job option yet: findings start absent unless the task input says
+    // "not-looked-at" (then the worker must set each finding, or mark the rest absent, before submitting).
+    defaultFindingState: input.defaultFindingState === 'not-looked-at' ? 'not-looked-at' : 'absent',
     onChange: write,
     onSubmit: (answer) => {
       write(answer);

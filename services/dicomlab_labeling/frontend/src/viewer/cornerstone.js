@@ -9,6 +9,7 @@
 import * as core from '@cornerstonejs/core';
 import * as tools from '@cornerstonejs/tools';
 import dicomImageLoader from '@cornerstonejs/dicom-image-loader';
+import { ClickPolygonTool } from './polygon.js';
 
 let ready = null;
 const tokens = new Map(); // image URL (without the wadouri: prefix) -> bearer token
@@ -86,6 +87,7 @@ export function initCornerstone({ cpu = false, maxWebWorkers = 1 } = {}) {
       tools.RectangleROITool,
       tools.EllipticalROITool,
       tools.PlanarFreehandROITool,
+      ClickPolygonTool,
     ]) {
       tools.addTool(Tool);
     }

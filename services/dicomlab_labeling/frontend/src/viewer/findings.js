@@ -1,9 +1,10 @@
 // The findings panel: the reader's findings (a FindingsModel) with one row per finding showing its
 // states (radios) and hotkey, the focused row (J/K), an optional note and "quality issue" flag, the
 // problems that block submitting, and the shortcut list. Setting a finding absent while it has ROIs asks
-// the reader first (roiguard.js).
+// the reader first (roiguard.js). A finding may be "not looked at" (no state chosen; the job's default):
+// its row says so, and "Mark the rest absent" sets every such finding absent in one step.
 
-import { FindingsModel, MAX_NOTE_CHARS, NO_FINDING, STATES } from './answer.js';
+import { FindingsModel, MAX_NOTE_CHARS, NO_FINDING, NOT_LOOKED_AT, STATES } from './answer.js';
 import { el } from './dom.js';
 import { CYCLE, keyText } from './hotkeys.js';
 import { askRemoveRois, orphanRois } from './roiguard.js';
@@ -52,6 +53,7 @@ export class FindingsPanel {
         'fieldset',
         { class: 'dl-finding', dataset: { index: String(index) } },
         el('legend', {}, label),
+        el('span', { class: 'dl-not-looked' }, 'not looked at'),
         hotkeys.has(label) ? el('kbd', { class: 'dl-hotkey', title: `Key cycling ${label}` }, keyText(hotkeys.get(label))) : null,
         ...radios,
       );
@@ -60,11 +62,24 @@ export class FindingsPanel {
       this.el.append(row);
     });
     this.problemsEl = el('p', { class: 'dl-problems', role: 'alert' });
+    this.restButton = readOnly
+      ? null
+      : el('button', { type: 'button', class: 'dl-rest-absent', title: 'Shift+N', onclick: () => this.markRestAbsent() },
+          'Mark the rest absent (Shift+N)');
+  }
+
+  /** Every finding still "not looked at" becomes absent; findings already decided are left alone. */
+  markRestAbsent() {
+    if (this.readOnly || this.guarding) return [];
+    const changed = this.model.markRestAbsent();
+    this.sync();
+    if (changed.length) this.onChange(null);
+    return changed;
   }
 
   /** Start afresh from `findings` ({label: state}; a new image, an undo step). */
   reset(findings) {
-    this.model = new FindingsModel(this.labels, findings);
+    this.model = new FindingsModel(this.labels, findings, this.model.defaultState);
     this.sync();
   }
 
@@ -75,7 +90,7 @@ export class FindingsPanel {
    */
   async set(label, state) {
     if (this.readOnly || this.guarding) return false;
-    const trial = new FindingsModel(this.labels, this.model.toJSON());
+    const trial = new FindingsModel(this.labels, this.model.toJSON(), this.model.defaultState);
     trial.set(label, state);
     const orphans = orphanRois(this.rois(), trial.toJSON());
     if (orphans.length) {
@@ -96,7 +111,7 @@ export class FindingsPanel {
     return true;
   }
 
-  /** Cycle one finding (its hotkey): absent → present → uncertain → absent. */
+  /** Cycle one finding (its hotkey): (not looked at →) present → uncertain → absent → present. */
   cycle(label) {
     const index = this.labels.indexOf(label);
     if (index < 0) return;
@@ -106,7 +121,8 @@ export class FindingsPanel {
 
   /** An ROI was tied to `label`: drawing an ROI says the finding is there (unless the reader said uncertain). */
   used(label) {
-    if (label && label !== NO_FINDING && this.model.get(label) === 'absent') this.model.set(label, 'present');
+    const state = this.model.get(label);
+    if (label && label !== NO_FINDING && (state === 'absent' || state === NOT_LOOKED_AT)) this.model.set(label, 'present');
     this.sync();
   }
 
@@ -118,6 +134,7 @@ export class FindingsPanel {
       for (const input of row.querySelectorAll('input')) input.checked = input.value === state;
       row.dataset.state = state;
     }
+    if (this.restButton) this.restButton.disabled = model.notLookedAt().length === 0;
     this.problemsEl.textContent = '';
   }
 

@@ -41,7 +41,8 @@ export class LabelingViewer {
    *   onSkipUnloadable(reason) (offers "Skip: could not load" after a failed load), loadTimeoutMs,
    *   cpu (force CPU rendering), help (false: no shortcut list), isolate (image ids unique to this viewer),
    *   notes (a note and a "quality issue" flag with the answer), windowPresets (the job's own window
-   *   presets, see presets.js), hotkeys ({label: key})
+   *   presets, see presets.js), hotkeys ({label: key}), defaultFindingState ('not-looked-at', the default:
+   *   nothing can be submitted until every finding is set; or 'absent')
    */
   constructor(root, options = {}) {
     this.root = root;
@@ -49,7 +50,7 @@ export class LabelingViewer {
     this.id = `dl${++counter}`;
     Object.assign(this, { sopInstanceUid: '', startedAt: Date.now(), loadGeneration: 0, lastRequest: null });
     Object.assign(this, { retries: 0, history: new History(), presets: presetsFor(options.windowPresets), restoring: false });
-    this.buildDom(new FindingsModel(options.labels ?? [], options.initialFindings));
+    this.buildDom(new FindingsModel(options.labels ?? [], options.initialFindings, options.defaultFindingState));
     this.onKeyDown = keyHandler(this);
     if (this.options.keyboard) document.addEventListener('keydown', this.onKeyDown);
   }
@@ -61,6 +62,7 @@ export class LabelingViewer {
     const view = (this.view = new ImageViewport({
       id: this.id, root: this.root, cpu, readOnly: ro, onAnnotation: (event) => this.roiLayer.handle(event),
       onWindowChange: () => this.showWindowLevel(), onToolChange: (key) => this.toolbar?.markTool(key),
+      textLines: (data, targetId) => this.roiLayer.textLines(data, targetId),
     }));
     this.actions = {
       setTool: (key) => view.setTool(key), applyPreset: (key) => view.applyPreset(key, this.presets[key]),
@@ -77,7 +79,7 @@ export class LabelingViewer {
     this.overlayEl = el('div', { class: 'dl-overlay', 'aria-label': 'Image facts' });
     this.loadState = new LoadState({ root: this.root, viewport: view.element, onRetry: () => this.retry(),
       onSkip: this.options.onSkipUnloadable ? (reason) => this.options.onSkipUnloadable(reason) : null });
-    const side = el('div', { class: 'dl-side' }, el('h2', {}, 'Findings'), this.panel.el, this.roiLayer.el,
+    const side = el('div', { class: 'dl-side' }, el('h2', {}, 'Findings'), this.panel.el, this.panel.restButton, this.roiLayer.el,
       ro || !this.options.notes ? null : this.panel.buildNotePanel(), this.panel.problemsEl,
       this.options.help === false ? null : helpBlock(SHORTCUTS));
     const stage = el('div', { class: 'dl-stage' }, view.element, this.overlayEl, this.loadState.panel);
@@ -180,7 +182,7 @@ export class LabelingViewer {
   }
 
   setLabels(labels) {
-    const next = new FindingsModel(labels);
+    const next = new FindingsModel(labels, {}, this.model.defaultState);
     if (next.labels.join('\n') === this.model.labels.join('\n')) return;
     this.view.destroy(); // buildDom replaces the viewport element: the next load enables the new one
     this.buildDom(next);
@@ -211,6 +213,14 @@ export class LabelingViewer {
   cycleFinding(label) { this.panel.cycle(label); } // prettier-ignore
   focusFinding(index, scroll = true) { this.panel.focus(index, scroll); } // prettier-ignore
   rois() { return this.roiLayer.rois(); } // prettier-ignore
+  markRestAbsent() { return this.panel.markRestAbsent(); } // prettier-ignore
+
+  /** Give ROI `uid` its finding (drawn first, the finding chosen after: its key or the list). */
+  assignRoi(uid, label) {
+    if (this.options.readOnly || !this.model.labels.includes(label)) return;
+    this.roiLayer.assign(uid, label);
+    this.emitChange();
+  }
 
   /** After a choice in a select, give the keyboard back to the viewer (a focused select eats shortcuts). */
   releaseFocus(control) {
@@ -228,6 +238,11 @@ export class LabelingViewer {
   validate() {
     const problems = this.model.problems();
     if (!this.isReady()) problems.unshift('The image is not displayed: it cannot be labelled until it loads.');
+    const unassigned = this.roiLayer.unassigned().length;
+    if (unassigned) {
+      problems.push(`${unassigned === 1 ? 'An ROI has' : `${unassigned} ROIs have`} no finding: select it and ` +
+        "press its finding's key (or choose it in the ROI list), or remove it.");
+    }
     if (orphanRois(this.rois(), this.model.toJSON()).length) {
       problems.push('An ROI belongs to a finding marked absent: remove the ROI or change the finding.');
     }

@@ -10,7 +10,9 @@ export const SHORTCUTS = Object.freeze([
   ['W', 'Window/level tool (left drag)'],
   ['P', 'Pan tool (also middle drag)'],
   ['Z', 'Zoom tool (also right drag, wheel)'],
-  ['R / E / G', 'Draw rectangle / ellipse / polygon ROI'],
+  ['R / E / G', 'Draw rectangle / ellipse / polygon ROI (polygon: click each vertex)'],
+  ['Enter / Escape', 'Close / cancel the polygon being placed (or double-click, or click its first vertex)'],
+  ['Shift+G', 'Draw a freehand ROI (drag)'],
   ['1 / 2 / 3', 'Lung / mediastinum / bone window (from the image\'s histogram)'],
   ['I', 'Invert'],
   ['T', 'Rotate 90°'],
@@ -18,10 +20,12 @@ export const SHORTCUTS = Object.freeze([
   ['0', 'Reset view'],
   ['J / K', 'Next / previous finding'],
   ['Y / N / U', 'Selected finding present / absent / uncertain'],
-  ['Key beside a finding', 'Cycle that finding: present → uncertain → absent'],
+  ['Key beside a finding', 'Cycle that finding: present → uncertain → absent; with a new ROI selected: its finding'],
+  ['Shift+N', 'Mark the rest absent (the findings not looked at yet)'],
   ['F', '"No Finding" present'],
   ['[ / ]', 'Previous / next finding for new ROIs'],
   ['Delete', 'Remove the last ROI'],
+  ['Shift+I', 'Show / hide ROI statistics (mean, std, area)'],
   ['Ctrl+Z / Ctrl+Shift+Z', 'Undo / redo (findings and ROIs)'],
   ['Ctrl+Enter', 'Submit'],
 ]);
@@ -63,6 +67,20 @@ export function keyHandler(v) {
   return (event) => {
     if (isTyping(event) || event.altKey || event.metaKey) return;
     if (v.panel.guarding || v.root.querySelector('dialog[open]')) return; // the dialog has the keyboard
+    if (v.view.drawingPolygon()) {
+      // Placing a polygon: Enter closes it, Escape drops it; Backspace/Delete go to the tool (last vertex).
+      if (event.key === 'Enter' && !event.ctrlKey) {
+        event.preventDefault();
+        v.view.closePolygon();
+        return;
+      }
+      if (event.key === 'Escape') {
+        event.preventDefault();
+        v.view.discardPolygon();
+        return;
+      }
+      if (event.key === 'Backspace' || event.key === 'Delete') return;
+    }
     if (event.ctrlKey) {
       const key = event.key.toLowerCase();
       if (event.key === 'Enter') {
@@ -78,7 +96,20 @@ export function keyHandler(v) {
     const hot = labelForKey(v.hotkeys, event);
     if (hot) {
       event.preventDefault();
-      if (!v.options.readOnly) v.cycleFinding(hot);
+      if (v.options.readOnly) return;
+      const roi = v.roiLayer.selectedUnassigned(); // draw first, then the finding's key
+      if (roi) v.assignRoi(roi, hot);
+      else v.cycleFinding(hot);
+      return;
+    }
+    const shifted = {
+      G: () => v.actions.setTool('freehand'),
+      N: () => !v.options.readOnly && v.markRestAbsent(),
+      I: () => v.roiLayer.setShowStats(!v.roiLayer.showStats),
+    };
+    if (event.shiftKey && shifted[event.key]) {
+      event.preventDefault();
+      shifted[event.key]();
       return;
     }
     const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;

@@ -1,10 +1,15 @@
 // ROIs: the Cornerstone annotations drawn on the current image, the finding each belongs to, the ROI
-// panel (the finding for new ROIs, the list with each ROI's finding and a remove button), and their
-// conversion to and from the answer's image pixel coordinates (see answer.js).
+// panel (the finding for new ROIs, the list with each ROI's finding and a remove button, the statistics
+// toggle), the text drawn next to each ROI (its finding's name; mean / std / area only when asked), and
+// their conversion to and from the answer's image pixel coordinates (see answer.js).
+//
+// Draw first, choose after: by default a new ROI has no finding yet ("unassigned") and is selected; the
+// reader then presses the finding's key (or picks it in the list). An unassigned ROI blocks submitting.
 
 import { boundingCorners, NO_FINDING } from './answer.js';
 import { core, tools } from './cornerstone.js';
 import { el, replaceChildren } from './dom.js';
+import { polygonStats } from './polygon.js';
 import { ROI_TOOL_BY_NAME } from './viewport.js';
 
 export class RoiLayer {
@@ -19,8 +24,10 @@ export class RoiLayer {
     this.onFindingUsed = onFindingUsed;
     this.onChange = onChange;
     this.releaseFocus = releaseFocus;
-    this.findingsByAnnotation = new Map();
-    this.newFinding = labels.find((l) => l !== NO_FINDING) ?? labels[0];
+    this.findingsByAnnotation = new Map(); // uid -> finding ('' = not chosen yet)
+    this.selected = null; // the ROI a finding's key assigns while it has no finding
+    this.showStats = false;
+    this.newFinding = ''; // '' = choose after drawing
     this.select = el('select', {
       id: `${id}-roi-finding`,
       onchange: () => {
@@ -28,9 +35,19 @@ export class RoiLayer {
         this.releaseFocus(this.select);
       },
     });
+    this.select.append(el('option', { value: '' }, 'Choose after drawing'));
     for (const label of labels) this.select.append(el('option', { value: label }, label));
-    this.select.value = this.newFinding ?? '';
+    this.select.value = this.newFinding;
     this.list = el('ul', { class: 'dl-roi-list', 'aria-label': 'Regions of interest' });
+    this.statsToggle = el('input', {
+      type: 'checkbox',
+      id: `${id}-roi-stats`,
+      class: 'dl-roi-stats',
+      onchange: () => {
+        this.setShowStats(this.statsToggle.checked);
+        this.releaseFocus(this.statsToggle);
+      },
+    });
     this.el = el(
       'div',
       { class: 'dl-roi-panel' },
@@ -38,7 +55,53 @@ export class RoiLayer {
       readOnly ? null : el('label', { for: `${id}-roi-finding` }, 'Finding for new ROIs '),
       readOnly ? null : this.select,
       this.list,
+      el('label', { class: 'dl-roi-stats-label' }, this.statsToggle, ' Show statistics (mean, std, area) (Shift+I)'),
     );
+  }
+
+  /** Show or hide each ROI's statistics on the image (hidden by default: they distract from reading). */
+  setShowStats(show) {
+    this.showStats = Boolean(show);
+    this.statsToggle.checked = this.showStats;
+    this.el.dataset.stats = this.showStats ? 'shown' : 'hidden';
+    for (const a of this.annotations()) a.invalidated = true;
+    this.view.render();
+  }
+
+  /** The text drawn next to an ROI: its finding (or that it has none yet), then its statistics if asked. */
+  textLines(data, targetId) {
+    const lines = [data.label ? data.label : 'No finding yet: press its key'];
+    if (!this.showStats) return lines;
+    let stats = data.cachedStats?.[Array.isArray(targetId) ? targetId[0] : targetId] ?? {};
+    if (!Number.isFinite(stats.mean) && data.spline) stats = { ...stats, ...this.clickPolygonStats(data) };
+    const round = (v) => Math.round(v * 100) / 100;
+    if (Number.isFinite(stats.mean)) lines.push(`Mean: ${round(stats.mean)}`);
+    if (Number.isFinite(stats.stdDev)) lines.push(`Std: ${round(stats.stdDev)}`);
+    if (Number.isFinite(stats.area)) lines.push(`Area: ${round(stats.area)} ${stats.areaUnit ?? ''}`.trim());
+    return lines;
+  }
+
+  /** Mean and std inside a click-placed polygon (computed once per shape). */
+  clickPolygonStats(data) {
+    const image = this.imageId ? core.cache.getImage(this.imageId) : null;
+    if (!image) return {};
+    const vertices = (data.handles?.points ?? []).map((p) => core.utilities.worldToImageCoords(this.imageId, p));
+    const key = JSON.stringify(vertices);
+    if (data.dicomlabStats?.key !== key) {
+      data.dicomlabStats = { key, stats: polygonStats(image.getPixelData(), image.columns, image.rows, vertices) };
+    }
+    return data.dicomlabStats.stats;
+  }
+
+  /** The selected ROI when it has no finding yet (a finding's key then assigns it), else null. */
+  selectedUnassigned() {
+    const uid = this.selected;
+    return uid && this.findingsByAnnotation.get(uid) === '' && this.rois().some((r) => r.uid === uid) ? uid : null;
+  }
+
+  /** The ROIs that have no finding yet. */
+  unassigned() {
+    return this.rois().filter((r) => !r.finding);
   }
 
   get imageId() {
@@ -62,7 +125,8 @@ export class RoiLayer {
       const finding = this.newFinding;
       this.findingsByAnnotation.set(a.annotationUID, finding);
       a.data.label = finding;
-      this.onFindingUsed(finding);
+      this.selected = a.annotationUID;
+      if (finding) this.onFindingUsed(finding);
     }
     this.renderList();
     // An ROI being drawn is not part of the answer yet (it is when completed); one handle drag fires many
@@ -75,6 +139,7 @@ export class RoiLayer {
   points(a) {
     const toImage = (p) => core.utilities.worldToImageCoords(this.imageId, p);
     const tool = ROI_TOOL_BY_NAME[a.metadata.toolName];
+    if (a.metadata.toolName === 'ClickPolygonROI') return (a.data?.handles?.points ?? []).map(toImage).map(([x, y]) => [x, y]);
     if (tool === 'polygon') {
       const polyline = a.data?.contour?.polyline ?? a.data?.polyline ?? [];
       return polyline.map(toImage).map(([x, y]) => [x, y]);
@@ -90,10 +155,12 @@ export class RoiLayer {
         uid: a.annotationUID,
         tool: ROI_TOOL_BY_NAME[a.metadata.toolName],
         finding: this.findingsByAnnotation.get(a.annotationUID) ?? a.data?.label ?? '',
+        closed: a.metadata.toolName !== 'ClickPolygonROI' || Boolean(a.data?.contour?.closed),
         points: this.points(a),
         imageId: this.imageId,
       }))
-      .filter((r) => r.points.length >= 2);
+      .filter((r) => r.points.length >= 2 && r.closed)
+      .map(({ closed, ...roi }) => roi);
   }
 
   /** The ROIs as plain JSON for undo snapshots (only those tied to a finding by this viewer). */
@@ -103,13 +170,17 @@ export class RoiLayer {
       .map(({ tool, finding, points }) => ({ tool, finding, points }));
   }
 
-  /** Tie ROI `uid` to `finding`. */
+  /** Tie ROI `uid` to `finding` (a finding's key, or the list). */
   assign(uid, finding) {
     this.findingsByAnnotation.set(uid, finding);
     const a = tools.annotation.state.getAnnotation(uid);
-    if (a) a.data.label = finding;
-    this.onFindingUsed(finding);
+    if (a) {
+      a.data.label = finding;
+      a.invalidated = true;
+    }
+    if (finding) this.onFindingUsed(finding);
     this.view.render();
+    this.renderList();
   }
 
   renderList() {
@@ -123,12 +194,19 @@ export class RoiLayer {
           this.onChange(null);
         },
       });
+      select.append(el('option', { value: '', disabled: true }, 'Choose its finding'));
       for (const label of this.labels) select.append(el('option', { value: label }, label));
       select.value = roi.finding;
+      const selected = roi.uid === this.selected;
       return el(
         'li',
-        { dataset: { tool: roi.tool } },
-        el('span', {}, `${i + 1}. ${roi.tool} `),
+        {
+          dataset: { tool: roi.tool, finding: roi.finding, unassigned: roi.finding ? 'false' : 'true' },
+          class: selected ? 'dl-selected' : null,
+          'aria-current': selected ? 'true' : null,
+        },
+        el('button', { type: 'button', class: 'dl-roi-pick', 'aria-label': `Select ROI ${i + 1}`, onclick: () => this.pick(roi.uid) },
+          `${i + 1}. ${roi.tool}`),
         select,
         this.readOnly
           ? null
@@ -136,6 +214,13 @@ export class RoiLayer {
       );
     });
     replaceChildren(this.list, items);
+  }
+
+  /** Select ROI `uid` (a finding's key then assigns it when it has no finding yet). */
+  pick(uid) {
+    this.selected = uid;
+    this.renderList();
+    this.view.element.focus({ preventScroll: true });
   }
 
   remove(uid, { silent = false } = {}) {
@@ -154,12 +239,13 @@ export class RoiLayer {
   clear() {
     for (const a of this.annotations()) tools.annotation.state.removeAnnotation(a.annotationUID);
     this.findingsByAnnotation.clear();
+    this.selected = null;
     this.renderList();
   }
 
   /** Next / previous finding for new ROIs ([ / ]). */
   cycleNewFinding(step) {
-    const labels = this.labels.filter((l) => l !== NO_FINDING);
+    const labels = ['', ...this.labels.filter((l) => l !== NO_FINDING)];
     if (!labels.length) return;
     const i = labels.indexOf(this.newFinding);
     this.newFinding = labels[(i + step + labels.length) % labels.length];
@@ -172,7 +258,8 @@ export class RoiLayer {
     const camera = viewport.getCamera();
     const toWorld = (p) => core.utilities.imageToWorldCoords(this.imageId, p);
     for (const roi of rois) {
-      const toolName = Object.entries(ROI_TOOL_BY_NAME).find(([, t]) => t === roi.tool)?.[0];
+      // A polygon comes back as a closed freehand contour (the same vertices, editable by dragging).
+      const toolName = { rectangle: 'RectangleROI', ellipse: 'EllipticalROI', polygon: 'PlanarFreehandROI' }[roi.tool];
       if (!toolName || !Array.isArray(roi.points) || roi.points.length < 2) continue;
       let data;
       if (roi.tool === 'polygon') {

@@ -33,7 +33,8 @@ export class Toolbar {
       toolButton('zoom', 'Zoom', 'Zoom tool (Z)'),
       readOnly ? null : toolButton('rectangle', '▭', 'Rectangle ROI (R)'),
       readOnly ? null : toolButton('ellipse', '◯', 'Ellipse ROI (E)'),
-      readOnly ? null : toolButton('polygon', '⬠', 'Polygon ROI (G)'),
+      readOnly ? null : toolButton('polygon', '⬠', 'Polygon ROI: click each vertex, Enter closes (G)'),
+      readOnly ? null : toolButton('freehand', '✎', 'Freehand ROI: drag (Shift+G)'),
       el('span', { class: 'dl-sep' }),
       ...Object.entries(presets).map(([key, p], i) =>
         button(p.label, i < 3 ? `${p.label} window (${i + 1})` : `${p.label} window`, () => actions.applyPreset(key), {

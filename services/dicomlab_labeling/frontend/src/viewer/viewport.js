@@ -11,6 +11,7 @@ import { el } from './dom.js';
 import { installGeometryFallback } from './geometry.js';
 import { grayscalePlan, prepareImage, readAttributes, viewportProperties } from './grayscale.js';
 import { withTimeout } from './loadstate.js';
+import { CLICK_POLYGON_CONFIGURATION } from './polygon.js';
 
 export const TOOL_NAMES = {
   wl: 'WindowLevel',
@@ -18,9 +19,17 @@ export const TOOL_NAMES = {
   zoom: 'Zoom',
   rectangle: 'RectangleROI',
   ellipse: 'EllipticalROI',
-  polygon: 'PlanarFreehandROI',
+  polygon: 'ClickPolygonROI', // click to place vertices (polygon.js)
+  freehand: 'PlanarFreehandROI', // drag
 };
-export const ROI_TOOL_BY_NAME = { RectangleROI: 'rectangle', EllipticalROI: 'ellipse', PlanarFreehandROI: 'polygon' };
+/** The answer's ROI tool of each Cornerstone tool (both polygon tools give a "polygon"). */
+export const ROI_TOOL_BY_NAME = {
+  RectangleROI: 'rectangle',
+  EllipticalROI: 'ellipse',
+  ClickPolygonROI: 'polygon',
+  PlanarFreehandROI: 'polygon',
+};
+const ROI_KEYS = ['rectangle', 'ellipse', 'polygon', 'freehand'];
 const ANNOTATION_EVENTS = ['ANNOTATION_COMPLETED', 'ANNOTATION_MODIFIED', 'ANNOTATION_REMOVED'];
 
 let engine = null;
@@ -49,9 +58,10 @@ export class ImageViewport {
   /**
    * @param {object} options  id (unique per viewer), root (the viewer element: dataset state), cpu,
    *   readOnly, onAnnotation(event) (Cornerstone annotation events), onWindowChange() (after W/L changes),
-   *   onToolChange(key)
+   *   onToolChange(key), textLines(data, targetId) (the text drawn next to each ROI)
    */
-  constructor({ id, root, cpu = false, readOnly = false, onAnnotation, onWindowChange, onToolChange }) {
+  constructor({ id, root, cpu = false, readOnly = false, onAnnotation, onWindowChange, onToolChange, textLines }) {
+    this.textLines = textLines;
     this.id = id;
     this.root = root;
     this.cpu = cpu;
@@ -93,14 +103,18 @@ export class ImageViewport {
     });
     this.viewport = this.engine.getViewport(this.viewportId);
     const group = tools.ToolGroupManager.createToolGroup(`${this.id}-tools`);
-    for (const name of Object.values(TOOL_NAMES)) group.addTool(name);
+    const getTextLines = (data, targetId) => this.textLines?.(data, targetId) ?? [];
+    for (const [key, name] of Object.entries(TOOL_NAMES)) {
+      if (!ROI_KEYS.includes(key)) group.addTool(name);
+      else group.addTool(name, { getTextLines, ...(key === 'polygon' ? CLICK_POLYGON_CONFIGURATION : {}) });
+    }
     group.addViewport(this.viewportId, this.engine.id);
     const { MouseBindings } = tools.Enums;
     group.setToolActive(TOOL_NAMES.pan, { bindings: [{ mouseButton: MouseBindings.Auxiliary }] });
     group.setToolActive(TOOL_NAMES.zoom, {
       bindings: [{ mouseButton: MouseBindings.Secondary }, { mouseButton: MouseBindings.Wheel }],
     });
-    for (const name of ['rectangle', 'ellipse', 'polygon']) group.setToolPassive(TOOL_NAMES[name]);
+    for (const key of ROI_KEYS) group.setToolPassive(TOOL_NAMES[key]);
     group.setToolActive(TOOL_NAMES.wl, { bindings: [{ mouseButton: MouseBindings.Primary }] });
     this.toolGroup = group;
     const { Events } = tools.Enums;
@@ -191,10 +205,34 @@ export class ImageViewport {
     if (!this.toolGroup || !TOOL_NAMES[key]) return;
     if (this.readOnly && ROI_TOOL_BY_NAME[TOOL_NAMES[key]]) return;
     const { MouseBindings } = tools.Enums;
+    this.discardPolygon(); // a polygon half placed is dropped, not left listening for clicks
     this.toolGroup.setToolPassive(TOOL_NAMES[this.activeTool]);
     this.toolGroup.setToolActive(TOOL_NAMES[key], { bindings: [{ mouseButton: MouseBindings.Primary }] });
     this.activeTool = key;
     this.markTool();
+  }
+
+  polygonTool() {
+    return this.toolGroup?.getToolInstance(TOOL_NAMES.polygon) ?? null;
+  }
+
+  /** True while a click-to-place polygon is being drawn (Enter closes it, Escape drops it). */
+  drawingPolygon() {
+    return Boolean(this.polygonTool()?.drawing);
+  }
+
+  /** Vertices placed so far on the polygon being drawn (0 when none is). */
+  polygonVertices() {
+    const tool = this.polygonTool();
+    return tool?.drawing ? tool.editData.annotation.data.handles.points.length : 0;
+  }
+
+  closePolygon() {
+    return Boolean(this.polygonTool()?.close(this.element));
+  }
+
+  discardPolygon() {
+    return Boolean(this.polygonTool()?.discard(this.element));
   }
 
   markTool() {
@@ -286,6 +324,7 @@ export class ImageViewport {
   }
 
   destroy() {
+    if (this.viewport) this.discardPolygon();
     if (this.annotationListener) {
       const { Events } = tools.Enums;
       for (const name of ANNOTATION_EVENTS) core.eventTarget.removeEventListener(Events[name], this.annotationListener);
