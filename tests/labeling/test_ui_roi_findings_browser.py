@@ -217,6 +217,13 @@ def test_escape_cancels_a_polygon_and_a_job_default_absent_starts_findings_absen
     assert len(page.evaluate("window.dicomlabViewer.rois()[0].points")) == 3
     page.keyboard.press("Delete")
     page.wait_for_function("() => window.dicomlabViewer.rois().length === 0")
+    # A double-click closes it as well (the double-click's point is its last vertex).
+    place(page, rect, triangle[:2])
+    page.mouse.dblclick(rect["x"] + rect["width"] * 0.45, rect["y"] + rect["height"] * 0.7)
+    page.wait_for_function("() => window.dicomlabViewer.rois().length === 1", timeout=10_000)
+    assert len(page.evaluate("window.dicomlabViewer.rois()[0].points")) >= 3
+    page.keyboard.press("Delete")
+    page.wait_for_function("() => window.dicomlabViewer.rois().length === 0")
     # With findings absent by default, "No Finding" alone is a complete answer.
     page.keyboard.press("f")
     page.keyboard.press("Control+Enter")
