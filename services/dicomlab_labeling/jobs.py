@@ -25,6 +25,7 @@ from dicomlab_core.labels import parse_label_list
 from dicomlab_core.objectstore import ObjectStore, StoreScope, open_store
 from dicomlab_core.orthanc import OrthancClient
 from dicomlab_labeling import assist, gold
+from dicomlab_labeling.finding_defaults import check_default_finding_state
 from dicomlab_labeling.models import Assignment, AssignmentStatus, Job, JobStatus, Strategy, Task
 from dicomlab_labeling.window_presets import check_window_presets
 
@@ -83,7 +84,7 @@ def create_job(session: Session, *, name: str, manifest_uri: str, store: ObjectS
                allow_patient_identifiers: bool = False, strategy: str = Strategy.FEWEST_ANSWERS_FIRST.value,
                lease_seconds: int = 900, created_by: int | None = None, scope: StoreScope | None = None,
                gold_uri: str | None = None, ai_assistance: str = assist.Mode.OFF.value,
-               window_presets: Any = None) -> Job:
+               window_presets: Any = None, default_finding_state: Any = None) -> Job:
     """Create a job and its tasks from the manifest; raises :class:`BadRequest` naming what is wrong.
 
     ``gold_uri`` adds gold-standard images (see :mod:`dicomlab_labeling.gold`), each inserted at a
@@ -101,6 +102,7 @@ def create_job(session: Session, *, name: str, manifest_uri: str, store: ObjectS
     strategy = check_strategy(strategy)
     ai_assistance = assist.check_mode(ai_assistance)
     presets = check_window_presets(window_presets)
+    default_state = check_default_finding_state(default_finding_state)
     lines = read_manifest(manifest_uri, store, scope)
     if not lines:
         raise BadRequest("manifestUri: the manifest has no lines")
@@ -114,7 +116,7 @@ def create_job(session: Session, *, name: str, manifest_uri: str, store: ObjectS
               instructions=str(instructions or ""), due_date=due_date,
               allow_patient_identifiers=bool(allow_patient_identifiers), strategy=strategy,
               lease_seconds=lease_seconds, created_by=created_by, gold_uri=gold_uri,
-              ai_assistance=ai_assistance, window_presets=presets or None)
+              ai_assistance=ai_assistance, window_presets=presets or None, default_finding_state=default_state)
     session.add(job)
     session.flush()
     known = [float(v) for line, _ in entries if isinstance(v := line.data.get(UNCERTAINTY_KEY), int | float)]
@@ -172,9 +174,9 @@ def get_job(session: Session, job_id: int) -> Job:
 
 def update_job(session: Session, job: Job, changes: Mapping[str, Any]) -> Job:
     """Apply a PATCH body (status, instructions, dueDate, strategy, leaseSeconds, allowPatientIdentifiers,
-    aiAssistance, windowPresets)."""
+    aiAssistance, windowPresets, defaultFindingState)."""
     allowed = {"status", "instructions", "dueDate", "strategy", "leaseSeconds", "allowPatientIdentifiers",
-               "aiAssistance", "windowPresets"}
+               "aiAssistance", "windowPresets", "defaultFindingState"}
     unknown = set(changes) - allowed
     if unknown:
         raise BadRequest(f"{sorted(unknown)[0]}: cannot be changed (allowed: {', '.join(sorted(allowed))})")
@@ -204,6 +206,8 @@ def update_job(session: Session, job: Job, changes: Mapping[str, Any]) -> Job:
         job.ai_assistance = mode
     if "windowPresets" in changes:
         job.window_presets = check_window_presets(changes["windowPresets"]) or None
+    if "defaultFindingState" in changes:
+        job.default_finding_state = check_default_finding_state(changes["defaultFindingState"])
     return job
 
 
@@ -241,4 +245,5 @@ def job_json(session: Session, job: Job, user_id: int | None = None) -> dict[str
             "strategy": job.strategy, "leaseSeconds": job.lease_seconds, "aiAssistance": job.ai_assistance,
             "manifestUri": job.manifest_uri,
             "createdAt": iso(job.created_at), "windowPresets": list(job.window_presets or []),
+            "defaultFindingState": job.default_finding_state,
             "counts": job_counts(session, job, user_id)}

@@ -146,6 +146,9 @@ class Job(Base):
     (see :mod:`dicomlab_labeling.assist`)."""
     window_presets: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
     """The job's own window presets for the viewer (see :mod:`dicomlab_labeling.window_presets`)."""
+    default_finding_state: Mapped[str] = mapped_column(String(16), default="not-looked-at", server_default="absent")
+    """The state findings start in: ``not-looked-at`` or ``absent`` (see
+    :mod:`dicomlab_labeling.finding_defaults`; jobs older than the option keep ``absent``)."""
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -48,7 +48,7 @@ def new_job() -> tuple[Response, int]:
             strategy=data.get("strategy", "fewest-answers-first"),
             lease_seconds=data.get("leaseSeconds", api.config.queue.lease_seconds), created_by=user.id,
             gold_uri=data.get("goldUri"), ai_assistance=data.get("aiAssistance", "off"),
-            window_presets=data.get("windowPresets"))
+            window_presets=data.get("windowPresets"), default_finding_state=data.get("defaultFindingState"))
         audit.record(session, audit.Action.JOB_CREATED, user=user, job_id=job.id, client_ip=client_ip(),
                      name=job.name)
         view = _admin_job_json(session, job)

@@ -172,7 +172,7 @@ def test_worker_template_shows_image_draws_rois_and_submits_clean_json(stack: di
     page.keyboard.press("e")
     drag(page, box, (0.3, 0.83), (0.38, 0.92))  # an ellipse is drawn from its centre outwards
     page.get_by_label("Finding for new ROIs").select_option(HOSTILE_LABEL)
-    page.keyboard.press("g")
+    page.keyboard.press("Shift+G")  # freehand (G places a polygon by clicks)
     drag(page, box, (0.55, 0.2), (0.57, 0.22), via=[(0.7, 0.2), (0.7, 0.35), (0.55, 0.35)])
     page.wait_for_function("document.querySelectorAll('.dl-roi-list li').length === 3", timeout=10_000)
 

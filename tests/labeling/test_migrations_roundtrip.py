@@ -1,4 +1,4 @@
-"""Migrations 0002 (login throttles), 0003 (gold images), 0004 (AI assistance) and 0005 (drafts) upgrade and downgrade cleanly on SQLite and PostgreSQL."""
+"""Migrations 0002 (login throttles), 0003 (gold images), 0004 (AI assistance) 0005 (drafts) and 0006 (default finding state) upgrade and downgrade cleanly on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from dicomlab_cli.processes import PostgresServer
 from dicomlab_labeling.db import Database
 from dicomlab_labeling.migrate import alembic_config, current_revision, upgrade
 
-HEAD = "0005"
+HEAD = "0006"
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
@@ -102,11 +102,39 @@ def test_0005_round_trip(kind: str, tmp_path: Path, request: pytest.FixtureReque
         with db.engine.begin() as connection:
             config = alembic_config(db)
             config.attributes["connection"] = connection
-            command.downgrade(config, "-1")
+            command.downgrade(config, "0004")
         assert current_revision(db) == "0004"
         assert "drafts" not in set(inspect(db.engine).get_table_names())
         assert "window_presets" not in _columns(db, "jobs")
         assert upgrade(db) == HEAD
         assert "drafts" in set(inspect(db.engine).get_table_names())
+    finally:
+        db.dispose()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_0006_round_trip(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    postgres: PostgresServer | None = request.getfixturevalue("postgres") if kind == "postgres" else None
+    db = Database(database_url(kind, tmp_path, postgres))
+    try:
+        with db.engine.begin() as connection:
+            config = alembic_config(db)
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0005")
+            connection.execute(text("INSERT INTO jobs (name, status, manifest_uri, labels, readers_per_image, "
+                                    "instructions, allow_patient_identifiers, strategy, lease_seconds, "
+                                    "ai_assistance, created_at) VALUES ('old', 'active', 'm', '[]', 1, '', "
+                                    "false, 'in-order', 900, 'off', CURRENT_TIMESTAMP)"))
+        assert upgrade(db) == HEAD
+        with db.engine.connect() as connection:
+            # A job older than the option keeps starting its findings absent.
+            assert connection.execute(text("SELECT default_finding_state FROM jobs")).scalar_one() == "absent"
+        with db.engine.begin() as connection:
+            config = alembic_config(db)
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0005")
+        assert "default_finding_state" not in _columns(db, "jobs")
+        assert upgrade(db) == HEAD
+        assert "default_finding_state" in _columns(db, "jobs")
     finally:
         db.dispose()

@@ -42,7 +42,7 @@ def site(orthanc: Any, synthetic_set: list[dict[str, Any]],
         admin = Api(base_url=base).login(*ADMIN)
         status, job = admin.call("POST", "/admin/jobs", {
             "name": "drafts", "manifestUri": write_manifest(tmp, synthetic_set[:3]), "readersPerImage": 1,
-            "strategy": "in-order", "leaseSeconds": 300})
+            "strategy": "in-order", "leaseSeconds": 300, "defaultFindingState": "absent"})
         assert status == 201, job
         create_users(admin, ["dora"])
         yield {"base": base, "job": job}
@@ -76,6 +76,7 @@ def work(page: Any) -> dict[str, Any]:
 
 
 def draw_rectangle(page: Any) -> None:
+    page.keyboard.press("]")  # new ROIs for the first finding (by default the finding is chosen after drawing)
     page.keyboard.press("r")
     box = page.locator(".dl-viewport").bounding_box()
     x, y = box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.4

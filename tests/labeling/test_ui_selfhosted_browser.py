@@ -117,6 +117,9 @@ def test_annotate_review_adjudicate_export(site: dict[str, Any]) -> None:
     page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.6, steps=6)
     page.mouse.up()
     page.wait_for_function("() => document.querySelectorAll('.dl-roi-list li').length === 1")
+    # Drawn first, its finding after: Cardiomegaly's key ties the new ROI to it.
+    page.keyboard.press(page.evaluate("window.dicomlabViewer.hotkeys.get('Cardiomegaly')"))
+    page.keyboard.press("Shift+N")  # the findings not looked at are absent
     page.keyboard.press("Control+Enter")
     ids.append(wait_ready(page, ids[-1]))
     page.keyboard.press("f")  # No Finding
@@ -125,6 +128,7 @@ def test_annotate_review_adjudicate_export(site: dict[str, Any]) -> None:
     page.keyboard.press("j")
     page.keyboard.press("j")
     page.keyboard.press("u")  # Edema uncertain
+    page.keyboard.press("Shift+N")
     page.keyboard.press("Control+Enter")
     ids.append(wait_ready(page, ids[-1]))
     assert len(set(ids)) == 4

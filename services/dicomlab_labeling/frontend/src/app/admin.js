@@ -216,6 +216,7 @@ function setUpJobForm(api, refresh) {
       readersPerImage: Number(value('dl-job-readers')),
       strategy: value('dl-job-strategy'),
       instructions: value('dl-job-instructions'),
+      defaultFindingState: value('dl-job-default-state'),
     };
     const labels = value('dl-job-labels');
     if (labels) body.labels = labels.split(',').map((l) => l.trim()).filter(Boolean);

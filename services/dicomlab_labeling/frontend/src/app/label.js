@@ -39,6 +39,8 @@ export default async function label({ api }) {
     labels: job.labels,
     help: false, // the page lists the shortcuts, with its own (Ctrl+S)
     hotkeys: job.hotkeys ?? {}, // a job's own finding keys, when it names them
+    // Findings start "not looked at" (submitting waits until each is set, or the rest marked absent) or absent.
+    defaultFindingState: job.defaultFindingState ?? 'not-looked-at',
     windowPresets: job.windowPresets ?? [], // the job's own windows, after the histogram presets
     notes: true, // a note and a "quality issue" flag go with the answer
     onSubmit: () => submit(),
@@ -49,6 +51,13 @@ export default async function label({ api }) {
     onSkipUnloadable: (reason) => skip(`could not load: ${reason}`),
   });
   window.dicomlabViewer = viewer;
+  // The viewer takes the window's height below the page's bars, so that the image, the findings and the
+  // ROI list are all on screen without scrolling the page (1366×768 too).
+  const host = document.getElementById('dl-viewer');
+  const fit = () => document.documentElement.style.setProperty('--dl-viewer-top', `${host.getBoundingClientRect().top + window.scrollY}px`);
+  fit();
+  window.addEventListener('resize', fit);
+  new ResizeObserver(fit).observe(document.querySelector('.dl-label-bar') ?? host);
   const assist = createAssist({ api, getAnswer: () => viewer.getAnswer(), validate: () => viewer.validate() });
 
   function updateButtons() {

@@ -16,6 +16,12 @@
 
 export const NO_FINDING = 'No Finding';
 export const STATES = Object.freeze(['present', 'absent', 'uncertain']);
+/**
+ * A finding the reader has not decided yet (the job's default state, see `defaultFindingState`). It is
+ * never submitted: while any finding is "not looked at" the answer cannot be submitted; drafts keep it.
+ */
+export const NOT_LOOKED_AT = 'not-looked-at';
+export const DEFAULT_STATES = Object.freeze([NOT_LOOKED_AT, 'absent']);
 export const TOOLS = Object.freeze(['rectangle', 'ellipse', 'polygon']);
 
 /** Labels from a task input: a comma string (GT manifests) or an array; trimmed, unique, non-empty. */
@@ -35,14 +41,16 @@ export function parseLabels(value) {
 
 /**
  * Per-finding states with "No Finding" exclusive: marking it present clears every other finding
- * to absent; marking any other finding present or uncertain sets "No Finding" to absent.
+ * to absent; marking any other finding present or uncertain sets "No Finding" to absent. Findings start
+ * in `defaultState` ("not-looked-at" or "absent"); a finding missing from `initial` gets it too.
  */
 export class FindingsModel {
-  constructor(labels, initial = {}) {
+  constructor(labels, initial = {}, defaultState = NOT_LOOKED_AT) {
     this.labels = parseLabels(labels);
-    this.states = new Map(this.labels.map((label) => [label, 'absent']));
+    this.defaultState = DEFAULT_STATES.includes(defaultState) ? defaultState : NOT_LOOKED_AT;
+    this.states = new Map(this.labels.map((label) => [label, this.defaultState]));
     for (const [label, state] of Object.entries(initial ?? {})) {
-      if (this.states.has(label) && STATES.includes(state)) this.states.set(label, state);
+      if (this.states.has(label) && (STATES.includes(state) || state === NOT_LOOKED_AT)) this.states.set(label, state);
     }
   }
 
@@ -74,10 +82,28 @@ export class FindingsModel {
     return Object.fromEntries(this.states);
   }
 
+  /** The findings still "not looked at". */
+  notLookedAt() {
+    return this.labels.filter((l) => this.states.get(l) === NOT_LOOKED_AT);
+  }
+
+  /** "Mark the rest absent": every finding not looked at becomes absent (decided ones are left alone). */
+  markRestAbsent() {
+    const rest = this.notLookedAt();
+    for (const label of rest) this.states.set(label, 'absent');
+    return rest;
+  }
+
   /** Problems that block submitting (empty when the answer is complete). */
   problems() {
     const problems = [];
-    const decided = this.labels.some((l) => l !== NO_FINDING && this.states.get(l) !== 'absent');
+    const rest = this.notLookedAt();
+    if (rest.length) {
+      const names = rest.length > 3 ? `${rest.slice(0, 3).join(', ')} and ${rest.length - 3} more` : rest.join(', ');
+      problems.push(`Not looked at yet: ${names}. Set each finding, or mark the rest absent (Shift+N).`);
+      return problems;
+    }
+    const decided = this.labels.some((l) => l !== NO_FINDING && ['present', 'uncertain'].includes(this.states.get(l)));
     const noFinding = this.states.get(NO_FINDING);
     if (this.states.has(NO_FINDING) && !decided && noFinding === 'absent') {
       problems.push(`Mark at least one finding, or "${NO_FINDING}".`);

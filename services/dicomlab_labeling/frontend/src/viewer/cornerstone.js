@@ -9,6 +9,7 @@
 import * as core from '@cornerstonejs/core';
 import * as tools from '@cornerstonejs/tools';
 import dicomImageLoader from '@cornerstonejs/dicom-image-loader';
+import { ClickPolygonTool } from './polygon.js';
 
 let ready = null;
 const tokens = new Map(); // image URL (without the wadouri: prefix) -> bearer token
@@ -20,6 +21,16 @@ function tokenKey(urlOrImageId) {
     .replace(/^(wadouri|dicomweb|wadors):/, '')
     .split('#')[0]
     .replace(/[?&]frame=\d+$/, '');
+}
+
+/**
+ * Image id for a proxy URL: `/instances/{id}/file` is a DICOM file (wadouri). `key` makes the id unique
+ * to one viewer (a URL fragment, never sent): Cornerstone ties annotations to image ids, so viewers
+ * showing the same image side by side would otherwise share (and submit) each other's ROIs.
+ */
+export function imageIdFor(url, key = '') {
+  const id = url.startsWith('wadouri:') || url.startsWith('wadors:') ? url : `wadouri:${url}`;
+  return key ? `${id}#${key}` : id;
 }
 
 /** Remember the token for one image URL or image id (or the default token when `url` is empty). */
@@ -76,6 +87,7 @@ export function initCornerstone({ cpu = false, maxWebWorkers = 1 } = {}) {
       tools.RectangleROITool,
       tools.EllipticalROITool,
       tools.PlanarFreehandROITool,
+      ClickPolygonTool,
     ]) {
       tools.addTool(Tool);
     }

@@ -1,8 +1,13 @@
-// One key per finding that cycles absent → present → uncertain → absent, shown beside the finding.
+// One key per finding that cycles (not looked at →) present → uncertain → absent → present, shown beside the finding.
 // A job may name its own keys ({label: key}); the others get free keys in order. Keys the viewer
 // already uses for tools and navigation are never handed out.
 
-export const CYCLE = Object.freeze({ absent: 'present', present: 'uncertain', uncertain: 'absent' });
+export const CYCLE = Object.freeze({
+  'not-looked-at': 'present',
+  absent: 'present',
+  present: 'uncertain',
+  uncertain: 'absent',
+});
 
 /** Keys taken by the viewer's other shortcuts (see SHORTCUTS) and the pages' own (Ctrl+S is Ctrl-only). */
 export const RESERVED = new Set('wpzregithvjkynuf0123+-[]'.split(''));
