@@ -1,20 +1,18 @@
-"""Helpers for the self-hosted labeling tests: config, a manifest of the synthetic set, an API client.
-
-Not a test module (no ``test_`` prefix); the ``test_selfhosted_*`` files import it.
+"""The self-hosted labeling service in tests: config, a manifest of the synthetic set, an API client,
+the app itself (its database disposed afterwards) and a first assignment to answer.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import requests
-from werkzeug.serving import make_server
 
 from dicomlab_cli.processes import OrthancServer, PostgresServer
 from dicomlab_core.config import Secret
@@ -104,13 +102,27 @@ def create_users(admin: Api, names: list[str], role: str = "annotator") -> None:
 
 
 @contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Run ``app`` on a threaded werkzeug server on a free loopback port; yields its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+def labeling_app(tmp_path: Path, orthanc: OrthancServer, db_url: str | None = None, **overrides: Any) -> Iterator[Any]:
+    """The labeling Flask app on ``make_config`` (SQLite in ``tmp_path`` unless ``db_url``), fields of the
+    config replaced by ``overrides``; its database engine is disposed afterwards."""
+    from dicomlab_labeling.app import create_app
+
+    config = make_config(tmp_path, db_url or database_url("sqlite", tmp_path, None), orthanc)
+    app = create_app(replace(config, **overrides))
     try:
-        yield f"http://127.0.0.1:{server.server_port}"
+        yield app
     finally:
-        server.shutdown()
-        thread.join(timeout=10)
+        app.extensions["dicomlab_labeling_api"].db.dispose()
+
+
+def first_assignment(app: Any, tmp_path: Path, records: list[dict[str, Any]], readers: list[str],
+                     name: str = "job") -> tuple[Api, int]:
+    """A job over ``records`` (one reader per name), the readers created; the first reader signed in and
+    the id of its first assignment."""
+    admin = Api(app).login(*ADMIN)
+    status, job = admin.call("POST", "/admin/jobs", {"name": name, "manifestUri": write_manifest(tmp_path, records),
+                                                     "readersPerImage": len(readers)})
+    assert status == 201, job
+    create_users(admin, readers)
+    first = Api(app).login(readers[0], PASSWORD)
+    return first, first.call("POST", f"/jobs/{job['id']}/next")[1]["assignment"]["id"]
