@@ -41,11 +41,12 @@ def orthanc_client(orthanc: OrthancServer) -> Iterator[OrthancClient]:
 
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    """A real PostgreSQL cluster started for this test run (temp data dir, 'postgres' user as root)."""
+    """A real PostgreSQL cluster started for this test run (temp data dir, 'postgres' user as root), without
+    fsync: what is tested is PostgreSQL's SQL, not its durability, and every test creates a database."""
     # As root the cluster runs as 'postgres', which cannot traverse pytest's 0700 temp dirs: use /tmp then.
     directory = (Path(tempfile.mkdtemp(prefix="dicomlab-pg-")) if os.geteuid() == 0
                  else tmp_path_factory.mktemp("postgres"))
-    server = PostgresServer(directory).start()
+    server = PostgresServer(directory, durable=False).start()  # throw-away: commits need not reach the disk
     yield server
     server.stop()
     if os.geteuid() == 0:
