@@ -102,3 +102,25 @@ def pixel_stats(png: bytes) -> tuple[float, int]:
     """Standard deviation and number of distinct grey levels of a screenshot (blank canvas: ~0, 1)."""
     image = np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.float64)
     return float(image.std()), len(np.unique(image))
+
+
+def new_page(viewport: dict[str, int] | None = None, init_script: str | None = None,
+             **context_options: Any) -> tuple[Any, PageLog]:
+    """A page in a fresh context of the shared Chromium (1366×768 unless ``viewport``), its log attached;
+    ``init_script`` runs before any page script (e.g. to set ``window.dicomlabConfig``)."""
+    context = browser().new_context(viewport=viewport or {"width": 1366, "height": 768}, **context_options)
+    if init_script is not None:
+        context.add_init_script(init_script)
+    page = context.new_page()
+    log = PageLog()
+    log.attach(page)
+    return page, log
+
+
+def log_in(page: Any, base: str, username: str, password: str, next_path: str | None = None) -> None:
+    """Sign in through the labeling service's login page; waits for the queue (or for ``next_path``)."""
+    page.goto(base + "/ui/login" + (f"?next={next_path}" if next_path else ""))
+    page.get_by_label("User name").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**" + (next_path or "/ui/queue"))
