@@ -80,7 +80,8 @@ def generate(n_objects: int, n_readers: int, seed: int = 7) -> tuple[list[dict[s
 
 
 def python_speed() -> float:
-    """CPU seconds for 10 million additions in a Python loop: ~0.35–0.5 s on an idle modern core.
+    """CPU seconds for 10 million additions in a Python loop (what an idle modern core takes is in
+    ``benchmarks/results/README.md``).
 
     The ratio to that says how much slower this machine (shared, throttled) runs Python right now.
     """

@@ -41,11 +41,12 @@ def orthanc_client(orthanc: OrthancServer) -> Iterator[OrthancClient]:
 
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    """A real PostgreSQL cluster started for this test run (temp data dir, 'postgres' user as root)."""
+    """A real PostgreSQL cluster started for this test run (temp data dir, 'postgres' user as root), without
+    fsync: what is tested is PostgreSQL's SQL, not its durability, and every test creates a database."""
     # As root the cluster runs as 'postgres', which cannot traverse pytest's 0700 temp dirs: use /tmp then.
     directory = (Path(tempfile.mkdtemp(prefix="dicomlab-pg-")) if os.geteuid() == 0
                  else tmp_path_factory.mktemp("postgres"))
-    server = PostgresServer(directory).start()
+    server = PostgresServer(directory, durable=False).start()  # throw-away: commits need not reach the disk
     yield server
     server.stop()
     if os.geteuid() == 0:
@@ -130,10 +131,17 @@ SLOW_HERE = frozenset({
 set here so the training test files stay as they are."""
 
 
+BROWSER_USE = "browser()"
+"""A test module that calls the shared Chromium (:func:`support.browser.browser`) gets the ``browser`` marker
+(the OHIF test did not carry it, so ``make test-fast`` ran a real browser)."""
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Markers by place and by tool, so no test file has to carry them: ``e2e`` for ``tests/e2e``, ``chart``
-    for modules that use :data:`CHART_TOOLS`, ``slow`` for :data:`SLOW_HERE`."""
+    for modules that use :data:`CHART_TOOLS`, ``browser`` for those that call :data:`BROWSER_USE`, ``slow`` for
+    :data:`SLOW_HERE`."""
     uses_tools: dict[Path, bool] = {}
+    uses_browser: dict[Path, bool] = {}
     root = Path(str(config.rootpath))
     for item in items:
         path = Path(str(item.path))
@@ -145,5 +153,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if path not in uses_tools:
             text = path.read_text(errors="replace") if path.suffix == ".py" else ""
             uses_tools[path] = any(name in text for name in CHART_TOOLS)
+            uses_browser[path] = BROWSER_USE in text
         if uses_tools[path]:
             item.add_marker(pytest.mark.chart)
+        if uses_browser[path]:
+            item.add_marker(pytest.mark.browser)

@@ -126,6 +126,9 @@ class PostgresServer:
     password: Secret = field(default_factory=lambda: Secret(secrets.token_urlsafe(18)))
     database: str = "dicomlab"
     pid: int | None = None
+    durable: bool = True
+    """False for a throw-away cluster (the tests'): no fsync, no synchronous commit, no full-page writes,
+    so creating a database or committing does not wait for the disk; a crash may lose the cluster."""
 
     @property
     def data_dir(self) -> Path:
@@ -184,7 +187,10 @@ class PostgresServer:
                 pwfile.unlink(missing_ok=True)
         argv = [str(POSTGRES_BIN / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
                 "-c", f"listen_addresses={LOOPBACK}", "-c", f"unix_socket_directories={socket_dir}",
-                "-c", "fsync=on", "-c", "max_connections=200", "-c", "shared_buffers=128MB"]
+                "-c", f"fsync={'on' if self.durable else 'off'}", "-c", "max_connections=200",
+                "-c", "shared_buffers=128MB"]
+        if not self.durable:
+            argv += ["-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         proc = _spawn(argv, self.log_path, user=user)
         self.pid = proc.pid
         deadline = time.monotonic() + timeout

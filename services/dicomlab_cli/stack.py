@@ -25,7 +25,9 @@ import json
 import logging
 import os
 import secrets
+import signal
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -251,14 +253,10 @@ def _start(directory: Path, creds: dict[str, str], *, postgres: bool, services: 
         if pg is not None:
             ports["postgres"] = pg.port
         ctx = context(directory, creds, ports)
-        for name in services:
-            env = stack_env(ctx, name)
-            service = GunicornService(name, f"dicomlab_{name}.app:create_app()", directory,
-                                      port=ports[name], env=env, metrics_port=port_for(f"{name}_metrics")).start()
-            state.pids[name] = service.pid or 0
-            state.ports[name] = service.port
-            state.ports[f"{name}_metrics"] = service.metrics_port
-            state.save(directory)
+        _start_services(directory, state, [
+            GunicornService(name, f"dicomlab_{name}.app:create_app()", directory, port=ports[name],
+                            env=stack_env(ctx, name), metrics_port=port_for(f"{name}_metrics"))
+            for name in services])
         if monitoring:
             from dicomlab_cli.monitoring import start as start_monitoring
 
@@ -273,12 +271,34 @@ def _start(directory: Path, creds: dict[str, str], *, postgres: bool, services: 
     return status(directory)
 
 
+def _start_services(directory: Path, state: StackState, services: list[GunicornService]) -> None:
+    """Start the services side by side (each one's start-up is mostly imports and waiting for /healthz);
+    every one that answered is recorded in ``state``, so a failure of another still lets ``down`` stop it."""
+    with ThreadPoolExecutor(max_workers=max(1, len(services))) as pool:
+        futures = [pool.submit(service.start) for service in services]
+        wait(futures)
+    failed = [error for future in futures if (error := future.exception()) is not None]
+    for service, future in zip(services, futures, strict=True):
+        if future.exception() is None:
+            state.pids[service.name] = service.pid or 0
+            state.ports[service.name] = service.port
+            state.ports[f"{service.name}_metrics"] = service.metrics_port
+    state.save(directory)
+    if failed:
+        raise failed[0]
+
+
 def down(directory: Path | None = None) -> list[str]:
     """Stop everything the run directory knows about, services first; returns what was stopped."""
     directory = directory or run_dir()
     state = StackState.load(directory)
     stopped = []
     order = [n for n in state.pids if n not in ("orthanc", "postgres")] + ["orthanc", "postgres"]
+    for name in order[:-2]:  # the services get SIGTERM together: each takes its shutdown time in parallel
+        pid = state.pids.get(name)
+        if pid and pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGTERM)
     for name in order:
         pid = state.pids.get(name)
         if pid and pid_alive(pid):

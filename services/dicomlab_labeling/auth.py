@@ -49,11 +49,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def set_password_cost(*, time_cost: int, memory_kib: int) -> None:
-    """Parameters of new hashes (existing hashes verify with their own and are upgraded at login)."""
-    global _hasher, _DUMMY_HASH
+    """Parameters of new hashes (existing hashes verify with their own and are upgraded at login); also
+    computes the dummy hash for these parameters now, at start-up, not at a first login."""
+    global _hasher, _dummy_hash
     if (_hasher.time_cost, _hasher.memory_cost) != (time_cost, memory_kib):
         _hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
-        _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+        _dummy_hash = None
+    _dummy()
 
 
 def hash_password(password: str) -> str:
@@ -63,12 +65,21 @@ def hash_password(password: str) -> str:
 
 
 # A fixed hash to verify against when the account does not exist: the answer takes as long either way.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+# Computed by set_password_cost (the app's start) or on first use, not at import: an argon2 hash at the
+# default cost is most of a second that every process importing this module (the CLI's) would pay.
+_dummy_hash: str | None = None
+
+
+def _dummy() -> str:
+    global _dummy_hash
+    if _dummy_hash is None:
+        _dummy_hash = _hasher.hash(secrets.token_urlsafe(16))
+    return _dummy_hash
 
 
 def verify_password(user: User | None, password: str) -> bool:
     """Whether ``password`` is ``user``'s; upgrades the stored hash when argon2's parameters changed."""
-    stored = user.password_hash if user is not None and user.password_hash else _DUMMY_HASH
+    stored = user.password_hash if user is not None and user.password_hash else _dummy()
     try:
         _hasher.verify(stored, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):

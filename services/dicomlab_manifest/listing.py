@@ -136,9 +136,10 @@ BULK_INSTANCES = 1000
 
 
 def decode(content: bytes) -> Any:
-    """A JSON answer: with orjson up to :data:`ORJSON_MAX_BYTES` (~4x faster than ``Response.json()``,
-    which uses the standard library), above it with the standard library, whose memory stays near the
-    answer's size (orjson's parser holds ~15x the input while it works: 19 MB for a 1.3 MB answer)."""
+    """A JSON answer: with orjson up to :data:`ORJSON_MAX_BYTES` (faster than ``Response.json()``, which uses
+    the standard library), above it with the standard library, whose memory stays near the answer's size
+    (orjson's parser holds a multiple of the input while it works; the figures are in
+    ``benchmarks/results/README.md``)."""
     return fastjson.loads(content) if len(content) <= ORJSON_MAX_BYTES else json.loads(content)
 
 

@@ -27,8 +27,9 @@ def pin_environment(client: OrthancClient) -> OrthancClient:
     """Resolve proxy and CA-bundle settings from the environment once, instead of on every request.
 
     ``requests`` re-reads the whole environment (proxies, ``no_proxy``, CA bundle) for each request;
-    with a large environment that cost ~1-3 ms per call, more than Orthanc's answer to a series'
-    instance list. A build makes thousands of calls, and the environment does not change under it.
+    with a large environment that cost more per call than Orthanc's answer to a series' instance list
+    (measured in ``benchmarks/results/README.md``). A build makes thousands of calls, and the environment
+    does not change under it.
     """
     for session in (client.session, client._no_retry):
         session.proxies.update(requests.utils.get_environ_proxies(client.settings.base))

@@ -20,6 +20,7 @@ import pytest
 import requests
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
+from support.servers import private_orthanc
 
 from dicomlab_cli.dicom_policy import (
     DicomModality,
@@ -39,9 +40,8 @@ pytestmark = pytest.mark.skipif(shutil.which("storescu") is None, reason="DCMTK 
 
 @pytest.fixture(scope="module")
 def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
-    server = OrthancServer(tmp_path_factory.mktemp("dicom-port"), dicom_modalities=(LOCAL, ELSEWHERE)).start()
-    yield server
-    server.stop()
+    with private_orthanc(tmp_path_factory.mktemp("dicom-port"), dicom_modalities=(LOCAL, ELSEWHERE)) as server:
+        yield server
 
 
 def new_image(directory: Path) -> tuple[Path, str]:

@@ -82,58 +82,83 @@ def test_wrong_credentials_are_reported_without_the_password(orthanc: OrthancSer
     assert "wrong-password-123" not in info.value.description
 
 
-def test_unreachable_orthanc_fails_fast() -> None:
+def test_unreachable_orthanc_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One retry, and no backoff beyond the configured one (urllib3's sleeps are recorded, not timed)."""
+    import types
+
+    import urllib3.util.retry
+
+    slept: list[float] = []
+    clock = types.SimpleNamespace(sleep=slept.append, time=time.time, monotonic=time.monotonic)
+    monkeypatch.setattr(urllib3.util.retry, "time", clock)  # urllib3's backoff between attempts (GET retries)
     settings = OrthancSettings(url=f"http://127.0.0.1:{free_port()}", connect_timeout=0.5, retries=1, backoff=0.01)
-    started = time.monotonic()
     with pytest.raises(UpstreamError, match="unreachable"):
         OrthancClient(settings).system()
-    assert time.monotonic() - started < 5
+    assert len(slept) <= settings.retries and sum(slept) <= settings.backoff * 2 ** settings.retries
 
 
-@pytest.fixture
-def silent_server() -> Iterator[int]:
-    """A TCP server that accepts connections and never answers (a hung upstream)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    port = sock.getsockname()[1]
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
+class SilentServer:
+    """A TCP server that accepts connections and never answers (a hung upstream); counts the connections."""
 
-    def accept() -> None:
-        sock.settimeout(0.2)
-        while not stop.is_set():
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = int(self.sock.getsockname()[1])
+        self.accepted: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self._stop.is_set():
             try:
-                accepted.append(sock.accept()[0])
+                self.accepted.append(self.sock.accept()[0])
             except OSError:
                 continue
 
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield port
-    stop.set()
-    thread.join()
-    for conn in accepted:
-        conn.close()
-    sock.close()
+    def connections(self) -> int:
+        """How many connections clients opened so far (those still in the backlog included)."""
+        self._stop.set()
+        self._thread.join()
+        self.sock.setblocking(False)
+        while True:
+            try:
+                self.accepted.append(self.sock.accept()[0])
+            except OSError:
+                return len(self.accepted)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        for conn in self.accepted:
+            conn.close()
+        self.sock.close()
 
 
-def test_hung_orthanc_times_out_within_the_configured_timeout(silent_server: int) -> None:
-    settings = OrthancSettings(url=f"http://127.0.0.1:{silent_server}", read_timeout=0.5, retries=0)
-    started = time.monotonic()
+@pytest.fixture
+def silent_server() -> Iterator[SilentServer]:
+    server = SilentServer()
+    yield server
+    server.close()
+
+
+def test_hung_orthanc_times_out_within_the_configured_timeout(silent_server: SilentServer) -> None:
+    settings = OrthancSettings(url=f"http://127.0.0.1:{silent_server.port}", read_timeout=0.5, retries=0)
     with pytest.raises(UpstreamTimeout, match=r"did not answer within 0\.5 s"):
         OrthancClient(settings).system()
-    assert time.monotonic() - started < 3
+    assert silent_server.connections() == 1
 
 
-def test_uploads_are_never_retried(silent_server: int) -> None:
+def test_uploads_are_never_retried(silent_server: SilentServer) -> None:
     """A POST that timed out may have been stored: it must not be sent again."""
-    settings = OrthancSettings(url=f"http://127.0.0.1:{silent_server}", read_timeout=0.3, retries=3, backoff=0.01)
+    settings = OrthancSettings(url=f"http://127.0.0.1:{silent_server.port}", read_timeout=0.3, retries=3,
+                               backoff=0.01)
     data, _ = fresh_instance()
-    started = time.monotonic()
     with pytest.raises(UpstreamTimeout):
         OrthancClient(settings).upload_instance(data)
-    assert time.monotonic() - started < 1.5  # one attempt of 0.3 s, not four
+    assert silent_server.connections() == 1  # one attempt, not four
 
 
 def test_orthanc_server_reports_missing_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,6 +20,7 @@ import requests
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 from slow_clients import LOOPBACK, SlowClients, raise_fd_limit, wait_until_held
+from support.servers import PROXY_APP, gunicorn, proxy_env
 
 from dicomlab_cli.processes import GunicornService, OrthancServer
 from dicomlab_core.gthread_worker import (
@@ -41,16 +42,11 @@ BODY_TIMEOUT = 3.0
 @pytest.fixture(scope="module")
 def proxy_service(orthanc: OrthancServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornService]:
     raise_fd_limit(4 * SLOW)  # the service inherits the limit: it holds one descriptor per slow connection
-    env = {"DICOMLAB_PROXY__ORTHANC__URL": orthanc.url, "DICOMLAB_PROXY__ORTHANC__USERNAME": orthanc.username,
-           "DICOMLAB_PROXY__ORTHANC__PASSWORD": orthanc.password.reveal(),
-           "DICOMLAB_PROXY__TOKEN_KEYS": KeyRing.generate_entry("s1"),
-           "DICOMLAB_PROXY__SERVICE_TOKENS": SERVICE_TOKEN, "DICOMLAB_PROXY__RATE_LIMIT_PER_SECOND": "1000",
-           "DICOMLAB_PROXY__STOW_ENABLED": "true",
+    env = {**proxy_env(orthanc, KeyRing.generate_entry("s1"), service_tokens=SERVICE_TOKEN,
+                       rate_limit_per_second="1000", stow_enabled="true"),
            "DICOMLAB_HEADER_TIMEOUT": str(HEADER_TIMEOUT), "DICOMLAB_BODY_TIMEOUT": str(BODY_TIMEOUT)}
-    service = GunicornService("proxy", "dicomlab_proxy.app:create_app()", tmp_path_factory.mktemp("slow"),
-                              env=env).start()
-    yield service
-    service.stop()
+    with gunicorn("proxy", PROXY_APP, tmp_path_factory.mktemp("slow"), env) as service:
+        yield service
 
 
 def raw_exchange(port: int, pieces: list[bytes], pause: float = 0.0, read_for: float = 5.0) -> bytes:

@@ -4,16 +4,14 @@ answer size limits, deleted by a submit; correcting a submission stores a new ve
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
-from selfhosted_support import ADMIN, PASSWORD, Api, create_users, database_url, make_config, write_manifest
+from selfhosted_support import PASSWORD, Api, first_assignment, labeling_app
 
 from dicomlab_cli.processes import OrthancServer
-from dicomlab_labeling.app import create_app
 from dicomlab_labeling.config import AnswerLimits
 
 LIMITS = AnswerLimits(max_points_per_roi=50, max_rois=5, max_bytes=4096)
@@ -24,21 +22,13 @@ DRAFT: dict[str, Any] = {"findings": {"Edema": "present"},
 
 @pytest.fixture
 def app(tmp_path: Path, orthanc: OrthancServer) -> Iterator[Flask]:
-    config = make_config(tmp_path, database_url("sqlite", tmp_path, None), orthanc)
-    application = create_app(replace(config, answers=LIMITS))
-    yield application
-    application.extensions["dicomlab_labeling_api"].db.dispose()
+    with labeling_app(tmp_path, orthanc, answers=LIMITS) as application:
+        yield application
 
 
 @pytest.fixture
 def assignment(app: Flask, tmp_path: Path, synthetic_set: list[dict[str, Any]]) -> tuple[Api, int]:
-    admin = Api(app).login(*ADMIN)
-    status, job = admin.call("POST", "/admin/jobs", {"name": "drafts", "manifestUri": write_manifest(
-        tmp_path, synthetic_set[:2]), "readersPerImage": 2})
-    assert status == 201, job
-    create_users(admin, ["ann", "bob"])
-    ann = Api(app).login("ann", PASSWORD)
-    return ann, ann.call("POST", f"/jobs/{job['id']}/next")[1]["assignment"]["id"]
+    return first_assignment(app, tmp_path, synthetic_set[:2], ["ann", "bob"], name="drafts")
 
 
 def test_a_draft_is_restored_in_another_session_and_deleted_by_submit(app: Flask,

@@ -10,16 +10,15 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from selfhosted_support import ADMIN, PASSWORD, Api, create_users, make_config, write_manifest
-from ui_support import PageLog, browser, ensure_bundle, serve
-
-from dicomlab_cli.processes import free_port
+from selfhosted_support import ADMIN, PASSWORD, Api
+from support.browser import log_in, new_page
+from support.site import labeling_site
+from ui_support import PageLog
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -31,27 +30,13 @@ ROI = {"tool": "rectangle", "finding": "Edema", "points": [[10.0, 12.0], [40.0, 
 @pytest.fixture(scope="module")
 def site(orthanc: Any, synthetic_set: list[dict[str, Any]],
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from dicomlab_labeling.app import create_app as labeling_app
-    from dicomlab_proxy.app import create_app as proxy_app
-    from dicomlab_proxy.config import Config as ProxyConfig
-
-    ensure_bundle()
-    tmp = tmp_path_factory.mktemp("admin-ui")
-    labeling_port, proxy_port = free_port(), free_port()
-    config = replace(make_config(tmp, f"sqlite:///{tmp / 'labeling.db'}", orthanc),
-                     proxy_public_url=f"http://127.0.0.1:{proxy_port}")
-    proxy = proxy_app(ProxyConfig(token_keys=config.token_keys, orthanc=orthanc.settings(),
-                                  allowed_origins=(f"http://127.0.0.1:{labeling_port}",)))
-    app = labeling_app(config)
     records = sorted(synthetic_set, key=lambda r: r["compression"] != "none")[:3]
-    with serve(proxy, port=proxy_port), serve(app, port=labeling_port) as base:
-        admin = Api(base_url=base).login(*ADMIN)
-        status, job = admin.call("POST", "/admin/jobs", {
-            "name": "charts", "manifestUri": write_manifest(tmp, records), "readersPerImage": 2,
-            "strategy": "in-order", "allowPatientIdentifiers": True})
-        assert status == 201, job
-        create_users(admin, ["ann", "bob"])
-        create_users(admin, ["rev"], role="reviewer")
+    with labeling_site(orthanc, tmp_path_factory.mktemp("admin-ui")) as running:
+        base, admin, tmp = running.base, running.admin, running.tmp
+        job = running.create_job("charts", records, readersPerImage=2, strategy="in-order",
+                                 allowPatientIdentifiers=True)
+        running.users(["ann", "bob"])
+        running.users(["rev"], role="reviewer")
         # ann and bob answer every image; they disagree on Edema in image 0 only, where ann drew a box.
         for name in ("ann", "bob"):
             reader = Api(base_url=base).login(name, PASSWORD)
@@ -65,19 +50,12 @@ def site(orthanc: Any, synthetic_set: list[dict[str, Any]],
                                            {"clientSubmissionId": f"{name}-{index}", "answer": answer})
                 assert status == 201, data
         yield {"base": base, "job": job, "admin": admin, "tmp": tmp}
-    app.extensions["dicomlab_labeling_api"].db.dispose()
 
 
 def sign_in(site: dict[str, Any], username: str, password: str, path: str,
             viewport: dict[str, int] | None = None) -> tuple[Any, PageLog]:
-    page = browser().new_context(viewport=viewport or {"width": 1366, "height": 768}, accept_downloads=True).new_page()
-    log = PageLog()
-    log.attach(page)
-    page.goto(site["base"] + "/ui/login?next=" + path)
-    page.get_by_label("User name").fill(username)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url("**" + path)
+    page, log = new_page(viewport, accept_downloads=True)
+    log_in(page, site["base"], username, password, next_path=path)
     return page, log
 
 

@@ -9,16 +9,13 @@ blind again. ``always``: the probabilities from the start. No console errors.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import pytest
-from selfhosted_support import ADMIN, PASSWORD, Api, create_users, make_config
+from selfhosted_support import PASSWORD, Api
+from support.site import labeling_site
 from test_ai_assist import PREDICTIONS, VERSION, write_predicted_manifest
 from test_ui_selfhosted_browser import sign_in, wait_ready
-from ui_support import ensure_bundle, serve
-
-from dicomlab_cli.processes import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 MODES = ("off", "after-first-answer", "always")
@@ -27,32 +24,14 @@ MODES = ("off", "after-first-answer", "always")
 @pytest.fixture(scope="module")
 def site(orthanc: Any, synthetic_set: list[dict[str, Any]],
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from dicomlab_labeling.app import create_app as labeling_app
-    from dicomlab_proxy.app import create_app as proxy_app
-    from dicomlab_proxy.config import Config as ProxyConfig
-
-    ensure_bundle()
-    tmp = tmp_path_factory.mktemp("assist")
-    labeling_port, proxy_port = free_port(), free_port()
-    config = make_config(tmp, f"sqlite:///{tmp / 'labeling.db'}", orthanc)
-    config = replace(config, proxy_public_url=f"http://127.0.0.1:{proxy_port}")
-    proxy = proxy_app(ProxyConfig(token_keys=config.token_keys, orthanc=orthanc.settings(),
-                                  allowed_origins=(f"http://127.0.0.1:{labeling_port}",)))
-    app = labeling_app(config)
     records = [r for r in synthetic_set if r["compression"] == "none"][:2]
-    manifest = write_predicted_manifest(tmp, records)
-    with serve(proxy, port=proxy_port), serve(app, port=labeling_port) as base:
-        admin = Api(base_url=base).login(*ADMIN)
-        jobs = {}
-        for mode in MODES:
-            status, job = admin.call("POST", "/admin/jobs", {
-                "name": f"ui-ai-{mode}", "manifestUri": manifest, "readersPerImage": 1, "strategy": "in-order",
-                "allowPatientIdentifiers": True, "aiAssistance": mode})
-            assert status == 201, job
-            jobs[mode] = job
-        create_users(admin, ["ann"])
-        yield {"base": base, "admin": admin, "jobs": jobs}
-    app.extensions["dicomlab_labeling_api"].db.dispose()
+    with labeling_site(orthanc, tmp_path_factory.mktemp("assist")) as running:
+        manifest = write_predicted_manifest(running.tmp, records)
+        jobs = {mode: running.create_job(f"ui-ai-{mode}", manifest_uri=manifest, readersPerImage=1,
+                                         strategy="in-order", allowPatientIdentifiers=True, aiAssistance=mode)
+                for mode in MODES}
+        running.users(["ann"])
+        yield {"base": running.base, "admin": running.admin, "jobs": jobs}
 
 
 def _open(site: dict[str, Any], mode: str) -> tuple[Any, Any]:

@@ -10,15 +10,16 @@ vacuous). Real labeling app, real proxy, real Orthanc, real browser.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import pytest
 from playwright.sync_api import Error as PlaywrightError
-from selfhosted_support import ADMIN, PASSWORD, Api, create_users, make_config, write_manifest
-from ui_support import PageLog, browser, ensure_bundle, pixel_stats, serve
+from selfhosted_support import PASSWORD, Api
+from support.browser import log_in, new_page
+from support.site import labeling_site
+from ui_support import PageLog, pixel_stats
 
-from dicomlab_cli.processes import OrthancServer, free_port
+from dicomlab_cli.processes import OrthancServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -26,18 +27,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def site(orthanc: OrthancServer, synthetic_set: list[dict[str, Any]],
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from dicomlab_labeling.app import create_app as labeling_app
-    from dicomlab_proxy.app import create_app as proxy_app
-    from dicomlab_proxy.config import Config as ProxyConfig
-
-    ensure_bundle()
-    tmp = tmp_path_factory.mktemp("deid")
-    labeling_port, proxy_port = free_port(), free_port()
-    config = replace(make_config(tmp, f"sqlite:///{tmp / 'labeling.db'}", orthanc),
-                     proxy_public_url=f"http://127.0.0.1:{proxy_port}")
-    proxy = proxy_app(ProxyConfig(token_keys=config.token_keys, orthanc=orthanc.settings(),
-                                  allowed_origins=(f"http://127.0.0.1:{labeling_port}",)))
-    app = labeling_app(config)
     # A compressed image and an uncompressed MONOCHROME1 one: both decode paths of the frames loader.
     compressed = next(r for r in synthetic_set if r["compression"] != "none")
     plain = next(r for r in synthetic_set if r["compression"] == "none" and r["photometric"] == "MONOCHROME1")
@@ -47,16 +36,12 @@ def site(orthanc: OrthancServer, synthetic_set: list[dict[str, Any]],
         identities = [client.instance_tags(r["orthanc_id"]) for r in records]
     finally:
         client.close()
-    with serve(proxy, port=proxy_port), serve(app, port=labeling_port) as base:
-        admin = Api(base_url=base).login(*ADMIN)
-        status, job = admin.call("POST", "/admin/jobs", {
-            "name": "deid-batch", "manifestUri": write_manifest(tmp, records, name="deid.manifest"),
-            "readersPerImage": 1, "strategy": "in-order", "allowPatientIdentifiers": False})
-        assert status == 201, job
-        create_users(admin, ["dora"])
-        create_users(admin, ["rita"], role="reviewer")
-        yield {"base": base, "job": job, "identities": identities, "admin": admin}
-    app.extensions["dicomlab_labeling_api"].db.dispose()
+    with labeling_site(orthanc, tmp_path_factory.mktemp("deid")) as running:
+        job = running.create_job("deid-batch", records, manifest="deid.manifest", readersPerImage=1,
+                                 strategy="in-order", allowPatientIdentifiers=False)
+        running.users(["dora"])
+        running.users(["rita"], role="reviewer")
+        yield {"base": running.base, "job": job, "identities": identities, "admin": running.admin}
 
 
 def identifying_values(identities: list[dict[str, Any]]) -> list[str]:
@@ -101,16 +86,9 @@ class Recorder:
 
 
 def sign_in(site: dict[str, Any], username: str) -> tuple[Any, PageLog, Recorder]:
-    context = browser().new_context(viewport={"width": 1400, "height": 950})
-    page = context.new_page()
-    log = PageLog()
-    log.attach(page)
+    page, log = new_page({"width": 1400, "height": 950})
     recorder = Recorder(page, site["base"])
-    page.goto(site["base"] + "/ui/login")
-    page.get_by_label("User name").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url("**/ui/queue")
+    log_in(page, site["base"], username, PASSWORD)
     return page, log, recorder
 
 

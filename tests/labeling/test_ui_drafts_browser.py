@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from selfhosted_support import ADMIN, PASSWORD, Api, create_users, make_config, write_manifest
-from ui_support import PageLog, browser, ensure_bundle, serve
-
-from dicomlab_cli.processes import free_port
+from selfhosted_support import PASSWORD
+from support.browser import log_in, new_page
+from support.site import labeling_site
+from ui_support import PageLog
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -26,39 +25,16 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def site(orthanc: Any, synthetic_set: list[dict[str, Any]],
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from dicomlab_labeling.app import create_app as labeling_app
-    from dicomlab_proxy.app import create_app as proxy_app
-    from dicomlab_proxy.config import Config as ProxyConfig
-
-    ensure_bundle()
-    tmp = tmp_path_factory.mktemp("drafts")
-    labeling_port, proxy_port = free_port(), free_port()
-    config = make_config(tmp, f"sqlite:///{tmp / 'labeling.db'}", orthanc)
-    config = replace(config, proxy_public_url=f"http://127.0.0.1:{proxy_port}")
-    proxy = proxy_app(ProxyConfig(token_keys=config.token_keys, orthanc=orthanc.settings(),
-                                  allowed_origins=(f"http://127.0.0.1:{labeling_port}",)))
-    app = labeling_app(config)
-    with serve(proxy, port=proxy_port), serve(app, port=labeling_port) as base:
-        admin = Api(base_url=base).login(*ADMIN)
-        status, job = admin.call("POST", "/admin/jobs", {
-            "name": "drafts", "manifestUri": write_manifest(tmp, synthetic_set[:3]), "readersPerImage": 1,
-            "strategy": "in-order", "leaseSeconds": 300, "defaultFindingState": "absent"})
-        assert status == 201, job
-        create_users(admin, ["dora"])
-        yield {"base": base, "job": job}
-    app.extensions["dicomlab_labeling_api"].db.dispose()
+    with labeling_site(orthanc, tmp_path_factory.mktemp("drafts")) as running:
+        job = running.create_job("drafts", synthetic_set[:3], readersPerImage=1, strategy="in-order",
+                                 leaseSeconds=300, defaultFindingState="absent")
+        running.users(["dora"])
+        yield {"base": running.base, "job": job}
 
 
 def open_labeling(site: dict[str, Any]) -> tuple[Any, PageLog]:
-    context = browser().new_context(viewport={"width": 1366, "height": 768})
-    page = context.new_page()
-    log = PageLog()
-    log.attach(page)
-    page.goto(site["base"] + "/ui/login")
-    page.get_by_label("User name").fill("dora")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url("**/ui/queue")
+    page, log = new_page()
+    log_in(page, site["base"], "dora", PASSWORD)
     page.get_by_role("link", name="Label images of drafts").click()
     wait_ready(page)
     return page, log

@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -24,10 +23,9 @@ import pytest
 from PIL import Image
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-from selfhosted_support import ADMIN, PASSWORD, Api, create_users, make_config
-from ui_support import browser, ensure_bundle, serve
-
-from dicomlab_cli.processes import free_port
+from selfhosted_support import PASSWORD
+from support.browser import log_in, new_page
+from support.site import labeling_site
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -81,11 +79,6 @@ def percentile(sorted_values: np.ndarray, p: float) -> float:
 
 @pytest.fixture(scope="module")
 def site(orthanc: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from dicomlab_labeling.app import create_app as labeling_app
-    from dicomlab_proxy.app import create_app as proxy_app
-    from dicomlab_proxy.config import Config as ProxyConfig
-
-    ensure_bundle()
     tmp = tmp_path_factory.mktemp("presets")
     values = chest_values()
     client = orthanc.client()
@@ -99,31 +92,17 @@ def site(orthanc: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
     store.mkdir(parents=True)
     (store / "presets.manifest").write_text("".join(
         json.dumps({"source": i["orthanc_id"], "labels": LABELS}) + "\n" for i in images))
-    labeling_port, proxy_port = free_port(), free_port()
-    config = replace(make_config(tmp, f"sqlite:///{tmp / 'labeling.db'}", orthanc),
-                     proxy_public_url=f"http://127.0.0.1:{proxy_port}")
-    proxy = proxy_app(ProxyConfig(token_keys=config.token_keys, orthanc=orthanc.settings(),
-                                  allowed_origins=(f"http://127.0.0.1:{labeling_port}",)))
-    app = labeling_app(config)
-    with serve(proxy, port=proxy_port), serve(app, port=labeling_port) as base:
-        admin = Api(base_url=base).login(*ADMIN)
+    with labeling_site(orthanc, tmp) as running:
         for name, allowed in (("presets-deid", False), ("presets-ids", True)):
-            status, job = admin.call("POST", "/admin/jobs", {
-                "name": name, "manifestUri": "manifests/presets.manifest", "readersPerImage": 1,
-                "strategy": "in-order", "allowPatientIdentifiers": allowed})
-            assert status == 201, job
-        create_users(admin, ["rita"])
-        yield {"base": base, "images": images, "tmp": tmp}
-    app.extensions["dicomlab_labeling_api"].db.dispose()
+            running.create_job(name, manifest_uri="manifests/presets.manifest", readersPerImage=1,
+                               strategy="in-order", allowPatientIdentifiers=allowed)
+        running.users(["rita"])
+        yield {"base": running.base, "images": images, "tmp": tmp}
 
 
 def open_job(site: dict[str, Any], job: str) -> Any:
-    page = browser().new_context(viewport={"width": 1366, "height": 768}).new_page()
-    page.goto(site["base"] + "/ui/login")
-    page.get_by_label("User name").fill("rita")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url("**/ui/queue")
+    page, _ = new_page()
+    log_in(page, site["base"], "rita", PASSWORD)
     page.get_by_role("link", name=f"Label images of {job}").click()
     wait_ready(page)
     return page

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from selfhosted_support import ADMIN, PASSWORD, Api, create_users, make_config, write_manifest
-from ui_support import PageLog, browser, ensure_bundle, pixel_stats, serve
-
-from dicomlab_cli.processes import free_port
+from selfhosted_support import ADMIN, PASSWORD, Api
+from support.browser import log_in, new_page
+from support.site import labeling_site
+from ui_support import PageLog, browser, pixel_stats
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -25,47 +24,24 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def site(orthanc: Any, synthetic_set: list[dict[str, Any]],
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from dicomlab_labeling.app import create_app as labeling_app
-    from dicomlab_proxy.app import create_app as proxy_app
-    from dicomlab_proxy.config import Config as ProxyConfig
-
-    ensure_bundle()
-    tmp = tmp_path_factory.mktemp("selfhosted")
-    labeling_port, proxy_port = free_port(), free_port()
-    labeling_origin = f"http://127.0.0.1:{labeling_port}"
-    config = make_config(tmp, f"sqlite:///{tmp / 'labeling.db'}", orthanc)
-    # Image tokens live 65 s, so the labeling view must refresh them silently (60 s before expiry).
-    config = replace(config, proxy_public_url=f"http://127.0.0.1:{proxy_port}", token_ttl_seconds=65)
-    proxy = proxy_app(ProxyConfig(token_keys=config.token_keys, orthanc=orthanc.settings(),
-                                  allowed_origins=(labeling_origin,)))
-    app = labeling_app(config)
     # Four images: a compressed one among them, so the WASM decoders run too.
     records = sorted(synthetic_set, key=lambda r: r["compression"] == "none")[:4]
-    with serve(proxy, port=proxy_port), serve(app, port=labeling_port) as base:
-        admin = Api(base_url=base).login(*ADMIN)
-        status, job = admin.call("POST", "/admin/jobs", {
-            "name": "ui-batch", "manifestUri": write_manifest(tmp, records), "readersPerImage": 2,
-            "instructions": "Mark every finding you see.", "strategy": "in-order", "leaseSeconds": 300,
+    # Image tokens live 65 s, so the labeling view must refresh them silently (60 s before expiry).
+    with labeling_site(orthanc, tmp_path_factory.mktemp("selfhosted"), token_ttl_seconds=65) as running:
+        job = running.create_job(
+            "ui-batch", records, readersPerImage=2, instructions="Mark every finding you see.",
+            strategy="in-order", leaseSeconds=300,
             # Identifiers shown: the viewer reads whole files here (test_ui_deid_browser covers the other path).
-            "allowPatientIdentifiers": True})
-        assert status == 201, job
-        create_users(admin, ["ann", "bob"])
-        create_users(admin, ["rev"], role="reviewer")
-        yield {"base": base, "job": job, "admin": admin, "records": records, "store": tmp / "store",
-               "proxy": f"http://127.0.0.1:{proxy_port}"}
-    app.extensions["dicomlab_labeling_api"].db.dispose()
+            allowPatientIdentifiers=True)
+        running.users(["ann", "bob"])
+        running.users(["rev"], role="reviewer")
+        yield {"base": running.base, "job": job, "admin": running.admin, "records": records,
+               "store": running.tmp / "store", "proxy": running.proxy}
 
 
 def sign_in(site: dict[str, Any], username: str, password: str) -> tuple[Any, PageLog]:
-    context = browser().new_context(viewport={"width": 1500, "height": 1000})
-    page = context.new_page()
-    log = PageLog()
-    log.attach(page)
-    page.goto(site["base"] + "/ui/login")
-    page.get_by_label("User name").fill(username)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url("**/ui/queue")
+    page, log = new_page({"width": 1500, "height": 1000})
+    log_in(page, site["base"], username, password)
     return page, log
 
 

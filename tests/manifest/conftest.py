@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from manifest_support import Population, make_config, population_datasets, upload
+from support.servers import private_orthanc
 
 from dicomlab_cli.processes import OrthancServer
 from dicomlab_core.orthanc import OrthancClient
@@ -19,13 +20,12 @@ from dicomlab_manifest.service import ManifestService
 
 @pytest.fixture(scope="session")
 def population(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Population]:
-    server = OrthancServer(tmp_path_factory.mktemp("manifest-orthanc")).start()
-    client = server.client()
-    try:
-        yield Population(server, upload(client, population_datasets()))
-    finally:
-        client.close()
-        server.stop()
+    with private_orthanc(tmp_path_factory.mktemp("manifest-orthanc")) as server:
+        client = server.client()
+        try:
+            yield Population(server, upload(client, population_datasets()))
+        finally:
+            client.close()
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from manifest_support import Population, make_config
+from support.servers import MANIFEST_APP, gunicorn
 
 from dicomlab_core.metrics import metrics_port
 from dicomlab_manifest.app import create_app
@@ -153,17 +154,13 @@ def test_unfinished_jobs_resume_when_the_service_starts(population: Population, 
 
 
 def test_under_gunicorn(population: Population, tmp_path: Path) -> None:
-    from dicomlab_cli.processes import GunicornService
-
     config = make_config(population.server, tmp_path)
     env = {"DICOMLAB_MANIFEST__ORTHANC__URL": population.server.url,
            "DICOMLAB_MANIFEST__ORTHANC__USERNAME": population.server.username,
            "DICOMLAB_MANIFEST__ORTHANC__PASSWORD": population.server.password.reveal(),
            "DICOMLAB_MANIFEST__PATIENT_KEY_SECRET": "k", "DICOMLAB_MANIFEST__SERVICE_TOKEN": "test-service-token",
            "DICOMLAB_MANIFEST__STORE_URL": config.store_url, "DICOMLAB_MANIFEST__STATE_DIR": str(config.state_dir)}
-    service = GunicornService("manifest", "dicomlab_manifest.app:create_app()", tmp_path, env=env, workers=2,
-                              threads=4).start()
-    try:
+    with gunicorn("manifest", MANIFEST_APP, tmp_path, env, workers=2, threads=4) as service:
         url = service.url
         response = requests.post(f"{url}/manifests", params={"sync": "true"}, headers=AUTH, timeout=60,
                                  json={"name": "gunicorn", "modalities": ["DX"]})
@@ -179,8 +176,6 @@ def test_under_gunicorn(population: Population, tmp_path: Path) -> None:
         assert "dicomlab_manifest_instances_selected_total" in metrics
         log = service.log_path.read_text()
         assert "PAT0" not in log and "test-service-token" not in log
-    finally:
-        service.stop()
 
 
 def test_local_stack_environment_loads_into_a_valid_config(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from manifest_support import build, manifest_lines, sops, tiny_dataset, upload
 from pydicom.uid import generate_uid
+from support.servers import private_orthanc
 
 from dicomlab_cli.processes import OrthancServer
 from dicomlab_manifest.builder import EmptySelection
@@ -16,9 +17,8 @@ from dicomlab_manifest.builder import EmptySelection
 
 @pytest.fixture(scope="module")
 def fresh_orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
-    server = OrthancServer(tmp_path_factory.mktemp("incremental-orthanc")).start()
-    yield server
-    server.stop()
+    with private_orthanc(tmp_path_factory.mktemp("incremental-orthanc")) as server:
+        yield server
 
 
 def study(patient: str, modality_counts: dict[str, int], *, series_uid: str | None = None,

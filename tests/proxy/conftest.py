@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 import requests
-from proxy_helpers import ALLOWED_ORIGIN, SERVICE_TOKEN, Proxy, Studies, make_dicom, serve, upload
+from proxy_helpers import ALLOWED_ORIGIN, SERVICE_TOKEN, Proxy, Studies, make_dicom, upload
+from support.servers import serve
 
 from dicomlab_cli.processes import OrthancServer, free_port
 from dicomlab_core.config import Secret
@@ -48,7 +49,7 @@ def start_proxy(orthanc: OrthancServer, key_entry: str) -> Callable[..., Any]:
         port = free_port()
         public = overrides.pop("public_url", f"http://127.0.0.1:{port}")
         config = proxy_config(orthanc, key_entry, public, **overrides)
-        with serve(create_app(config), port):
+        with serve(create_app(config), port=port):
             yield Proxy(f"http://127.0.0.1:{port}", config, TokenSigner(KeyRing.parse(config.token_keys)))
 
     return start

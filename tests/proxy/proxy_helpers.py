@@ -1,4 +1,5 @@
-"""Test helpers for the proxy: DICOM files with known UIDs, an in-process server, a recording upstream."""
+"""Test helpers for the proxy: DICOM files with known UIDs and a recording upstream (the in-process server
+is :func:`support.servers.serve`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import numpy as np
 import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from support.servers import in_thread
 
 from dicomlab_cli.processes import free_port
 from dicomlab_core.tokens import Scope, TokenSigner
@@ -93,30 +94,6 @@ def upload(client: Any, data: bytes) -> StoredInstance:
     return StoredInstance(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, result["ID"], data)
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, *args: Any, **kwargs: Any) -> None:  # the dev server would log query strings
-        pass
-
-    def make_environ(self) -> Any:
-        """Expose the connection as gunicorn does, so in-process tests take the proxy's zero-copy path too."""
-        environ = super().make_environ()
-        environ["gunicorn.socket"] = self.connection
-        return environ
-
-
-@contextmanager
-def serve(app: Any, port: int = 0) -> Iterator[BaseWSGIServer]:
-    """Run a WSGI app on loopback in a thread (threaded werkzeug server)."""
-    server = make_server("127.0.0.1", port, app, threaded=True, request_handler=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @dataclass
 class Recorder:
     """What the recording upstream saw, and what it should answer."""
@@ -191,13 +168,8 @@ def recording_upstream(recorder: Recorder) -> Iterator[str]:
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with in_thread(server) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def raw_request(url: str, request_line: str, headers: dict[str, str] | None = None, body: bytes = b"",

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import pydicom
 import pytest
 from proxy_helpers import ALLOWED_ORIGIN, SERVICE_TOKEN, Proxy, StoredInstance, make_dicom, raw_request, upload
+from support.servers import PROXY_APP, gunicorn, proxy_env
 
 from dicomlab_cli.processes import GunicornService, OrthancServer, free_port
 from dicomlab_core.config import Secret
@@ -552,17 +553,12 @@ def served(orthanc: OrthancServer, key_entry: str, tmp_path_factory: pytest.Temp
     """The proxy as deployed: gunicorn with the project's config, in front of the shared Orthanc."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {"DICOMLAB_PROXY__ORTHANC__URL": orthanc.url, "DICOMLAB_PROXY__ORTHANC__USERNAME": orthanc.username,
-           "DICOMLAB_PROXY__ORTHANC__PASSWORD": orthanc.password.reveal(), "DICOMLAB_PROXY__TOKEN_KEYS": key_entry,
-           "DICOMLAB_PROXY__SERVICE_TOKENS": SERVICE_TOKEN, "DICOMLAB_PROXY__ALLOWED_ORIGINS": ALLOWED_ORIGIN,
-           "DICOMLAB_PROXY__PUBLIC_URL": url, "DICOMLAB_PROXY__RATE_LIMIT_PER_SECOND": "0"}
-    service = GunicornService("proxy", "dicomlab_proxy.app:create_app()", tmp_path_factory.mktemp("attack"),
-                              env=env, workers=1, threads=4, port=port).start()
+    env = proxy_env(orthanc, key_entry, service_tokens=SERVICE_TOKEN, allowed_origins=ALLOWED_ORIGIN, public_url=url,
+                    rate_limit_per_second="0")
     config = Config(token_keys=(Secret(key_entry),), service_tokens=(Secret(SERVICE_TOKEN),), public_url=url)
-    try:
+    with gunicorn("proxy", PROXY_APP, tmp_path_factory.mktemp("attack"), env, workers=1, threads=4,
+                  port=port) as service:
         yield Proxy(url, config, TokenSigner(KeyRing.parse(config.token_keys))), service
-    finally:
-        service.stop()
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,7 @@ def page_server(port: int) -> Iterator[str]:
 
 
 def test_cross_origin_image_allowed_and_blocked(proxy: Proxy, studies: Studies) -> None:
-    from shared_browser import browser as shared_browser
+    from support.browser import browser as shared_browser
 
     a = studies.a
     token = proxy.study_token(a)

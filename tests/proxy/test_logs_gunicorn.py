@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -10,8 +11,9 @@ from pathlib import Path
 import pytest
 import requests
 from proxy_helpers import ALLOWED_ORIGIN, PATIENT_NAME, SERVICE_TOKEN, Proxy, Studies, raw_request
+from support.servers import PROXY_APP, gunicorn, proxy_env
 
-from dicomlab_cli.processes import GunicornService, OrthancServer
+from dicomlab_cli.processes import OrthancServer
 from dicomlab_core.logging import JsonFormatter
 from dicomlab_core.tokens import Scope
 
@@ -63,12 +65,8 @@ def test_logs_contain_no_secrets_or_phi(proxy: Proxy, studies: Studies, orthanc:
 
 
 def test_under_gunicorn(orthanc: OrthancServer, studies: Studies, key_entry: str, tmp_path: Path) -> None:
-    env = {"DICOMLAB_PROXY__ORTHANC__URL": orthanc.url, "DICOMLAB_PROXY__ORTHANC__USERNAME": orthanc.username,
-           "DICOMLAB_PROXY__ORTHANC__PASSWORD": orthanc.password.reveal(), "DICOMLAB_PROXY__TOKEN_KEYS": key_entry,
-           "DICOMLAB_PROXY__ALLOWED_ORIGINS": ALLOWED_ORIGIN}
-    service = GunicornService("proxy", "dicomlab_proxy.app:create_app()", tmp_path, env=env, workers=2,
-                              threads=4).start()
-    try:
+    env = proxy_env(orthanc, key_entry, allowed_origins=ALLOWED_ORIGIN)
+    with gunicorn("proxy", PROXY_APP, tmp_path, env, workers=2, threads=4) as service:
         from dicomlab_core.tokens import signer_from_entries
 
         big = studies.big
@@ -100,8 +98,6 @@ def test_under_gunicorn(orthanc: OrthancServer, studies: Studies, key_entry: str
         served = [r for r in records if r.get("route") == "/instances/<oid:oid>/file" and r.get("status") == 200]
         assert len(served) == 3
         assert {r["relay"] for r in served} == {"splice"}  # gunicorn exposes its socket: large bodies go zero-copy
-    finally:
-        service.stop()
 
 
 def test_upstream_cut_under_gunicorn_drops_the_client_quietly(key_entry: str, tmp_path: Path) -> None:
@@ -113,18 +109,14 @@ def test_upstream_cut_under_gunicorn_drops_the_client_quietly(key_entry: str, tm
     oid = "0a1b2c3d-0a1b2c3d-0a1b2c3d-0a1b2c3d-0a1b2c3d"
     recorder = Recorder(body=b"\x00" * (4 * 1024 * 1024), truncate_at=512 * 1024)
     with recording_upstream(recorder) as upstream:
-        service = GunicornService("proxy", "dicomlab_proxy.app:create_app()", tmp_path, workers=1, threads=2, env={
-            "DICOMLAB_PROXY__ORTHANC__URL": upstream, "DICOMLAB_PROXY__ORTHANC__PASSWORD": "pw",
-            "DICOMLAB_PROXY__TOKEN_KEYS": key_entry}).start()
-        try:
+        env = proxy_env(None, key_entry, orthanc__url=upstream, orthanc__password="pw")
+        with gunicorn("proxy", PROXY_APP, tmp_path, env, workers=1, threads=2) as service:
             token = signer_from_entries([key_entry]).issue(Scope(orthanc_ids=(oid,)), subject="r", ttl_seconds=60)
             with pytest.raises(requests.exceptions.ChunkedEncodingError):
                 requests.get(f"{service.url}/instances/{oid}/file?token={token}", timeout=10)
             assert requests.get(f"{service.url}/healthz", timeout=5).status_code == 200
             metrics = requests.get(f"{service.metrics_url}/metrics").text
             assert 'dicomlab_proxy_upstream_errors_total{kind="midstream"} 1.0' in metrics
-        finally:
-            service.stop()
     log = service.log_path.read_text()
     assert token not in log and "Error handling request" not in log
     assert "upstream failed mid-stream" in log
@@ -143,11 +135,11 @@ def test_a_stalled_reader_under_gunicorn_frees_the_only_thread(key_entry: str, t
     oid = "0a1b2c3d-0a1b2c3d-0a1b2c3d-0a1b2c3d-0a1b2c3d"
     recorder = Recorder(body=os.urandom(48 * 1024 * 1024))
     with recording_upstream(recorder) as upstream:
-        service = GunicornService("proxy", "dicomlab_proxy.app:create_app()", tmp_path, workers=1, threads=1, env={
-            "DICOMLAB_PROXY__ORTHANC__URL": upstream, "DICOMLAB_PROXY__ORTHANC__PASSWORD": "pw",
-            "DICOMLAB_PROXY__TOKEN_KEYS": key_entry, "DICOMLAB_PROXY__SEND_TIMEOUT": "0.5",
-            "DICOMLAB_PROXY__ZERO_COPY": zero_copy}).start()
-        try:
+        env = proxy_env(None, key_entry, orthanc__url=upstream, orthanc__password="pw", send_timeout="0.5",
+                        zero_copy=zero_copy)
+        with (gunicorn("proxy", PROXY_APP, tmp_path, env, workers=1, threads=1) as service,
+              contextlib.ExitStack() as stack):
+            stack.callback(recorder.aborted.set)  # first: the upstream's stalled handler returns, then gunicorn stops
             token = signer_from_entries([key_entry]).issue(Scope(orthanc_ids=(oid,)), subject="r", ttl_seconds=60)
             host, port = service.url.removeprefix("http://").split(":")
             with socket.socket() as stalled:
@@ -159,9 +151,6 @@ def test_a_stalled_reader_under_gunicorn_frees_the_only_thread(key_entry: str, t
                 # The stalled reader still holds its connection open; the next caller gets the thread.
                 assert requests.get(f"{service.url}/healthz", timeout=15).status_code == 200
                 assert recorder.aborted.wait(10)
-        finally:
-            recorder.aborted.set()
-            service.stop()
     log = service.log_path.read_text()
     assert token not in log and "Error handling request" not in log
     assert "Logging error" not in log  # gunicorn's own text log still formats (its %(process)d included)

@@ -105,10 +105,10 @@ def test_client_abort_releases_the_upstream(recorded: Any) -> None:
 def test_upstream_down_is_a_quick_502(start_proxy: Callable[..., Any], studies: Studies) -> None:
     settings = OrthancSettings(url=f"http://127.0.0.1:{free_port()}", password=Secret("pw"), connect_timeout=1.0)
     with start_proxy(orthanc=settings) as p:
-        started = time.monotonic()
+        # A refused connection is answered at once: the client's own timeout would fail a proxy that waits.
         response = requests.get(f"{p.url}/instances/{studies.a.orthanc_id}/file",
-                                headers=p.headers(p.study_token(studies.a)))
-        assert response.status_code == 502 and time.monotonic() - started < 3
+                                headers=p.headers(p.study_token(studies.a)), timeout=10)
+        assert response.status_code == 502
         assert response.json()["description"] == "the PACS is unreachable"
         assert requests.get(f"{p.url}/readyz").status_code == 503
         assert requests.get(f"{p.url}/healthz").status_code == 200
@@ -122,11 +122,12 @@ def test_upstream_hang_is_a_504_within_the_timeout(start_proxy: Callable[..., An
         settings = OrthancSettings(url=f"http://127.0.0.1:{silent.getsockname()[1]}", password=Secret("pw"),
                                    read_timeout=0.5)
         with start_proxy(orthanc=settings) as p:
-            started = time.monotonic()
+            # The silent upstream never answers: only the proxy's read timeout gives a 504 (a proxy without
+            # one would leave the client to its own timeout, an exception here).
             response = requests.get(f"{p.url}/instances/{studies.a.orthanc_id}/file",
                                     headers=p.headers(p.study_token(studies.a)), timeout=10)
-            elapsed = time.monotonic() - started
-        assert response.status_code == 504 and elapsed < 2.5, elapsed
+        assert response.status_code == 504, response.text
+        assert response.json()["description"] == "the PACS did not answer in time"
     finally:
         silent.close()
 
@@ -147,12 +148,11 @@ def test_orthanc_stopped_mid_stream(start_proxy: Callable[..., Any], tmp_path: P
             received = len(next(response.iter_content(256 * 1024)))
             assert server.pid is not None
             os.killpg(server.pid, signal.SIGKILL)
-            started = time.monotonic()
-            with pytest.raises(requests.exceptions.RequestException):
+            with pytest.raises(requests.exceptions.RequestException) as cut:
                 for chunk in response.iter_content(1024 * 1024):
                     received += len(chunk)
             assert received < expected
-            assert time.monotonic() - started < 15
+            assert "timed out" not in str(cut.value)  # the proxy cut the body; the client did not give up waiting
             after = requests.get(f"{p.url}/instances/{item.orthanc_id}/file", headers=p.headers(p.study_token(item)))
             assert after.status_code == 502
     finally:
@@ -197,7 +197,6 @@ def test_upstream_stall_mid_body_is_cut_within_the_timeout(start_proxy: Callable
     try:
         with recording_upstream(recorder) as url, start_proxy(
                 orthanc=OrthancSettings(url=url, password=Secret("pw"), read_timeout=0.5), zero_copy=zero_copy) as p:
-            started = time.monotonic()
             response = requests.get(f"{p.url}/instances/{OID}/file", stream=True, timeout=10,
                                     headers=p.headers(p.token(Scope(orthanc_ids=(OID,)))))
             received = b""
@@ -205,11 +204,10 @@ def test_upstream_stall_mid_body_is_cut_within_the_timeout(start_proxy: Callable
                 for chunk in response.iter_content(256 * 1024):
                     received += chunk
             assert recorder.body.startswith(received) and len(received) < len(recorder.body)
-            assert time.monotonic() - started < 5
     finally:
         recorder.aborted.set()
     after = REGISTRY.get_sample_value("dicomlab_proxy_upstream_errors_total", {"kind": "read_timeout"})
-    assert after == before + 1
+    assert after == before + 1  # the proxy's read timeout cut the body (the upstream stays silent for 30 s)
 
 
 def test_only_plain_tcp_sockets_are_spliced() -> None:
@@ -241,11 +239,8 @@ def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(
                 client.sendall(f"GET /instances/{OID}/file HTTP/1.1\r\nHost: {host}\r\n"
                                f"Authorization: Bearer {token}\r\n\r\n".encode())
                 assert client.recv(4096).startswith(b"HTTP/1.1 200")
-                started = time.monotonic()
-                (line,) = _relay_lines(caplog, 1)  # written when the proxy gives up on the client
-                waited = time.monotonic() - started
+                (line,) = _relay_lines(caplog, 1)  # written when the proxy gives up on the client (bounded wait)
                 assert recorder.aborted.wait(10)  # the upstream connection was dropped, not kept half-read
         assert line.outcome == "aborted" and 0 < line.bytes < len(recorder.body)  # type: ignore[attr-defined]
-        assert waited < 5
     finally:
         recorder.aborted.set()

@@ -9,6 +9,7 @@ of an uninterrupted run.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -33,14 +34,21 @@ def bitwise_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> boo
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def sigterm_group_after_first_epoch(args: list[str], checkpoint: Path) -> tuple[int, str]:
-    """Start ``args`` in a new session, SIGTERM its process group once epoch 1 is checkpointed (mid-epoch 2)."""
+def inside_epoch_2(settings: dict[str, Any], first_epoch_steps: int) -> dict[str, Any]:
+    """``settings`` slowed down (0.4 s a step) and checkpointing one step into epoch 2, which is what
+    :func:`sigterm_group_inside_epoch_2` waits for (the SIGTERM checkpoint comes later: it is told apart)."""
+    return {**settings, "step_delay": 0.4, "checkpoint_every_steps": first_epoch_steps + 1}
+
+
+def sigterm_group_inside_epoch_2(args: list[str], checkpoint: Path, first_epoch_steps: int) -> tuple[int, str]:
+    """Start ``args`` (with :func:`inside_epoch_2`'s settings) in a new session and SIGTERM its process group
+    once a step of epoch 2 is checkpointed: its DataLoader workers are running then, and the run has steps
+    left (no sleep decides where the signal lands)."""
     proc = subprocess.Popen(args, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
     deadline = time.monotonic() + 300
-    while checkpoint_step(checkpoint) < 0 and proc.poll() is None and time.monotonic() < deadline:
+    while checkpoint_step(checkpoint) <= first_epoch_steps and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
-    time.sleep(0.5)  # into epoch 2 (steps take >= 0.4 s with step_delay)
     assert proc.poll() is None, "the run ended before it could be signalled"
     os.killpg(proc.pid, signal.SIGTERM)
     try:
@@ -71,15 +79,16 @@ def test_sigterm_to_the_process_group_with_dataloader_workers(small_set: SynthSe
     reference = run(load_train_config(overrides=settings, environ={}))
     steps = reference.history[-1]["steps"]
 
-    termed = {**settings, "out": str(tmp_path / "termed"), "step_delay": 0.4}
+    first = reference.history[0]["steps"]
+    termed = inside_epoch_2({**settings, "out": str(tmp_path / "termed")}, first)
     ckpt = tmp_path / "termed" / "checkpoints" / "last.pt"
-    code, err = sigterm_group_after_first_epoch(cli_args(termed), ckpt)
+    code, err = sigterm_group_inside_epoch_2(cli_args(termed), ckpt, first)
     assert code == PREEMPTED_EXIT_CODE, err[-3000:]
     assert "killed by signal" not in err, "a DataLoader worker died of the SIGTERM"
     at_term = checkpoint_step(ckpt)
     (reported,) = {int(s) for s in STOPPED.findall(err)}
     assert at_term == reported, "the checkpoint is of the step the run stopped at"
-    assert reference.history[0]["steps"] < at_term < steps, "stopped inside epoch 2, not at a boundary"
+    assert first + 1 < at_term < steps, "stopped inside epoch 2, after the signal, not at a boundary"
 
     resumed = run(load_train_config(overrides={**termed, "step_delay": 0}, environ={}))
     assert bitwise_equal(weights(resumed.last_model), weights(reference.last_model))
@@ -97,10 +106,11 @@ def test_sigterm_to_torchrun_stops_every_rank_at_one_step(small_set: SynthSet, t
     done = subprocess.run(torchrun_args(settings), env=env(), capture_output=True, timeout=400, check=False)
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     expected = weights(f"file://{tmp_path / 'reference'}/models/last.pt")
+    first = json.loads((tmp_path / "reference" / "report.json").read_text())["history"][0]["steps"]
 
-    termed = {**settings, "out": str(tmp_path / "termed"), "step_delay": 0.4}
+    termed = inside_epoch_2({**settings, "out": str(tmp_path / "termed")}, first)
     ckpt = tmp_path / "termed" / "checkpoints" / "last.pt"
-    code, err = sigterm_group_after_first_epoch(torchrun_args(termed), ckpt)
+    code, err = sigterm_group_inside_epoch_2(torchrun_args(termed), ckpt, first)
     assert code == PREEMPTED_EXIT_CODE, err[-3000:]
     assert "killed by signal" not in err
     stops = [int(s) for s in STOPPED.findall(err)]

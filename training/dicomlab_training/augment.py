@@ -46,7 +46,7 @@ def random_params(n: int, config: AugmentConfig, generator: torch.Generator) -> 
 
 def affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """``F.affine_grid(theta, (B, 1, H, W), align_corners=False)`` computed separably (x and y terms
-    broadcast), about 3× faster on a CPU than the batched matrix product."""
+    broadcast), faster on a CPU than the batched matrix product (figures: ``benchmarks/results/README.md``)."""
     xs = (torch.arange(width, device=theta.device, dtype=theta.dtype) * 2 + 1) / width - 1
     ys = (torch.arange(height, device=theta.device, dtype=theta.dtype) * 2 + 1) / height - 1
     grid = torch.empty((theta.shape[0], height, width, 2), device=theta.device, dtype=theta.dtype)

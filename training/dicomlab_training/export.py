@@ -65,7 +65,7 @@ def export_onnx(model: Classifier, example: torch.Tensor, path: Path) -> float:
     model = model.eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:  # the TorchScript-based exporter is ~6× faster than dynamo on DenseNet121
+        try:  # the TorchScript-based exporter is faster than dynamo (benchmarks/results/README.md)
             torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=["logits"],
                               dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
                               opset_version=17)

@@ -26,7 +26,7 @@ import signal
 import time
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -309,14 +309,54 @@ def wrap_model(model: nn.Module, config: TrainConfig, dist: DistInfo, device: to
     return runner
 
 
-def train(config: TrainConfig, data: PreparedData, model: Classifier, dist: DistInfo, device: torch.device,
-          checkpointer: Checkpointer, on_epoch: Any = None, save_best: Any = None,
-          preemption: PreemptionFlag | None = None) -> TrainState:
-    """Train ``model`` in place from the last checkpoint (if any) to ``config.epochs``; returns the state.
+class EpochCallback(Protocol):
+    """Called on rank 0 after each finished epoch with its record (the dict appended to ``TrainState.history``)."""
 
-    ``preemption`` is the run's SIGTERM flag (the runner installs it before data preparation so an
-    early signal is not lost); without one, the loop installs its own for its duration.
-    """
+    def __call__(self, record: dict[str, Any], /) -> None: ...
+
+
+class BestCallback(Protocol):
+    """Called on rank 0 when an epoch becomes the best so far (``selection_key``), with the model and state."""
+
+    def __call__(self, model: nn.Module, state: TrainState, /) -> None: ...
+
+
+@dataclass(frozen=True)
+class TrainCallbacks:
+    """What :func:`train` calls back, on rank 0 only; each is optional."""
+
+    on_epoch: EpochCallback | None = None
+    save_best: BestCallback | None = None
+
+
+@dataclass
+class TrainSession:
+    """Everything :func:`setup` builds for one run of the loop: the data path, the step and the state."""
+
+    config: TrainConfig
+    data: PreparedData
+    model: Classifier
+    dist: DistInfo
+    device: torch.device
+    checkpointer: Checkpointer
+    dataset: CachedBatches
+    sampler: StepSampler
+    stepper: Stepper
+    train_loader: Any
+    state: TrainState
+
+    def write_checkpoint(self) -> None:
+        """Rank 0 saves model, optimizer, scheduler, scaler and state (the other ranks do nothing)."""
+        if self.dist.is_main:
+            stepper = self.stepper
+            self.checkpointer.save(model=self.model, optimizer=stepper.optimizer, scheduler=stepper.scheduler,
+                                   scaler=stepper.scaler, state=self.state, config_digest=self.config.digest())
+
+
+def setup(config: TrainConfig, data: PreparedData, model: Classifier, dist: DistInfo, device: torch.device,
+          checkpointer: Checkpointer) -> TrainSession:
+    """Sampler, optimizer, schedule, scaler and the model on ``device``; the state of the last checkpoint
+    when ``config.resume`` (refused when it was written with other settings); the runner (compile, DDP)."""
     dataset = CachedBatches(data)
     global_batch = global_batch_size(config, len(data.split.train), dist.world)
     sampler = StepSampler(data.split.train, global_batch, world=dist.world, rank=dist.rank,
@@ -339,71 +379,101 @@ def train(config: TrainConfig, data: PreparedData, model: Classifier, dist: Dist
                       scaler=scaler, pos_weight=torch.from_numpy(data.pos_weight).to(device), device=device,
                       dtype=dtype, dist=dist, global_batch=global_batch, labels=len(data.table.labels))
     train_loader = loader(dataset, sampler, workers=config.num_workers, pin=device.type == "cuda")
+    return TrainSession(config=config, data=data, model=model, dist=dist, device=device, checkpointer=checkpointer,
+                        dataset=dataset, sampler=sampler, stepper=stepper, train_loader=train_loader, state=state)
 
-    def write_checkpoint() -> None:
-        if dist.is_main:
-            checkpointer.save(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, state=state,
-                              config_digest=config.digest())
 
+def run_steps(session: TrainSession, sigterm: PreemptionFlag) -> int:
+    """The steps of the epoch in progress (from ``state.step_in_epoch`` on); returns the images this rank saw.
+
+    Every step the ranks agree on SIGTERM; on it rank 0 checkpoints that step and :class:`Interrupted` is
+    raised. A checkpoint is also written every ``checkpoint_every_steps``; ``max_steps`` ends the epoch early.
+    """
+    config, dist, device, state, sampler = (session.config, session.dist, session.device, session.state,
+                                            session.sampler)
+    images_seen = 0
+    for images, targets, mask, _idx in session.train_loader:
+        step_loss = session.stepper.step(images, targets, mask, sampler.positions(), state.epoch,
+                                         state.step_in_epoch)
+        state.step_in_epoch += 1
+        state.global_step += 1
+        images_seen += images.shape[0]
+        state.epoch_loss_sum += step_loss  # this rank's share, scaled: the mean over ranks is the global loss
+        state.epoch_loss_steps += 1
+        if config.step_delay:
+            time.sleep(config.step_delay)
+        stop = _agree(sigterm.raised, dist, device)
+        limit = bool(config.max_steps and state.global_step >= config.max_steps)
+        if stop or (config.checkpoint_every_steps and state.global_step % config.checkpoint_every_steps == 0):
+            session.write_checkpoint()
+        if stop:
+            if dist.enabled:
+                torch_dist.barrier()
+            raise Interrupted(f"stopped by SIGTERM at step {state.global_step}")
+        if limit:
+            break
+    return images_seen
+
+
+def end_epoch(session: TrainSession, seconds: float, images_seen: int, callbacks: TrainCallbacks) -> None:
+    """Close a finished epoch: its record (mean loss over ranks, throughput, validation metrics), the best
+    model so far, the callbacks, then the state moves to the next epoch and is checkpointed."""
+    config, data, model, dist, device, state = (session.config, session.data, session.model, session.dist,
+                                                session.device, session.state)
+    train_loss = _mean_over_ranks(state.epoch_loss_sum / max(1, state.epoch_loss_steps), dist, device)
+    record: dict[str, Any] = {"epoch": state.epoch, "train_loss": train_loss, "steps": state.global_step,
+                              "seconds": round(seconds, 3),
+                              "images_per_second": round(images_seen * dist.world / max(seconds, 1e-9), 2)}
+    if len(data.split.val):
+        sync_buffers(model, dist)
+        idx, logits = predict(model, session.dataset, data.split.val, config, dist, device, session.stepper.dtype)
+        val = score(data, idx, logits, data.pos_weight, config.threshold)
+        record.update(val_loss=val["loss"], val_macro_auroc=val["macro_auroc"],
+                      val_micro_auroc=val["micro_auroc"],
+                      val_per_label_auroc={k: v["auroc"] for k, v in val["per_label"].items()})
+    state.history.append(record)
+    metric, tiebreak = selection_key(record, config.select_metric)
+    if (metric, tiebreak) > (state.best_metric, state.best_tiebreak):
+        state.best_metric, state.best_tiebreak, state.best_epoch = metric, tiebreak, state.epoch
+        if dist.is_main and callbacks.save_best is not None:
+            callbacks.save_best(model, state)
+    logger.info("epoch done", extra={k: v for k, v in record.items() if not isinstance(v, dict)})
+    if dist.is_main and callbacks.on_epoch is not None:
+        callbacks.on_epoch(record)
+    state.epoch += 1
+    state.step_in_epoch = 0
+    state.epoch_loss_sum, state.epoch_loss_steps = 0.0, 0
+    session.write_checkpoint()
+
+
+def train(config: TrainConfig, data: PreparedData, model: Classifier, dist: DistInfo, device: torch.device,
+          checkpointer: Checkpointer, callbacks: TrainCallbacks | None = None,
+          preemption: PreemptionFlag | None = None) -> TrainState:
+    """Train ``model`` in place from the last checkpoint (if any) to ``config.epochs``; returns the state.
+
+    :func:`setup`, then per epoch :func:`run_steps` and :func:`end_epoch`. ``preemption`` is the run's
+    SIGTERM flag (the runner installs it before data preparation so an early signal is not lost); without
+    one, the loop installs its own for its duration.
+    """
+    callbacks = callbacks or TrainCallbacks()
+    session = setup(config, data, model, dist, device, checkpointer)
+    state = session.state
     with PreemptionFlag() if preemption is None else contextlib.nullcontext(preemption) as sigterm:
         if _agree(sigterm.raised, dist, device):  # signalled before the first step (data preparation)
             if state.global_step:
-                write_checkpoint()
+                session.write_checkpoint()
             raise Interrupted(f"stopped by SIGTERM before step {state.global_step + 1}")
         while state.epoch < config.epochs:
             if config.max_steps and state.global_step >= config.max_steps:
                 break
-            sampler.set_epoch(state.epoch, state.step_in_epoch)
-            runner.train()
-            started, images_seen = time.perf_counter(), 0
-            for images, targets, mask, _idx in train_loader:
-                step_loss = stepper.step(images, targets, mask, sampler.positions(), state.epoch,
-                                         state.step_in_epoch)
-                state.step_in_epoch += 1
-                state.global_step += 1
-                images_seen += images.shape[0]
-                state.epoch_loss_sum += step_loss  # this rank's share, scaled: the mean over ranks is the global loss
-                state.epoch_loss_steps += 1
-                if config.step_delay:
-                    time.sleep(config.step_delay)
-                stop = _agree(sigterm.raised, dist, device)
-                limit = bool(config.max_steps and state.global_step >= config.max_steps)
-                if stop or (config.checkpoint_every_steps and state.global_step % config.checkpoint_every_steps == 0):
-                    write_checkpoint()
-                if stop:
-                    if dist.enabled:
-                        torch_dist.barrier()
-                    raise Interrupted(f"stopped by SIGTERM at step {state.global_step}")
-                if limit:
-                    break
-            if state.step_in_epoch < sampler.steps_per_epoch:
-                write_checkpoint()
+            session.sampler.set_epoch(state.epoch, state.step_in_epoch)
+            session.stepper.runner.train()
+            started = time.perf_counter()
+            images_seen = run_steps(session, sigterm)
+            if state.step_in_epoch < session.sampler.steps_per_epoch:
+                session.write_checkpoint()
                 break  # max_steps reached inside the epoch
-            seconds = time.perf_counter() - started
-            train_loss = _mean_over_ranks(state.epoch_loss_sum / max(1, state.epoch_loss_steps), dist, device)
-            record: dict[str, Any] = {"epoch": state.epoch, "train_loss": train_loss, "steps": state.global_step,
-                                      "seconds": round(seconds, 3),
-                                      "images_per_second": round(images_seen * dist.world / max(seconds, 1e-9), 2)}
-            if len(data.split.val):
-                sync_buffers(model, dist)
-                idx, logits = predict(model, dataset, data.split.val, config, dist, device, dtype)
-                val = score(data, idx, logits, data.pos_weight, config.threshold)
-                record.update(val_loss=val["loss"], val_macro_auroc=val["macro_auroc"],
-                              val_micro_auroc=val["micro_auroc"],
-                              val_per_label_auroc={k: v["auroc"] for k, v in val["per_label"].items()})
-            state.history.append(record)
-            metric, tiebreak = selection_key(record, config.select_metric)
-            if (metric, tiebreak) > (state.best_metric, state.best_tiebreak):
-                state.best_metric, state.best_tiebreak, state.best_epoch = metric, tiebreak, state.epoch
-                if dist.is_main and save_best is not None:
-                    save_best(model, state)
-            logger.info("epoch done", extra={k: v for k, v in record.items() if not isinstance(v, dict)})
-            if dist.is_main and on_epoch is not None:
-                on_epoch(record)
-            state.epoch += 1
-            state.step_in_epoch = 0
-            state.epoch_loss_sum, state.epoch_loss_steps = 0.0, 0
-            write_checkpoint()
+            end_epoch(session, time.perf_counter() - started, images_seen, callbacks)
     return state
 
 

@@ -43,6 +43,7 @@ from dicomlab_training.loop import (
     DistInfo,
     Interrupted,
     PreemptionFlag,
+    TrainCallbacks,
     amp_dtype,
     init_distributed,
     predict,
@@ -155,8 +156,8 @@ def _run(config: TrainConfig, dist: DistInfo, device: torch.device, preemption: 
 
     checkpointer = Checkpointer(checkpoint_location(config))
     try:
-        state = train(config, data, model, dist, device, checkpointer, on_epoch=on_epoch, save_best=save_best,
-                      preemption=preemption)
+        state = train(config, data, model, dist, device, checkpointer,
+                      TrainCallbacks(on_epoch=on_epoch, save_best=save_best), preemption=preemption)
     except Interrupted:
         logger.warning("training interrupted by SIGTERM; the checkpoint allows a resume")
         raise
