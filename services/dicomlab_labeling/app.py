@@ -58,9 +58,9 @@ def services() -> LabelingServices:
 
 def blueprints() -> list[Blueprint]:
     """Every feature of the service; add a blueprint here with one line."""
-    from dicomlab_labeling.routes_api import bp as api_bp
-    from dicomlab_labeling.routes_gt import bp as gt_bp
-    from dicomlab_labeling.routes_ui import bp as ui_bp
+    from dicomlab_labeling.groundtruth.routes import bp as gt_bp
+    from dicomlab_labeling.workflow.routes_api import bp as api_bp
+    from dicomlab_labeling.workflow.routes_ui import bp as ui_bp
 
     return [
         gt_bp,

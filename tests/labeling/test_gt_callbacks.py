@@ -20,10 +20,10 @@ from dicomlab_core.labels import CHEXPERT_LABELS
 from dicomlab_core.metrics import metrics_port
 from dicomlab_core.orthanc import OrthancClient
 from dicomlab_core.tokens import KeyRing, signer_from_entries
-from dicomlab_labeling import lambda_handlers
 from dicomlab_labeling.app import create_app
 from dicomlab_labeling.config import CallbackAuth, GroundTruthSettings, LabelingConfig
-from dicomlab_labeling.gt_callbacks import (
+from dicomlab_labeling.groundtruth import lambda_handlers
+from dicomlab_labeling.groundtruth.callbacks import (
     CallbackContext,
     human_annotation_required,
     post_annotation,

@@ -11,8 +11,8 @@ import pytest
 from dicomlab_core import fastjson, groundtruth
 from dicomlab_core.labels import CHEXPERT_LABELS, NO_FINDING
 from dicomlab_labeling.config import ConsolidationSettings
-from dicomlab_labeling.consolidation import consolidate
-from dicomlab_labeling.gt_callbacks import consolidation_response, load_annotations
+from dicomlab_labeling.consensus.consolidation import consolidate
+from dicomlab_labeling.groundtruth.callbacks import consolidation_response, load_annotations
 
 LABELS = list(CHEXPERT_LABELS)
 SETTINGS = ConsolidationSettings(min_objects_for_model=5)

@@ -76,7 +76,7 @@ def stack(orthanc: Any, orthanc_client: Any, tmp_path_factory: pytest.TempPathFa
 
 def render_for_task(stack: dict[str, Any], **overrides: Any) -> str:
     """Both rendering passes: ours (assets) and Ground Truth's (task.input, autoescaped, to_json)."""
-    from dicomlab_labeling.routes_ui import render_gt_template
+    from dicomlab_labeling.groundtruth.template import render_gt_template
 
     template = render_gt_template(stack["labeling"] + "/static/dist", instructions="Mark every finding.")
     ds = stack["ds"]
