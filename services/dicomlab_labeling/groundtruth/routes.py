@@ -14,15 +14,15 @@ import hmac
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from prometheus_client import Counter
 
 from dicomlab_core import fastjson
 from dicomlab_core.errors import BadRequest, ServiceUnavailable, Unauthorized
-from dicomlab_labeling.app import services
 from dicomlab_labeling.config import CallbackAuth
 from dicomlab_labeling.groundtruth import callbacks
 from dicomlab_labeling.groundtruth.callbacks import CallbackContext
+from dicomlab_labeling.state import LabelingServices, services
 
 logger = logging.getLogger(__name__)
 
@@ -34,14 +34,20 @@ GT_OBJECTS = Counter("dicomlab_gt_consolidated_objects_total", "Data objects con
 GT_REJECTED = Counter("dicomlab_gt_rejected_answers_total", "Worker answers excluded as malformed.")
 
 
-def _context() -> CallbackContext:
-    """One callback context per app (it caches the S3/STS clients), sharing the app's clients."""
-    shared = services()
-    ctx = shared.extras.get("gt_context")
-    if not isinstance(ctx, CallbackContext):
-        ctx = CallbackContext(config=shared.config, orthanc=shared.orthanc, signer=shared.signer)
-        shared.extras["gt_context"] = ctx
+EXTENSION_KEY = "dicomlab_labeling_gt"
+
+
+def setup(app: Flask, shared: LabelingServices) -> CallbackContext:
+    """The app's one callback context (it caches the S3/STS clients), sharing the app's clients; a start-up
+    step of ``create_app``."""
+    ctx = CallbackContext(config=shared.config, orthanc=shared.orthanc, signer=shared.signer)
+    app.extensions[EXTENSION_KEY] = ctx
     return ctx
+
+
+def _context() -> CallbackContext:
+    found: CallbackContext = current_app.extensions[EXTENSION_KEY]
+    return found
 
 
 @bp.before_request

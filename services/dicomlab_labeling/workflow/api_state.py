@@ -1,7 +1,8 @@
 """What the self-hosted labeling API shares per app: database, queue, store, signer; and the JSON views.
 
-Built once when the API blueprint is registered (:func:`setup`): the database is migrated to head
-and the start-up admin is seeded from ``AUTH__ADMIN_USERNAME``/``AUTH__ADMIN_PASSWORD``.
+Built by named start-up steps of ``create_app``: :func:`setup` (the state, its database pool),
+:func:`migrate` (the schema to head) and :func:`seed_admin` (the start-up admin from
+``AUTH__ADMIN_USERNAME``/``AUTH__ADMIN_PASSWORD``).
 """
 
 from __future__ import annotations
@@ -140,8 +141,14 @@ def user_json(user: User) -> dict[str, Any]:
             "email": user.email}
 
 
+def state_of(app: Flask) -> ApiState:
+    """The API state of ``app`` (built by :func:`setup`)."""
+    return cast(ApiState, app.extensions[EXTENSION_KEY])
+
+
 def state() -> ApiState:
-    return cast(ApiState, current_app.extensions[EXTENSION_KEY])
+    """The API state of the app handling the current request."""
+    return state_of(current_app)
 
 
 def body() -> dict[str, Any]:
@@ -161,7 +168,7 @@ def client_ip() -> str:
 
 
 def setup(app: Flask, config: LabelingConfig, signer: TokenSigner, orthanc: OrthancClient) -> ApiState:
-    """Create the API state for ``app``: migrate the database, seed the admin."""
+    """Create the API state for ``app`` (its database pool, queue and session secret); nothing is migrated yet."""
     secret = config.session_secret.reveal()
     if not secret:
         # Sessions would not survive a restart nor be shared by gunicorn workers: fine for a test, not more.
@@ -169,12 +176,21 @@ def setup(app: Flask, config: LabelingConfig, signer: TokenSigner, orthanc: Orth
         secret = secrets.token_urlsafe(32)
     set_password_cost(time_cost=config.auth.password_time_cost, memory_kib=config.auth.password_memory_kib)
     db = Database(config.sqlalchemy_url, pool_size=config.queue.db_pool_size)
-    upgrade(db)
     api = ApiState(config=config, db=db, signer=signer, orthanc=orthanc, session_secret=secret)
-    if config.auth.admin_username and config.auth.admin_password:
-        _seed_admin(db, config.auth.admin_username, config.auth.admin_password.reveal())
     app.extensions[EXTENSION_KEY] = api
     return api
+
+
+def migrate(api: ApiState) -> None:
+    """Bring the database schema to head (one worker migrates, the others wait and find it done)."""
+    upgrade(api.db)
+
+
+def seed_admin(api: ApiState) -> None:
+    """Create or update the start-up admin when ``AUTH__ADMIN_USERNAME``/``AUTH__ADMIN_PASSWORD`` are set."""
+    auth = api.config.auth
+    if auth.admin_username and auth.admin_password:
+        _seed_admin(api.db, auth.admin_username, auth.admin_password.reveal())
 
 
 def _seed_admin(db: Database, username: str, password: str) -> None:

@@ -11,7 +11,7 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
-from flask import Blueprint, Flask, Response, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 from sqlalchemy import select
 
 from dicomlab_core.errors import BadRequest, NotFound, Unauthorized
@@ -22,7 +22,6 @@ from dicomlab_labeling.workflow.api_state import (
     ApiState,
     body,
     client_ip,
-    setup,
     state,
     submission_json,
     user_json,
@@ -60,23 +59,14 @@ bp = Blueprint("labeling_api", __name__, url_prefix="/api")
 NO_CSRF_ENDPOINTS = frozenset({"labeling_api.login"})
 
 
-@bp.record_once
-def _setup(setup_state: Any) -> None:
-    app: Flask = setup_state.app
-    from dicomlab_labeling.app import EXTENSION_KEY as SERVICES_KEY
-
-    shared = app.extensions[SERVICES_KEY]
-    api = setup(app, shared.config, shared.signer, shared.orthanc)
-    shared.ready_checks.append(api.ping)
-
-    @app.before_request
-    def _refresh_gauges() -> None:
-        if is_metrics_request():  # a scrape on the metrics port, not a probe of the public one
-            try:
-                with api.db.session() as session:
-                    metrics.refresh_queue_gauges(session)
-            except Exception:
-                logger.warning("could not refresh labeling queue gauges", exc_info=True)
+@bp.before_app_request
+def _refresh_gauges() -> None:
+    if is_metrics_request():  # a scrape on the metrics port, not a probe of the public one
+        try:
+            with state().db.session() as session:
+                metrics.refresh_queue_gauges(session)
+        except Exception:
+            logger.warning("could not refresh labeling queue gauges", exc_info=True)
 
 
 # ------------------------------------------------------------------ authentication of every request

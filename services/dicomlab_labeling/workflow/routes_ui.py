@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, abort, redirect, render_template, request, send_from_directory
 
 from dicomlab_labeling import ui_assets
+from dicomlab_labeling.state import services
 from dicomlab_labeling.workflow.api_state import state
 from dicomlab_labeling.workflow.auth import COOKIE_NAME, find_session, has_role
 from dicomlab_labeling.workflow.models import Role
@@ -67,8 +68,6 @@ def content_security_policy(proxy_url: str) -> str:
 
 
 def _proxy_url() -> str:
-    from dicomlab_labeling.app import services
-
     return services().config.proxy_public_url
 
 
