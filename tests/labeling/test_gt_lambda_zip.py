@@ -18,7 +18,7 @@ def test_lambda_zip_builds_and_the_handlers_run_from_it(tmp_path: Path, capsys: 
     assert main(["labeling", "lambda-zip", "--out", str(out)]) == 0
     info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # logs may precede the summary
     names = zipfile.ZipFile(out).namelist()
-    assert "dicomlab_labeling/groundtruth/lambda_handlers.py" in names and "dicomlab_core/groundtruth.py" in names
+    assert "dicomlab_labeling/groundtruth/lambda_handlers.py" in names and "dicomlab_core/groundtruth/worker_answer.py" in names
     assert "numpy/__init__.py" in names and "requests/__init__.py" in names and "orjson/__init__.py" in names
     assert not any(n.startswith(("boto3/", "botocore/", "flask/", "sqlalchemy/")) for n in names)
     labeling = {n for n in names if n.startswith("dicomlab_labeling/")}  # no workflow, UI, static or migrations

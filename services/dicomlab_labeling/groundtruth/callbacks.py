@@ -38,13 +38,13 @@ from dicomlab_core import fastjson
 from dicomlab_core.errors import BadRequest, NotFound, ServiceError, UpstreamError
 from dicomlab_core.groundtruth import (
     METADATA_SUFFIX,
-    ManifestError,
     ManifestLine,
     answer_from_content,
     label_attributes,
-    parse_manifest_line,
+    parse_post_request,
+    response_entry,
 )
-from dicomlab_core.labels import validate_label_set
+from dicomlab_core.groundtruth import pre_annotation as pre_annotation_contract
 from dicomlab_core.objectstore import ObjectStore, S3Store, open_store
 from dicomlab_core.tokens import Scope, TokenSigner
 from dicomlab_labeling.config import LabelingConfig
@@ -181,12 +181,8 @@ def _previous_answer(line: ManifestLine, labels: Sequence[str]) -> dict[str, Any
 
 def pre_annotation(event: Any, ctx: CallbackContext) -> dict[str, Any]:
     """Ground Truth pre-annotation: one data object → ``{"taskInput": {...}, "isHumanAnnotationRequired": bool}``."""
-    if not isinstance(event, Mapping) or not isinstance(event.get("dataObject"), Mapping):
-        raise BadRequest("pre-annotation request needs a 'dataObject' object")
-    try:
-        line = parse_manifest_line(event["dataObject"], where="dataObject")
-    except ManifestError as exc:
-        raise BadRequest(exc.description) from None
+    request = pre_annotation_contract.parse_request(event)
+    line = request.line
     config = ctx.config
     labels = list(line.labels or config.labels)
     orthanc_id = line.source if line.source else _orthanc_id_for_ref(line, ctx)
@@ -199,14 +195,14 @@ def pre_annotation(event: Any, ctx: CallbackContext) -> dict[str, Any]:
     if tags is None or not all(tags.get(k) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")):
         if config.gt.skip_unknown_instances:
             logger.warning("skipping a data object whose image is not in the PACS", extra={"ref": line.ref[:200]})
-            return {"taskInput": {"skipped": True, "reason": "image not found in the PACS"},
-                    "isHumanAnnotationRequired": False}
+            return pre_annotation_contract.response({"skipped": True, "reason": "image not found in the PACS"},
+                                                    human_required=False)
         raise NotFound(f"image {line.ref[:200]!r} is not in the PACS")
     assert orthanc_id is not None
     study, series, sop = (str(tags["StudyInstanceUID"]), str(tags["SeriesInstanceUID"]),
                           str(tags["SOPInstanceUID"]))
     proxy = config.proxy_public_url.rstrip("/")
-    job = job_name(event.get("labelingJobArn"))
+    job = job_name(request.job_arn)
     token = ctx.signer.issue(Scope(instances=(sop,), orthanc_ids=(orthanc_id,)),
                              subject=f"gt:{job}" if job else "gt", ttl_seconds=config.token_ttl_seconds)
     task: dict[str, Any] = {
@@ -223,48 +219,10 @@ def pre_annotation(event: Any, ctx: CallbackContext) -> dict[str, Any]:
     previous = _previous_answer(line, labels)
     if previous is not None:
         task["previousAnswer"] = previous
-    return {"taskInput": task, "isHumanAnnotationRequired": True}
-
-
-def human_annotation_required(response: Mapping[str, Any]) -> bool:
-    """Read ``isHumanAnnotationRequired`` as Ground Truth does: the boolean, or the string "true"."""
-    value = response.get("isHumanAnnotationRequired")
-    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+    return pre_annotation_contract.response(task)
 
 
 # ---------------------------------------------------------------------------------------- post-annotation
-
-
-@dataclass(frozen=True)
-class PostAnnotationRequest:
-    """The validated fields of a post-annotation event."""
-
-    s3_uri: str
-    attribute: str
-    labels: tuple[str, ...]
-    role_arn: str | None
-    job_arn: str
-
-
-def parse_post_request(event: Any, default_labels: Sequence[str]) -> PostAnnotationRequest:
-    if not isinstance(event, Mapping):
-        raise BadRequest("post-annotation request must be a JSON object")
-    payload = event.get("payload")
-    uri = payload.get("s3Uri") if isinstance(payload, Mapping) else None
-    if not isinstance(uri, str) or not uri:
-        raise BadRequest("post-annotation request needs 'payload.s3Uri'")
-    attr = event.get("labelAttributeName")
-    if not isinstance(attr, str) or not attr or attr.endswith(METADATA_SUFFIX):
-        raise BadRequest("post-annotation request needs a valid 'labelAttributeName'")
-    categories = event.get("labelCategories")
-    if categories is not None and (not isinstance(categories, list)
-                                   or not all(isinstance(c, str) for c in categories)):
-        raise BadRequest("'labelCategories' must be a list of strings")
-    role = event.get("roleArn")
-    labels = validate_label_set(categories, field="labelCategories") if categories else tuple(default_labels)
-    return PostAnnotationRequest(uri, attr, labels,
-                                 role if isinstance(role, str) and role else None,
-                                 str(event.get("labelingJobArn", "")))
 
 
 def load_annotations(data: bytes | list[Any], labels: Sequence[str], ctx: CallbackContext | None = None,
@@ -354,7 +312,7 @@ def gc_paused() -> Iterator[None]:
 def consolidation_response(objects: Sequence[ObjectAnswers], result: ConsolidationResult,
                            attribute: str) -> list[dict[str, Any]]:
     """The exact post-annotation response: one entry per data object."""
-    return [{"datasetObjectId": obj.object_id, "consolidatedAnnotation": {"content": {attribute: content}}}
+    return [response_entry(obj.object_id, attribute, content)
             for obj, content in zip(objects, result.contents(), strict=True)]
 
 

@@ -336,14 +336,6 @@ def check_rois_match_findings(parsed: WorkerAnswer) -> None:
 
 def clean_answer(parsed: WorkerAnswer, labels: list[str]) -> dict[str, Any]:
     """The stored form: our clean schema with every label of the job (unlisted = absent)."""
-    findings = {label: parsed.findings.get(label, FindingState.ABSENT).value for label in labels}
-    out: dict[str, Any] = {"findings": findings,
-                           "rois": [r.to_json() for r in parsed.rois]}
-    if parsed.sop_uid:
-        out["sopInstanceUid"] = parsed.sop_uid
-    if parsed.time_spent is not None:
-        out["timeSpentSeconds"] = parsed.time_spent
-    if parsed.window_level is not None:
-        out["windowLevel"] = parsed.window_level
+    out = parsed.clean_json(labels)
     out.update(answer_extras(parsed.raw))
     return out

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dicomlab_core.groundtruth import AnswerError, ConsolidatedLabel, FindingConsensus, Roi, parse_worker_answer
+from dicomlab_core.groundtruth import AnswerError, ConsolidatedLabel, FindingConsensus, Roi, parse_rois
 from dicomlab_core.labels import FindingState
 from dicomlab_labeling.config import ConsolidationSettings
 from dicomlab_labeling.consensus.consolidation import ConsolidationResult, ObjectAnswers, collect, consolidate
@@ -78,7 +78,7 @@ def apply_adjudication(label: ConsolidatedLabel, adjudication: Adjudication | No
 def rois_of(answer: Any, labels: list[str]) -> tuple[Roi, ...]:
     """The ROIs of a stored answer or adjudication (none when it cannot be read)."""
     try:
-        return parse_worker_answer({"findings": {}, "rois": answer.get("rois") or []}, labels=frozenset(labels)).rois
+        return parse_rois(answer.get("rois"), frozenset(labels))
     except (AnswerError, AttributeError):
         return ()
 
