@@ -32,7 +32,7 @@ from dicomlab_core.config import Secret
 from dicomlab_core.labels import CHEXPERT_LABELS, NO_FINDING
 from dicomlab_core.tokens import KeyRing, signer_from_entries
 from dicomlab_labeling.config import LabelingConfig
-from dicomlab_labeling.gt_callbacks import CallbackContext, post_annotation_with_report
+from dicomlab_labeling.groundtruth.callbacks import CallbackContext, post_annotation_with_report
 
 TARGET_SECONDS = 10.0
 RESULTS = Path(__file__).resolve().parent / "results" / "consolidation.json"

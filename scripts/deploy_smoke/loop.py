@@ -67,7 +67,7 @@ def run(cluster: Cluster, *, s3_endpoint: str, bucket: str, log: Callable[[str],
     from dicomlab_core.config import Secret
     from dicomlab_core.orthanc import OrthancClient, OrthancSettings
     from dicomlab_core.synth import SynthConfig, upload_study_set
-    from dicomlab_labeling.simulate import simulate_readers
+    from dicomlab_labeling.workflow.simulate import simulate_readers
 
     creds = _app_secret(cluster)
     results: dict[str, Any] = {}

@@ -10,7 +10,7 @@ initial labelled set, each round:
    ``model-uncertainty`` into a predictions manifest;
 4. **open the next labelling job** from that manifest with the strategy (the labeling service's real
    job creation and queue, on a SQLite database under ``out``) and take ``budget`` images from it;
-5. **label** them with simulated readers (the answer model of :mod:`dicomlab_labeling.simulate`: each
+5. **label** them with simulated readers (the answer model of :mod:`dicomlab_labeling.workflow.simulate`: each
    finding reported correctly with the reader's accuracy, one unreliable reader) and **consolidate**
    the answers with the service's consolidation (Dawid–Skene once the batch is large enough).
 
@@ -82,7 +82,7 @@ def input_line(record: dict[str, Any]) -> dict[str, Any]:
 def simulated_answers(record: dict[str, Any], labels: Sequence[str], readers: Sequence[tuple[str, float]],
                       seed: int) -> list[tuple[str, Any]]:
     """Every simulated reader's answer for one image; the noise is seeded by (seed, image, reader)."""
-    from dicomlab_labeling.simulate import noisy_answer
+    from dicomlab_labeling.workflow.simulate import noisy_answer
 
     answers = []
     for name, accuracy in readers:
@@ -95,7 +95,7 @@ def labelled_manifest(records: Sequence[dict[str, Any]], labels: Sequence[str],
                       readers: Sequence[tuple[str, float]], seed: int, path: Path) -> Path:
     """Consolidate the simulated readers' answers for ``records`` into an output manifest at ``path``."""
     from dicomlab_labeling.config import ConsolidationSettings
-    from dicomlab_labeling.consolidation import collect, consolidate
+    from dicomlab_labeling.consensus.consolidation import collect, consolidate
 
     items = [collect(r["sop_uid"], simulated_answers(r, labels, readers, seed), labels) for r in records]
     result = consolidate(items, labels, ConsolidationSettings())
@@ -110,8 +110,8 @@ class Selector:
     """Opens labelling jobs in the labeling service's database and takes ``budget`` images from each."""
 
     def __init__(self, folder: Path) -> None:
-        from dicomlab_labeling.db import Database
-        from dicomlab_labeling.migrate import upgrade
+        from dicomlab_labeling.workflow.db import Database
+        from dicomlab_labeling.workflow.migrate import upgrade
 
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
@@ -124,9 +124,9 @@ class Selector:
         from sqlalchemy import select
 
         from dicomlab_core.objectstore import open_store
-        from dicomlab_labeling.jobs import create_job
-        from dicomlab_labeling.models import User
-        from dicomlab_labeling.queue import Queue
+        from dicomlab_labeling.workflow.jobs import create_job
+        from dicomlab_labeling.workflow.models import User
+        from dicomlab_labeling.workflow.queue import Queue
 
         store = open_store(str(predictions.parent))
         with self.db.session() as session:

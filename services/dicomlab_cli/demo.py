@@ -207,7 +207,7 @@ def reader_password(ctx: stack.LocalContext, username: str) -> str:
 def label(ctx: stack.LocalContext, options: DemoOptions, manifest: dict[str, Any],
           truth: list[dict[str, Any]]) -> dict[str, Any]:
     """Create the job and its readers, then let the simulated readers label every image."""
-    from dicomlab_labeling.simulate import simulate_readers
+    from dicomlab_labeling.workflow.simulate import simulate_readers
 
     step(f"self-hosted labeling: a job with {options.readers_per_image} readers per image")
     base = ctx.url("labeling")

@@ -1,94 +1,83 @@
 """The labeling service's app factory: ``gunicorn 'dicomlab_labeling.app:create_app()'``.
 
-``create_app`` reads like a list: config, shared clients, common endpoints, blueprints. Blueprints
-reach the shared objects through :func:`services` (``services().orthanc``, ``services().config``);
-a new feature adds one line to :func:`blueprints`.
+``create_app`` has the shape of every service's factory (:mod:`dicomlab_core.appfactory`): the config
+loaded once, named start-up steps (:func:`init_steps`: the token key ring, the database and its
+migrations, the start-up admin, the Ground Truth callback context), common endpoints, blueprints.
+Blueprints reach the shared objects through :func:`dicomlab_labeling.state.services` and never import
+this module; a new feature adds one line to :func:`blueprints` (and, when it owns state, one step to
+:func:`init_steps`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import cached_property
-from typing import Any
 
-from flask import Blueprint, Flask, current_app
+from flask import Blueprint, Flask
 
-from dicomlab_core.config import masked
+from dicomlab_core.appfactory import InitStep, build_app, load_once
 from dicomlab_core.errors import ConfigError
-from dicomlab_core.orthanc import OrthancClient
-from dicomlab_core.tokens import TokenSigner, signer_from_entries
-from dicomlab_core.web import install_common
-from dicomlab_labeling.config import LabelingConfig, load
+from dicomlab_labeling.config import ENV_PREFIX, LabelingConfig
+from dicomlab_labeling.groundtruth import routes as gt_routes
+from dicomlab_labeling.state import EXTENSION_KEY, LabelingServices
+from dicomlab_labeling.workflow import api_state, routes_api, routes_ui
 
 logger = logging.getLogger(__name__)
 
-EXTENSION_KEY = "dicomlab_labeling"
-
-
-@dataclass
-class LabelingServices:
-    """What every blueprint shares: the config and the clients built from it (lazily, once)."""
-
-    config: LabelingConfig
-    ready_checks: list[Callable[[], None]] = field(default_factory=list)
-    """Called by ``/readyz``; each raises a ``ServiceError`` when a dependency is not ready."""
-    extras: dict[str, Any] = field(default_factory=dict)
-    """Per-app objects a feature builds once (e.g. the Ground Truth callback context)."""
-
-    @cached_property
-    def orthanc(self) -> OrthancClient:
-        return OrthancClient(self.config.orthanc)
-
-    @cached_property
-    def signer(self) -> TokenSigner:
-        return signer_from_entries(self.config.token_keys)
-
-    def ready(self) -> None:
-        for check in self.ready_checks:
-            check()
-
-
-def services() -> LabelingServices:
-    """The :class:`LabelingServices` of the app handling the current request."""
-    found: LabelingServices = current_app.extensions[EXTENSION_KEY]
-    return found
+REQUIRED_SECRETS = (("token_keys",), ("session_secret",), ("orthanc", "password"))
+"""Secrets the deployed service cannot start without (the chart and the local stack set them); a config
+given to :func:`create_app` directly (tests) may leave the session secret empty (a per-process one)."""
 
 
 def blueprints() -> list[Blueprint]:
     """Every feature of the service; add a blueprint here with one line."""
-    from dicomlab_labeling.routes_api import bp as api_bp
-    from dicomlab_labeling.routes_gt import bp as gt_bp
-    from dicomlab_labeling.routes_ui import bp as ui_bp
-
     return [
-        gt_bp,
-        api_bp,
-        ui_bp,
+        gt_routes.bp,
+        routes_api.bp,
+        routes_ui.bp,
     ]
 
 
-def _orthanc_ready(shared: LabelingServices) -> None:
-    shared.orthanc.ping()  # one short try; raises UpstreamError when Orthanc is unreachable, hung or refuses us
+def init_steps(shared: LabelingServices) -> list[InitStep]:
+    """What runs once per app before it serves, in order."""
+
+    def register(app: Flask) -> None:
+        if shared.config.session_secret:
+            app.config["SECRET_KEY"] = shared.config.session_secret.reveal()
+        app.extensions[EXTENSION_KEY] = shared
+
+    def check_token_keys(app: Flask) -> None:
+        try:
+            shared.signer  # noqa: B018 - parse the key ring now: a bad key stops start-up, not the first request
+        except ValueError as exc:
+            raise ConfigError(f"{ENV_PREFIX}__TOKEN_KEYS: {exc}") from None
+
+    def orthanc_ready(app: Flask) -> None:
+        # one short try per probe; raises UpstreamError when Orthanc is unreachable, hung or refuses us
+        shared.ready_checks.append(lambda: shared.orthanc.ping())
+
+    def open_database(app: Flask) -> None:
+        api = api_state.setup(app, shared.config, shared.signer, shared.orthanc)
+        shared.ready_checks.append(api.ping)
+
+    def ground_truth_context(app: Flask) -> None:
+        gt_routes.setup(app, shared)
+
+    return [
+        InitStep("the shared services and the session key", register),
+        InitStep("parse the token signing keys", check_token_keys),
+        InitStep("check Orthanc on /readyz", orthanc_ready),
+        InitStep("open the labeling database", open_database),
+        InitStep("migrate the labeling database to head", lambda app: api_state.migrate(api_state.state_of(app))),
+        InitStep("seed the start-up admin", lambda app: api_state.seed_admin(api_state.state_of(app))),
+        InitStep("build the Ground Truth callback context", ground_truth_context),
+    ]
 
 
 def create_app(config: LabelingConfig | None = None) -> Flask:
     """Build the labeling app from ``config`` (default: the environment)."""
-    config = config or load()
-    app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = config.max_request_bytes
-    if config.session_secret:
-        app.config["SECRET_KEY"] = config.session_secret.reveal()
+    from_env = config is None
+    config = load_once(config, LabelingConfig, ENV_PREFIX, required=REQUIRED_SECRETS)
     shared = LabelingServices(config)
-    try:
-        shared.signer  # noqa: B018 - parse the key ring now: a bad key stops start-up, not the first request
-    except ValueError as exc:
-        raise ConfigError(f"DICOMLAB_LABELING__TOKEN_KEYS: {exc}") from None
-    shared.ready_checks.append(lambda: _orthanc_ready(shared))
-    app.extensions[EXTENSION_KEY] = shared
-    logger.info("labeling service configured", extra={"config": masked(config)})
-    install_common(app, service="labeling", ready=shared.ready)
-    for blueprint in blueprints():
-        app.register_blueprint(blueprint)
-    return app
+    return build_app(__name__, service="labeling", config=config, configure_logs=from_env,
+                     log_level=config.log_level, steps=init_steps(shared), routes=blueprints(),
+                     ready=shared.ready, max_content_length=config.max_request_bytes)

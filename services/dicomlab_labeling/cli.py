@@ -35,10 +35,10 @@ def register(subparsers: Any) -> None:
     _register_consolidate(commands)
     _register_lambda_zip(commands)
     _register_gt_create_job(commands)
-    from dicomlab_labeling.routes_ui import register_cli as _register_gt_template
+    from dicomlab_labeling.groundtruth.template import register_cli as _register_gt_template
 
     _register_gt_template(commands)
-    from dicomlab_labeling.cli_selfhosted import register_selfhosted
+    from dicomlab_labeling.workflow.cli import register_selfhosted
 
     register_selfhosted(commands)
 
@@ -78,8 +78,8 @@ def _register_consolidate(commands: Any) -> None:
 
 
 def _consolidate(args: argparse.Namespace) -> int:
-    from dicomlab_labeling.consolidation import consolidate
-    from dicomlab_labeling.gt_callbacks import gc_paused, load_annotations
+    from dicomlab_labeling.consensus.consolidation import consolidate
+    from dicomlab_labeling.groundtruth.callbacks import gc_paused, load_annotations
 
     inputs: dict[str, ManifestLine] = {}
     if args.input_manifest:
@@ -128,7 +128,7 @@ def _store_reader(role_arn: str | None) -> Any:
     from dicomlab_core.config import env_name, load_config
     from dicomlab_core.tokens import KeyRing, signer_from_entries
     from dicomlab_labeling.config import ENV_PREFIX, LabelingConfig
-    from dicomlab_labeling.gt_callbacks import CallbackContext
+    from dicomlab_labeling.groundtruth.callbacks import CallbackContext
 
     environ = dict(os.environ)
     environ.setdefault(env_name(ENV_PREFIX, "token_keys"), KeyRing.generate_entry("unused"))
@@ -158,7 +158,7 @@ def _register_lambda_zip(commands: Any) -> None:
 
 
 def _lambda_zip(args: argparse.Namespace) -> int:
-    from dicomlab_labeling.lambda_package import build_zip
+    from dicomlab_labeling.groundtruth.lambda_package import build_zip
 
     info = build_zip(args.out, wheels=args.wheel)
     summary = {"zip": str(args.out), "bytes": info["bytes"], "handlers": info["handlers"],
@@ -200,7 +200,7 @@ def _register_gt_create_job(commands: Any) -> None:
 
 
 def _gt_create_job(args: argparse.Namespace) -> int:
-    from dicomlab_labeling.gt_job import GroundTruthJobSpec, build_request, create_job, parse_tags
+    from dicomlab_labeling.groundtruth.job import GroundTruthJobSpec, build_request, create_job, parse_tags
 
     optional = {k: v for k, v in (("title", args.title), ("description", args.description)) if v}
     spec = GroundTruthJobSpec(

@@ -256,10 +256,12 @@ class LabelingConfig:
     """Self-hosted task queue defaults (``__QUEUE__*``)."""
     answers: AnswerLimits = field(default_factory=AnswerLimits)
     """Size limits of readers' answers and reviewers' adjudications (``__ANSWERS__*``)."""
+    log_level: str = "INFO"
+    """Log level of the service (JSON lines on stdout)."""
 
     def validate(self) -> None:
         if not self.token_keys:
-            raise ValueError("TOKEN_KEYS needs at least one 'kid:secret' entry")
+            raise ValueError(f"{ENV_PREFIX}__TOKEN_KEYS needs at least one 'kid:secret' entry")
         if self.token_ttl_seconds < 60:
             raise ValueError("TOKEN_TTL_SECONDS must be at least 60")
         if not self.proxy_public_url.startswith(("http://", "https://")):

@@ -17,6 +17,15 @@ import re
 from collections.abc import Callable, Iterable
 from enum import StrEnum
 
+from dicomlab_core.groundtruth.input_manifest import (
+    INPUT_LINE_SEPARATORS,
+    LABELS_KEY,
+    PATIENT_KEY_KEY,
+    SERIES_UID_KEY,
+    SOP_UID_KEY,
+    SOURCE_KEY,
+    STUDY_UID_KEY,
+)
 from dicomlab_manifest.listing import InstanceInfo, SeriesInfo, StudyInfo
 from dicomlab_manifest.spec import PatternSyntax, SelectionSpec
 
@@ -173,6 +182,15 @@ class BottomK:
 _PLAIN = re.compile(r"[0-9A-Za-z._-]*\Z").match
 
 
+def _key(name: str) -> str:
+    """``"name": `` as ``json.dumps`` writes a key with the input lines' separators."""
+    return json.dumps(name) + INPUT_LINE_SEPARATORS[1]
+
+
+_KEY_SOURCE, _KEY_LABELS, _KEY_STUDY, _KEY_SERIES, _KEY_SOP, _KEY_PATIENT = (
+    _key(k) for k in (SOURCE_KEY, LABELS_KEY, STUDY_UID_KEY, SERIES_UID_KEY, SOP_UID_KEY, PATIENT_KEY_KEY))
+
+
 def _json_string(value: str) -> str:
     return f'"{value}"' if _PLAIN(value) else json.dumps(value, ensure_ascii=False)
 
@@ -181,11 +199,12 @@ def line_parts(series: SeriesInfo, study: StudyInfo, labels_json: str, patient_k
     """The two constant parts of the manifest lines of one series: a line is
     ``'{"source": ' + source + parts[0] + sop_instance_uid + parts[1]`` (values as JSON strings).
 
-    Built once per series, so that a line costs two small string checks and one concatenation.
+    Built once per series, so that a line costs two small string checks and one concatenation. The keys
+    are the Ground Truth package's constants (:mod:`dicomlab_core.groundtruth.input_manifest`).
     """
-    return (f', "labels": {labels_json}, "study-uid": {_json_string(study.study_uid)}, '
-            f'"series-uid": {_json_string(series.series_uid)}, "sop-instance-uid": ',
-            f', "patient-key": {_json_string(patient_key)}}}')
+    return (f', {_KEY_LABELS}{labels_json}, {_KEY_STUDY}{_json_string(study.study_uid)}, '
+            f'{_KEY_SERIES}{_json_string(series.series_uid)}, {_KEY_SOP}',
+            f', {_KEY_PATIENT}{_json_string(patient_key)}}}')
 
 
 def manifest_line(instance: InstanceInfo, series: SeriesInfo, study: StudyInfo, labels_json: str,
@@ -197,4 +216,4 @@ def manifest_line(instance: InstanceInfo, series: SeriesInfo, study: StudyInfo, 
     ``parts`` are this series' :func:`line_parts` where the caller keeps them.
     """
     middle, tail = parts or line_parts(series, study, labels_json, patient_key)
-    return f'{{"source": {_json_string(instance.orthanc_id)}{middle}{_json_string(instance.sop_uid)}{tail}'
+    return f'{{{_KEY_SOURCE}{_json_string(instance.orthanc_id)}{middle}{_json_string(instance.sop_uid)}{tail}'

@@ -71,7 +71,10 @@ class Config:
     """Log level of the JSON logs; default INFO."""
 
     def validate(self) -> None:
-        KeyRing.parse(self.token_keys)
+        try:
+            KeyRing.parse(self.token_keys)
+        except ValueError as exc:
+            raise ValueError(f"{PREFIX}__TOKEN_KEYS: {exc}") from None
         for origin in self.allowed_origins:
             if not _ORIGIN.match(origin):
                 raise ValueError(f"allowed origin {origin!r} must be an exact scheme://host[:port] (no '*', no path)")

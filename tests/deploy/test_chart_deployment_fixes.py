@@ -219,7 +219,7 @@ def test_migrations_run_as_a_hook_before_new_labeling_pods() -> None:
     external = _hook(render_scenario("external-db"))  # every Secret and the database exist beforehand
     assert external["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
     (container,) = job["spec"]["template"]["spec"]["containers"]
-    assert container["command"] == ["python", "-m", "dicomlab_labeling.migrate"]
+    assert container["command"] == ["python", "-m", "dicomlab_labeling.workflow.migrate"]
     labeling = _container(generated, "labeling")
     assert container["image"] == labeling["image"]
     ours = {e["name"]: e for e in container["env"] if e["name"].startswith("DICOMLAB_")}
@@ -245,8 +245,8 @@ def test_migration_job_command_migrates_a_real_database_with_the_rendered_env(po
     import subprocess
     import sys
 
-    from dicomlab_labeling.db import Database
-    from dicomlab_labeling.migrate import current_revision, head_revision
+    from dicomlab_labeling.workflow.db import Database
+    from dicomlab_labeling.workflow.migrate import current_revision, head_revision
 
     rendered = render_scenario("ingress")
     secrets = {(s["metadata"]["name"], k): base64.b64decode(v).decode()

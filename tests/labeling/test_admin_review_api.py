@@ -123,7 +123,7 @@ def test_review_pagination_and_filters(job_site: dict[str, Any]) -> None:
                                              (0.5, "moderate"), (0.7, "substantial"), (0.95, "almost perfect"),
                                              (None, None)])
 def test_kappa_bands_follow_landis_and_koch(kappa: float | None, band: str | None) -> None:
-    from dicomlab_labeling.agreement import kappa_band
+    from dicomlab_labeling.consensus.agreement import kappa_band
 
     assert kappa_band(kappa) == band
 
@@ -131,13 +131,13 @@ def test_kappa_bands_follow_landis_and_koch(kappa: float | None, band: str | Non
 @pytest.mark.parametrize(("alpha", "band"), [(0.5, "unreliable"), (0.666, "unreliable"), (0.667, "tentative"),
                                              (0.79, "tentative"), (0.8, "reliable"), (None, None)])
 def test_alpha_bands_follow_krippendorff(alpha: float | None, band: str | None) -> None:
-    from dicomlab_labeling.agreement import alpha_band
+    from dicomlab_labeling.consensus.agreement import alpha_band
 
     assert alpha_band(alpha) == band
 
 
 def test_agreement_names_the_band_of_each_statistic(job_site: dict[str, Any]) -> None:
-    from dicomlab_labeling.agreement import alpha_band, kappa_band
+    from dicomlab_labeling.consensus.agreement import alpha_band, kappa_band
 
     findings = job_site["admin"].call("GET", f"/admin/jobs/{job_site['job']['id']}/agreement")[1]["findings"]
     assert set(findings) >= {"Edema", "Cardiomegaly"}

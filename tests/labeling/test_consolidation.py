@@ -9,10 +9,10 @@ import pytest
 
 from dicomlab_core.groundtruth import ConsolidatedLabel, Flag, WorkerAnswer
 from dicomlab_core.labels import FindingState
-from dicomlab_labeling import dawid_skene
-from dicomlab_labeling.agreement import fleiss_kappa, krippendorff_alpha_nominal
 from dicomlab_labeling.config import ConsolidationMethod, ConsolidationSettings, TieRule
-from dicomlab_labeling.consolidation import ObjectAnswers, collect, consolidate
+from dicomlab_labeling.consensus import dawid_skene
+from dicomlab_labeling.consensus.agreement import fleiss_kappa, krippendorff_alpha_nominal
+from dicomlab_labeling.consensus.consolidation import ObjectAnswers, collect, consolidate
 
 P, A, U = FindingState.PRESENT, FindingState.ABSENT, FindingState.UNCERTAIN
 LABELS = ["Cardiomegaly", "Edema", "No Finding"]

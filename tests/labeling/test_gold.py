@@ -28,11 +28,11 @@ from dicomlab_cli.processes import OrthancServer
 from dicomlab_core.groundtruth import ConsolidatedLabel, FindingConsensus, dump_line, output_manifest_line
 from dicomlab_core.labels import FindingState
 from dicomlab_core.metrics import metrics_port
-from dicomlab_labeling import dawid_skene
 from dicomlab_labeling.app import create_app
 from dicomlab_labeling.config import ConsolidationMethod, ConsolidationSettings
-from dicomlab_labeling.db import Database
-from dicomlab_labeling.models import Task
+from dicomlab_labeling.consensus import dawid_skene
+from dicomlab_labeling.workflow.db import Database
+from dicomlab_labeling.workflow.models import Task
 
 METRICS_BASE_URL = f"http://localhost:{metrics_port()}"
 LABELS = ["No Finding", "Cardiomegaly", "Edema", "Pneumothorax"]

@@ -15,20 +15,15 @@ from pydicom.data import get_testdata_file
 from dicomlab_cli.processes import OrthancServer
 from dicomlab_core.config import Secret
 from dicomlab_core.errors import BadRequest, NotFound
-from dicomlab_core.groundtruth import read_output_manifest
+from dicomlab_core.groundtruth import human_annotation_required, read_output_manifest
 from dicomlab_core.labels import CHEXPERT_LABELS
 from dicomlab_core.metrics import metrics_port
 from dicomlab_core.orthanc import OrthancClient
 from dicomlab_core.tokens import KeyRing, signer_from_entries
-from dicomlab_labeling import lambda_handlers
 from dicomlab_labeling.app import create_app
 from dicomlab_labeling.config import CallbackAuth, GroundTruthSettings, LabelingConfig
-from dicomlab_labeling.gt_callbacks import (
-    CallbackContext,
-    human_annotation_required,
-    post_annotation,
-    pre_annotation,
-)
+from dicomlab_labeling.groundtruth import lambda_handlers
+from dicomlab_labeling.groundtruth.callbacks import CallbackContext, post_annotation, pre_annotation
 
 METRICS_BASE_URL = f"http://localhost:{metrics_port()}"
 """Flask test clients scrape /metrics on the metrics port (the public one answers 404)."""

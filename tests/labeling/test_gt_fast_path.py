@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
-from dicomlab_core import fastjson, groundtruth
+from dicomlab_core import fastjson
+from dicomlab_core.groundtruth import worker_answer
 from dicomlab_core.labels import CHEXPERT_LABELS, NO_FINDING
 from dicomlab_labeling.config import ConsolidationSettings
-from dicomlab_labeling.consolidation import consolidate
-from dicomlab_labeling.gt_callbacks import consolidation_response, load_annotations
+from dicomlab_labeling.consensus.consolidation import consolidate
+from dicomlab_labeling.groundtruth.callbacks import consolidation_response, load_annotations
 
 LABELS = list(CHEXPERT_LABELS)
 SETTINGS = ConsolidationSettings(min_objects_for_model=5)
@@ -108,7 +109,7 @@ def test_fast_paths_and_the_general_path_consolidate_identically(monkeypatch: py
     used = {"_parse_clean_fast": 0, "_parse_template_text": 0}
 
     def counting(name: str) -> Any:
-        fast = getattr(groundtruth, name)
+        fast = getattr(worker_answer, name)
 
         def count(*args: Any) -> Any:
             out = fast(*args)
@@ -118,14 +119,14 @@ def test_fast_paths_and_the_general_path_consolidate_identically(monkeypatch: py
         return count
 
     for name in used:
-        monkeypatch.setattr(groundtruth, name, counting(name))
+        monkeypatch.setattr(worker_answer, name, counting(name))
     quick = _run(data)
     assert used["_parse_template_text"] > 100  # the text shortcut really took the plain answers
     assert used["_parse_clean_fast"] > 10  # and the decoded shortcut those it leaves
     assert quick[0].count(b'"datasetObjectId": "123456789012345678901234567890"') == 1
 
-    monkeypatch.setattr(groundtruth, "_parse_clean_fast", lambda *args: None)
-    monkeypatch.setattr(groundtruth, "_parse_template_text", lambda *args: None)
+    monkeypatch.setattr(worker_answer, "_parse_clean_fast", lambda *args: None)
+    monkeypatch.setattr(worker_answer, "_parse_template_text", lambda *args: None)
     monkeypatch.setattr(fastjson, "orjson", None)  # the standard library only
     general = _run(data)
     assert quick[0] == general[0]  # the response, byte for byte

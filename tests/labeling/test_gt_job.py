@@ -11,7 +11,7 @@ from botocore.exceptions import ParamValidationError
 from botocore.stub import Stubber
 
 from dicomlab_core.errors import BadRequest, UpstreamError
-from dicomlab_labeling.gt_job import GroundTruthJobSpec, build_request, create_job
+from dicomlab_labeling.groundtruth.job import GroundTruthJobSpec, build_request, create_job
 
 ACCOUNT = "123456789012"
 SPEC = GroundTruthJobSpec(

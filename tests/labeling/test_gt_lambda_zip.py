@@ -18,15 +18,20 @@ def test_lambda_zip_builds_and_the_handlers_run_from_it(tmp_path: Path, capsys: 
     assert main(["labeling", "lambda-zip", "--out", str(out)]) == 0
     info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # logs may precede the summary
     names = zipfile.ZipFile(out).namelist()
-    assert "dicomlab_labeling/lambda_handlers.py" in names and "dicomlab_core/groundtruth.py" in names
+    assert "dicomlab_labeling/groundtruth/lambda_handlers.py" in names and "dicomlab_core/groundtruth/worker_answer.py" in names
     assert "numpy/__init__.py" in names and "requests/__init__.py" in names and "orjson/__init__.py" in names
     assert not any(n.startswith(("boto3/", "botocore/", "flask/", "sqlalchemy/")) for n in names)
-    assert not any(n.startswith("dicomlab_labeling/") and n.count("/") > 1 for n in names)  # no UI/static/migrations
+    labeling = {n for n in names if n.startswith("dicomlab_labeling/")}  # no workflow, UI, static or migrations
+    assert labeling == {"dicomlab_labeling/__init__.py", "dicomlab_labeling/config.py",
+                        "dicomlab_labeling/consensus/__init__.py", "dicomlab_labeling/consensus/agreement.py",
+                        "dicomlab_labeling/consensus/consolidation.py", "dicomlab_labeling/consensus/dawid_skene.py",
+                        "dicomlab_labeling/groundtruth/__init__.py", "dicomlab_labeling/groundtruth/callbacks.py",
+                        "dicomlab_labeling/groundtruth/lambda_handlers.py"}
     assert not any("__pycache__" in n for n in names)
     assert not any(n.startswith(("pydicom/data/test_files/", "numpy/f2py/")) for n in names)
     build = json.loads(zipfile.ZipFile(out).read("BUILD-INFO.json"))
-    assert build["handlers"] == info["handlers"] == ["dicomlab_labeling.lambda_handlers.pre_annotation",
-                                                     "dicomlab_labeling.lambda_handlers.post_annotation"]
+    assert build["handlers"] == info["handlers"] == ["dicomlab_labeling.groundtruth.lambda_handlers.pre_annotation",
+                                                     "dicomlab_labeling.groundtruth.lambda_handlers.post_annotation"]
     assert set(info["distributions"]) == {"numpy", "orjson", "requests", "urllib3", "idna", "charset-normalizer", "certifi",
                                           "pydicom"}
     assert info["bytes"] < 60 * 1024 * 1024  # Lambda's unzipped limit is 250 MB; the zip stays lean
@@ -40,7 +45,7 @@ def test_lambda_zip_builds_and_the_handlers_run_from_it(tmp_path: Path, capsys: 
     script = f"""
 import json, sys
 assert not any('site-packages' in p for p in sys.path), sys.path
-from dicomlab_labeling import lambda_handlers
+from dicomlab_labeling.groundtruth import lambda_handlers
 event = {{"labelAttributeName": "a", "labelCategories": ["Edema"],
           "payload": {{"s3Uri": "file://{tmp_path}/answers.json"}}}}
 print(json.dumps(lambda_handlers.post_annotation(event, None)))

@@ -14,7 +14,7 @@ import pytest
 from dicomlab_core.groundtruth import AnswerError, AnswerSkipped, Flag, parse_worker_answer
 from dicomlab_core.labels import FindingState
 from dicomlab_labeling.config import ConsolidationMethod, ConsolidationSettings
-from dicomlab_labeling.consolidation import collect, consolidate
+from dicomlab_labeling.consensus.consolidation import collect, consolidate
 
 LABELS = ["Cardiomegaly", "Edema", "No Finding"]
 SKIP = {"skipped": {"reason": "could not load", "detail": "HTTP 403 (access refused)"}, "sopInstanceUid": "1.2.3"}

@@ -13,7 +13,7 @@ import pytest
 from liquid import Environment
 
 from dicomlab_labeling import ui_assets
-from dicomlab_labeling.routes_ui import assets_base_for, render_gt_template
+from dicomlab_labeling.groundtruth.template import assets_base_for, render_gt_template
 
 
 def write_dist(root: Path) -> Path:

@@ -76,7 +76,7 @@ def stack(orthanc: Any, orthanc_client: Any, tmp_path_factory: pytest.TempPathFa
 
 def render_for_task(stack: dict[str, Any], **overrides: Any) -> str:
     """Both rendering passes: ours (assets) and Ground Truth's (task.input, autoescaped, to_json)."""
-    from dicomlab_labeling.routes_ui import render_gt_template
+    from dicomlab_labeling.groundtruth.template import render_gt_template
 
     template = render_gt_template(stack["labeling"] + "/static/dist", instructions="Mark every finding.")
     ds = stack["ds"]
@@ -281,7 +281,7 @@ def test_worker_template_failed_load_blocks_submission_until_retry_shows_the_ima
 def test_skip_could_not_load_submits_no_finding_and_consolidation_marks_the_worker_not_labeled(
         stack: dict[str, Any], tmp_path: Path) -> None:
     from dicomlab_labeling.config import LabelingConfig
-    from dicomlab_labeling.gt_callbacks import CallbackContext, post_annotation
+    from dicomlab_labeling.groundtruth.callbacks import CallbackContext, post_annotation
 
     def refuse(route: Any) -> None:  # the proxy refuses this worker's image
         if route.request.method == "GET":

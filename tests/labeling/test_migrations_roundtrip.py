@@ -10,8 +10,8 @@ from selfhosted_support import database_url
 from sqlalchemy import inspect, text
 
 from dicomlab_cli.processes import PostgresServer
-from dicomlab_labeling.db import Database
-from dicomlab_labeling.migrate import alembic_config, current_revision, upgrade
+from dicomlab_labeling.workflow.db import Database
+from dicomlab_labeling.workflow.migrate import alembic_config, current_revision, upgrade
 
 HEAD = "0006"
 

@@ -15,9 +15,9 @@ from sqlalchemy import select, update
 
 from dicomlab_cli.processes import OrthancServer, PostgresServer
 from dicomlab_core.tokens import TokenSigner
-from dicomlab_labeling.api_state import state
 from dicomlab_labeling.app import create_app
-from dicomlab_labeling.models import Assignment, AuditEvent, Submission, utcnow
+from dicomlab_labeling.workflow.api_state import state
+from dicomlab_labeling.workflow.models import Assignment, AuditEvent, Submission, utcnow
 
 LABELS = ["No Finding", "Cardiomegaly", "Edema", "Pneumothorax"]
 

@@ -19,8 +19,8 @@ from sqlalchemy import func, select
 
 from dicomlab_cli.processes import OrthancServer, PostgresServer
 from dicomlab_labeling.app import create_app
-from dicomlab_labeling.auth import COOKIE_NAME, hash_password, start_session
-from dicomlab_labeling.models import Assignment, Submission, Task, User
+from dicomlab_labeling.workflow.auth import COOKIE_NAME, hash_password, start_session
+from dicomlab_labeling.workflow.models import Assignment, Submission, Task, User
 
 READERS = 50
 PER_IMAGE = 3

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from dicomlab_cli.processes import OrthancServer, PostgresServer
 from dicomlab_labeling.app import create_app
-from dicomlab_labeling.models import Submission
+from dicomlab_labeling.workflow.models import Submission
 
 
 @pytest.fixture

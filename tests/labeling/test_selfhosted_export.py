@@ -23,9 +23,9 @@ from dicomlab_cli.processes import OrthancServer
 from dicomlab_core.groundtruth import ConsolidatedLabel, FindingConsensus, read_output_manifest
 from dicomlab_core.labels import CHEXPERT_LABELS, FindingState, finding_code
 from dicomlab_labeling.app import create_app
-from dicomlab_labeling.export_formats import chexpert_csv
-from dicomlab_labeling.models import Task
-from dicomlab_labeling.results import TaskAnswers
+from dicomlab_labeling.workflow.export_formats import chexpert_csv
+from dicomlab_labeling.workflow.models import Task
+from dicomlab_labeling.workflow.results import TaskAnswers
 
 RECT = {"tool": "rectangle", "finding": "Cardiomegaly", "points": [[40.5, 60], [180, 200.25]]}
 ELLIPSE = {"tool": "ellipse", "finding": "Lung Lesion", "points": [[20, 30], [80, 50]]}

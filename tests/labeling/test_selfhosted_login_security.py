@@ -20,8 +20,8 @@ from sqlalchemy import select, update
 
 from dicomlab_cli.processes import OrthancServer, PostgresServer
 from dicomlab_labeling.app import create_app
-from dicomlab_labeling.auth import LoginLimit, client_address
-from dicomlab_labeling.models import LoginThrottle, utcnow
+from dicomlab_labeling.workflow.auth import LoginLimit, client_address
+from dicomlab_labeling.workflow.models import LoginThrottle, utcnow
 
 FREE = 5
 DELAY = 60.0

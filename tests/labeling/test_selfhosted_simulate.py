@@ -13,7 +13,7 @@ from dicomlab_cli.main import main
 from dicomlab_cli.processes import OrthancServer
 from dicomlab_core.metrics import metrics_port
 from dicomlab_labeling.app import create_app
-from dicomlab_labeling.simulate import noisy_answer, simulate_readers
+from dicomlab_labeling.workflow.simulate import noisy_answer, simulate_readers
 
 METRICS_BASE_URL = f"http://localhost:{metrics_port()}"
 """Flask test clients scrape /metrics on the metrics port (the public one answers 404)."""

@@ -38,8 +38,8 @@ from dicomlab_core.labels import (
 )
 from dicomlab_core.orthanc import OrthancClient, ResourceLevel
 from dicomlab_labeling.app import create_app
-from dicomlab_labeling.sr import reader_pseudonym, series_uid
-from dicomlab_labeling.sr_report import QUALITATIVE_EVALUATIONS
+from dicomlab_labeling.workflow.sr import reader_pseudonym, series_uid
+from dicomlab_labeling.workflow.sr_report import QUALITATIVE_EVALUATIONS
 
 READBACK = Path(__file__).parent / "sr_readback"
 RECT = {"tool": "rectangle", "finding": "Cardiomegaly", "points": [[40, 60], [180, 200]]}
@@ -215,7 +215,7 @@ def test_dciodvfy_finds_no_error_and_only_the_declared_private_scheme(exported: 
 def test_dciodvfy_is_silent_on_a_report_with_standard_codes_only(tmp_path: Path) -> None:
     from dicomlab_core.groundtruth import Roi, RoiTool
     from dicomlab_core.synth import SynthConfig, make_image, plan
-    from dicomlab_labeling.sr_report import Observer, ReportContent, build_report
+    from dicomlab_labeling.workflow.sr_report import Observer, ReportContent, build_report
 
     image = make_image(next(plan(SynthConfig(patients=1, seed=7, rows=64, columns=64)))).dataset
     standard = [f.value for f, c in FINDING_CODES.items() if c.scheme != PRIVATE_SCHEME]

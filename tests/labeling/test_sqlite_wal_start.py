@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from dicomlab_labeling import db
+from dicomlab_labeling.workflow import db
 
 
 class LockedAtFirst:

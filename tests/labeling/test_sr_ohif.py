@@ -32,7 +32,7 @@ from dicomlab_core.groundtruth import Roi, RoiTool
 from dicomlab_core.labels import CHEXPERT_LABELS, FindingState, finding_code
 from dicomlab_core.orthanc import OrthancClient
 from dicomlab_core.tokens import KeyRing, Scope, TokenSigner
-from dicomlab_labeling.sr_report import Observer, ReportContent, build_report
+from dicomlab_labeling.workflow.sr_report import Observer, ReportContent, build_report
 from dicomlab_proxy.app import create_app
 from dicomlab_proxy.config import Config
 

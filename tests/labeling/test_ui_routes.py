@@ -12,7 +12,7 @@ from test_gt_template import parse, write_dist
 from dicomlab_core.config import Secret
 from dicomlab_core.tokens import KeyRing
 from dicomlab_labeling import ui_assets
-from dicomlab_labeling.routes_ui import content_security_policy
+from dicomlab_labeling.workflow.routes_ui import content_security_policy
 
 
 def add_app_entry(dist: Path) -> None:

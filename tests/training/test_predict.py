@@ -210,11 +210,11 @@ def test_uncertainty_first_orders_a_job_from_a_real_predict_run(data: dict[str, 
     """A labeling job created from the predictions manifest hands out the most uncertain image first."""
     from sqlalchemy import select
 
-    from dicomlab_labeling.db import Database
-    from dicomlab_labeling.jobs import create_job
-    from dicomlab_labeling.migrate import upgrade
-    from dicomlab_labeling.models import Job, User
-    from dicomlab_labeling.queue import Queue
+    from dicomlab_labeling.workflow.db import Database
+    from dicomlab_labeling.workflow.jobs import create_job
+    from dicomlab_labeling.workflow.migrate import upgrade
+    from dicomlab_labeling.workflow.models import Job, User
+    from dicomlab_labeling.workflow.queue import Queue
 
     store_root = tmp_path / "store"
     out = store_root / "predictions" / "pool.manifest"

@@ -13,10 +13,10 @@ from training_synth import SynthSet
 
 from dicomlab_core.groundtruth import LabeledObject, dump_line, output_manifest_line, read_output_manifest
 from dicomlab_core.labels import CHEXPERT_LABELS, NO_FINDING
-from dicomlab_labeling import dawid_skene
 from dicomlab_labeling.config import ConsolidationMethod, ConsolidationSettings
-from dicomlab_labeling.consolidation import collect, consolidate
-from dicomlab_labeling.simulate import noisy_answer
+from dicomlab_labeling.consensus import dawid_skene
+from dicomlab_labeling.consensus.consolidation import collect, consolidate
+from dicomlab_labeling.workflow.simulate import noisy_answer
 from dicomlab_training import load_train_config, run
 from dicomlab_training.data import prepare
 from dicomlab_training.manifest import build_table, soft_target

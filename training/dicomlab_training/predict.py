@@ -55,7 +55,7 @@ logger = logging.getLogger(__name__)
 
 PREDICTIONS_KEY = "model-predictions"
 UNCERTAINTY_KEY = "model-uncertainty"
-"""Read by the labeling service (``dicomlab_labeling.jobs.UNCERTAINTY_KEY``) for uncertainty-first."""
+"""Read by the labeling service (``dicomlab_labeling.workflow.jobs.UNCERTAINTY_KEY``) for uncertainty-first."""
 VERSION_KEY = "model-version"
 UNCERTAINTY_MEASURE = "mean-binary-entropy"
 

@@ -1,1 +1,0 @@
-"""Alembic migrations of the labeling database (run by :func:`dicomlab_labeling.db_migrate.upgrade`)."""
