@@ -65,7 +65,8 @@ from dicomlab_core.groundtruth.worker_answer import (
 
 __all__ = [
     "CREATION_DATE_FORMAT", "CUSTOM_TYPE", "INPUT_LINE_SEPARATORS", "LABELS_KEY", "MAX_MANIFEST_LINE_CHARS",
-    "METADATA_SUFFIX", "PATIENT_KEY_KEY", "SKIP_KEY", "SERIES_UID_KEY", "SOP_UID_KEY", "SOURCE_KEY", "SOURCE_REF_KEY",
+    "METADATA_SUFFIX", "PATIENT_KEY_KEY", "SERIES_UID_KEY", "SKIP_KEY", "SOP_UID_KEY", "SOURCE_KEY",
+    "SOURCE_REF_KEY",
     "STUDY_UID_KEY", "AnswerError", "AnswerSkipped", "ConsolidatedLabel", "FindingConsensus", "Flag", "LabeledObject",
     "ManifestError", "ManifestLine", "PostAnnotationRequest", "PreAnnotationRequest", "RejectedAnswer", "Roi",
     "RoiTool", "WorkerAnswer", "answer_from_content", "dump_line", "human_annotation_required", "input_line",
