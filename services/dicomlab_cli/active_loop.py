@@ -1,7 +1,8 @@
 """``dicomlab loop``: active learning that has to prove itself against random selection on the same budget.
 
-For each strategy (``uncertainty-first`` and ``random``), starting from the same randomly chosen
-initial labelled set, each round:
+For each strategy (``uncertainty-first`` and ``random`` by default; ``uncertainty-first/mc-dropout`` and
+``uncertainty-first/tta`` rank by another predict uncertainty measure), starting from the same
+randomly chosen initial labelled set, each round:
 
 1. **train** (:func:`dicomlab_training.runner.run`) on the consolidated labels so far;
 2. **evaluate** the model on a fixed held-out set (patients never offered for labelling) against the

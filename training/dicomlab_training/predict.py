@@ -102,10 +102,12 @@ class PredictResult:
 def uncertainty(probs: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """Mean binary entropy over labels, in bits (0 = every label certain, 1 = every label at 0.5).
 
-    Why this measure: it needs one forward pass (MC-dropout needs dropout layers the DenseNet here is
-    trained without, and test-time augmentation multiplies the cost by the number of views), it is
-    bounded in 0..1 as the queue expects, and for independent sigmoid outputs it is exactly the
-    expected information of labelling the image, summed over findings, under the model's own beliefs.
+    The default ``--uncertainty`` measure. Why: in the active-learning comparison over seeds (README,
+    "Model in the loop"; ``benchmarks/results/loop-seeds/``) neither MC-dropout nor test-time
+    augmentation picked better images than it — none of the three beat random selection at that
+    scale — and it needs one forward pass where they need ``--passes``. It is bounded in 0..1 as the
+    queue expects, and for independent sigmoid outputs it is the expected information of labelling the
+    image under the model's own beliefs. The other measures: :mod:`dicomlab_training.uncertainty`.
     """
     return mean_entropy(probs)
 
