@@ -46,8 +46,8 @@ FAST_MARKERS := not browser and not slow and not e2e and not chart
 test-fast: venv lint  ## the quick loop: lint, then the tests without browser, end-to-end or chart tools
 	$(BIN)/pytest -m "$(FAST_MARKERS)"
 
-demo: deps venv frontend  ## run the whole loop on the local stack and print where to look
-	$(BIN)/dicomlab demo
+demo: deps venv frontend  ## run the whole loop on the local stack and print where to look (LOOP=1: + active learning)
+	$(BIN)/dicomlab demo $(if $(filter 1 yes true,$(LOOP)),--loop)
 
 images: container-deps frontend  ## build every image with podman (a local Debian base when no registry answers)
 	@scripts/images.sh

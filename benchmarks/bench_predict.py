@@ -1,7 +1,8 @@
 """Benchmark: ``dicomlab train predict`` images/s — cold (fetch + decode + inference) and warm (cached pixels).
 
 Run: ``.venv/bin/python benchmarks/bench_predict.py [--files 64] [--source-size 1024] [--size 224]
-[--arch densenet121] [--threads 2] [--batch-size 32] [--device cpu] [--write]``.
+[--arch densenet121] [--threads 2] [--batch-size 32] [--device cpu] [--uncertainty entropy|mc-dropout|tta]
+[--passes 8] [--write]``.
 
 Synthetic chest X-rays (``dicomlab_core.synth``: 12-bit, a mix of MONOCHROME1/2 and VOI windows,
 uncompressed) are written to a temporary folder with an input manifest; a randomly initialized model
@@ -37,6 +38,7 @@ from dicomlab_training import load_train_config
 from dicomlab_training.config import ModelConfig
 from dicomlab_training.model import build_model
 from dicomlab_training.predict import PredictOptions, run_predict
+from dicomlab_training.uncertainty import MEASURES, UncertaintyOptions
 
 RESULTS = Path(__file__).parent / "results" / "predict.json"
 
@@ -79,10 +81,14 @@ def main() -> None:
     parser.add_argument("--decode-threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--uncertainty", default="entropy", choices=MEASURES)
+    parser.add_argument("--passes", type=int, default=8, help="passes/views for mc-dropout and tta")
     parser.add_argument("--write", action="store_true", help=f"also write {RESULTS.relative_to(Path.cwd())}"
                         if RESULTS.is_relative_to(Path.cwd()) else "also write the results file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
+    measure = UncertaintyOptions(measure=args.uncertainty, passes=args.passes)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         started = time.perf_counter()
@@ -95,7 +101,7 @@ def main() -> None:
         timings: dict[str, Any] = {}
         for phase in ("cold", "warm"):
             options = PredictOptions(model=str(model), manifest=str(manifest), out=str(root / f"{phase}.manifest"),
-                                     batch_size=args.batch_size, chunk=max(args.files, 1))
+                                     batch_size=args.batch_size, chunk=max(args.files, 1), uncertainty=measure)
             t0 = time.perf_counter()
             result = run_predict(config, options)
             seconds = time.perf_counter() - t0
@@ -104,10 +110,12 @@ def main() -> None:
     out = {
         "when": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": {"cpus": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2),
+                    "load_average_1m_at_start": round(load_before, 2),
                     "python": platform.python_version(), "torch": torch.__version__,
                     "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu"},
         "files": args.files, "source": f"{args.source_size}x{args.source_size} 12-bit synthetic DX/CR, uncompressed",
         "model": f"{args.arch}@{args.size}, 14 labels", "torch_threads": args.threads,
+        "uncertainty": measure.name, "passes": 1 if args.uncertainty == "entropy" else args.passes,
         "decode_threads": args.decode_threads, "batch_size": args.batch_size,
         "generation_seconds": round(generated, 2),
         "cold_images_per_second": timings["cold"]["images_per_second"],

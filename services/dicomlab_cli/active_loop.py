@@ -1,7 +1,8 @@
 """``dicomlab loop``: active learning that has to prove itself against random selection on the same budget.
 
-For each strategy (``uncertainty-first`` and ``random``), starting from the same randomly chosen
-initial labelled set, each round:
+For each strategy (``uncertainty-first`` and ``random`` by default; ``uncertainty-first/mc-dropout`` and
+``uncertainty-first/tta`` rank by another predict uncertainty measure), starting from the same
+randomly chosen initial labelled set, each round:
 
 1. **train** (:func:`dicomlab_training.runner.run`) on the consolidated labels so far;
 2. **evaluate** the model on a fixed held-out set (patients never offered for labelling) against the
@@ -43,6 +44,8 @@ from dicomlab_training.evaluate import add_confidence_intervals, evaluate_predic
 logger = logging.getLogger(__name__)
 
 STRATEGIES = ("uncertainty-first", "random")
+"""The queue strategies; ``uncertainty-first/<measure>`` picks the predict uncertainty measure (entropy,
+mc-dropout or tta; plain ``uncertainty-first`` is entropy)."""
 DEFAULT_READERS: tuple[tuple[str, float], ...] = (("reader-a", 0.95), ("reader-b", 0.9), ("reader-unreliable", 0.6))
 
 
@@ -59,6 +62,19 @@ class LoopOptions:
     seed: int = 0
     readers: tuple[tuple[str, float], ...] = DEFAULT_READERS
     strategies: tuple[str, ...] = STRATEGIES
+    passes: int = 8
+    """Forward passes / views for the mc-dropout and tta measures."""
+
+
+def parse_strategy(name: str) -> tuple[str, str]:
+    """``uncertainty-first/tta`` → (``uncertainty-first``, ``tta``); ``random`` → (``random``, ``entropy``)."""
+    from dicomlab_training.uncertainty import MEASURES
+
+    queue, _, measure = name.partition("/")
+    if queue not in STRATEGIES or (measure and (queue != "uncertainty-first" or measure not in MEASURES)):
+        raise BadRequest(f"strategy {name!r}: one of {', '.join(STRATEGIES)}, or uncertainty-first/<measure> "
+                         f"with a measure of {', '.join(MEASURES)}")
+    return queue, measure or "entropy"
 
 
 def split_pool(records: Sequence[dict[str, Any]], fraction: float, seed: int) -> tuple[list[dict[str, Any]],
@@ -176,9 +192,10 @@ def run_loop(base: TrainConfig, records: Sequence[dict[str, Any]], options: Loop
 
     if options.rounds < 1 or options.budget < 1:
         raise BadRequest("--rounds and --budget must be at least 1")
+    from dicomlab_training.uncertainty import UncertaintyOptions
+
     for strategy in options.strategies:
-        if strategy not in STRATEGIES:
-            raise BadRequest(f"strategy {strategy!r}: one of {', '.join(STRATEGIES)}")
+        parse_strategy(strategy)
     started = time.time()
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
@@ -198,7 +215,8 @@ def run_loop(base: TrainConfig, records: Sequence[dict[str, Any]], options: Loop
             labelled = list(initial)
             for round_number in range(options.rounds + 1):
                 key = hashlib.sha256("\n".join(sorted(labelled)).encode()).hexdigest()[:12]
-                folder = out / strategy / f"round-{round_number}"
+                queue_strategy, measure = parse_strategy(strategy)
+                folder = out / strategy.replace("/", "-") / f"round-{round_number}"
                 if key not in trained:
                     manifest = labelled_manifest([by_uid[u] for u in labelled], labels, options.readers,
                                                  options.seed, folder / "labels.manifest")
@@ -209,7 +227,8 @@ def run_loop(base: TrainConfig, records: Sequence[dict[str, Any]], options: Loop
                     model_uri = result.best_model
                     evaluation = _macro_on_heldout(model_uri, base, heldout, labels, out)
                     trained[key] = {"model": model_uri, **evaluation}
-                row = {"strategy": strategy, "round": round_number, "labelled": len(labelled), **trained[key]}
+                row = {"strategy": strategy, "round": round_number, "labelled": len(labelled),
+                       "positives": positives([by_uid[u] for u in labelled], labels), **trained[key]}
                 results[strategy].append(row)
                 logger.info("loop round", extra={k: v for k, v in row.items() if not isinstance(v, dict)})
                 if on_round is not None:
@@ -221,21 +240,30 @@ def run_loop(base: TrainConfig, records: Sequence[dict[str, Any]], options: Loop
                 pool_manifest.parent.mkdir(parents=True, exist_ok=True)
                 pool_manifest.write_text("\n".join(json.dumps(input_line(r)) for r in unlabelled) + "\n")
                 predictions = folder / "pool-predictions.manifest"
+                scoring = UncertaintyOptions(measure=measure, passes=options.passes,
+                                             seed=options.seed * 1000 + round_number)
                 run_predict(base, PredictOptions(model=trained[key]["model"], manifest=str(pool_manifest),
-                                                 out=str(predictions)))
-                chosen = selector.select(f"loop-{strategy}-round-{round_number + 1}", predictions, strategy,
-                                         options.budget, labels)
+                                                 out=str(predictions), uncertainty=scoring))
+                chosen = selector.select(f"loop-{strategy.replace('/', '-')}-round-{round_number + 1}", predictions,
+                                         queue_strategy, options.budget, labels)
                 labelled += [u for u in chosen if u not in labelled]
     finally:
         selector.close()
     report = {"rounds": options.rounds, "budget": options.budget, "initial": initial_size, "labels": labels,
               "pool_images": len(pool), "heldout_images": len(heldout), "readers": dict(options.readers),
               "seed": options.seed, "results": results, "seconds": round(time.time() - started, 1),
-              "uncertainty": "mean binary entropy over labels (dicomlab train predict)"}
+              "uncertainty": {s: parse_strategy(s)[1] for s in options.strategies
+                              if parse_strategy(s)[0] == "uncertainty-first"},
+              "passes": options.passes}
     (out / "loop-report.json").write_text(json.dumps(report, indent=2))
     (out / "loop-report.md").write_text(table(report))
     plot_loop(report, out / "loop-auroc.png")
     return report
+
+
+def positives(records: Sequence[dict[str, Any]], labels: Sequence[str]) -> dict[str, int]:
+    """True positives per label among ``records`` (what a strategy's picks contain, whatever the readers said)."""
+    return {label: sum(1 for r in records if r["findings"].get(label)) for label in labels}
 
 
 def table(report: dict[str, Any]) -> str:

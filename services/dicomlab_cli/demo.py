@@ -7,7 +7,10 @@
    browser UI uses (realistic reader noise, one unreliable reader);
 5. consolidate and export the output manifest, and write DICOM SR back to Orthanc;
 6. train DenseNet121 on CPU at a small resolution and evaluate it on held-out patients;
-7. print a summary and leave the labeling UI running for a person to try.
+7. train it again on soft labels (the Dawid–Skene posteriors) and compare hard vs soft on the held-out
+   patients' true findings (:mod:`dicomlab_cli.demo_extras`; ``--no-soft`` skips it);
+8. with ``--loop``: active learning vs random on the demo's images, over seeds;
+9. print a summary and leave the labeling UI running for a person to try.
 
 Every step is idempotent: a second run reuses what the first one made (same seed, same data, same
 manifest, same job) and only repeats what is missing, so running it again is safe.
@@ -46,6 +49,11 @@ class DemoOptions:
     seed: int
     readers_per_image: int
     monitoring: bool = False
+    compare_soft: bool = True
+    loop: bool = False
+    loop_rounds: int = 4
+    loop_budget: int = 20
+    loop_seeds: tuple[int, ...] = (0, 1, 2)
 
 
 def register(subparsers: Any) -> None:
@@ -58,6 +66,15 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--seed", type=int, default=7, help="seed for data, sampling, readers and training")
     parser.add_argument("--readers", type=int, default=3, help="readers per image")
     parser.add_argument("--monitoring", action="store_true", help="also start Prometheus and a Pushgateway")
+    parser.add_argument("--no-soft", action="store_true",
+                        help="skip the second training run on soft labels (the hard vs soft comparison)")
+    parser.add_argument("--loop", action="store_true",
+                        help="also run active learning vs random on the demo's images (3 seeds, tiny model; "
+                             "several minutes on a CPU)")
+    parser.add_argument("--loop-rounds", type=int, default=4, help="loop rounds after the initial set (default 4)")
+    parser.add_argument("--loop-budget", type=int, default=20,
+                        help="images labelled per loop round (default 20; shrunk to fit a small demo set)")
+    parser.add_argument("--loop-seeds", default="0,1,2", help="loop seeds (default 0,1,2)")
     parser.set_defaults(func=_run)
 
 
@@ -88,10 +105,22 @@ def progress(label: str) -> Any:
 
 def _run(args: argparse.Namespace) -> int:
     options = DemoOptions(patients=args.patients, size=args.size, train_size=args.train_size, epochs=args.epochs,
-                          seed=args.seed, readers_per_image=args.readers, monitoring=args.monitoring)
+                          seed=args.seed, readers_per_image=args.readers, monitoring=args.monitoring,
+                          compare_soft=not args.no_soft, loop=args.loop, loop_rounds=args.loop_rounds,
+                          loop_budget=args.loop_budget, loop_seeds=_seeds(args.loop_seeds))
     summary = run_demo(options)
     print_summary(summary)
     return 0
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise SystemExit(f"--loop-seeds {text!r}: comma-separated integers, e.g. 0,1,2") from None
+    if not seeds:
+        raise SystemExit("--loop-seeds: at least one seed")
+    return seeds
 
 
 def run_demo(options: DemoOptions) -> dict[str, Any]:
@@ -107,8 +136,9 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     manifest = build_manifest(ctx, options)
     job = label(ctx, options, manifest, truth)
     export = export_labels(ctx, job)
-    training = train(ctx, options, export, work)
-    summary = {
+    config = train_config(ctx, options, export, work)
+    training = train(config, options)
+    summary: dict[str, Any] = {
         "images": len(truth),
         "patients": options.patients,
         "manifest": manifest,
@@ -118,6 +148,22 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
         "ui": {"url": ctx.url("labeling") + "/", "username": ctx.credentials["admin_username"],
                "password_file": str(ctx.run_dir / "credentials.json")},
     }
+    if options.compare_soft:
+        from dicomlab_cli.demo_extras import compare_hard_soft, format_comparison
+
+        step("training again on soft labels (Dawid–Skene posteriors) and comparing on the held-out truth")
+        summary["labels_comparison"] = compare_hard_soft(config, training, truth, work)
+        summary["labels_comparison_file"] = str(work / "labels-comparison.json")
+        for line in format_comparison(summary["labels_comparison"]):
+            print(f"    {line}", flush=True)
+    if options.loop:
+        from dicomlab_cli.demo_extras import DemoLoopSettings, fit_budget, run_demo_loop
+
+        settings = fit_budget(DemoLoopSettings(rounds=options.loop_rounds, budget=options.loop_budget,
+                                               seeds=options.loop_seeds), len(truth))
+        step(f"active learning vs random: {settings.rounds} rounds × {settings.budget} images, "
+             f"seeds {', '.join(map(str, settings.seeds))}, tiny DenseNet at {settings.size}²")
+        summary["loop"] = run_demo_loop(config, truth, work, settings)
     (work / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
 
@@ -259,13 +305,12 @@ def export_labels(ctx: stack.LocalContext, job: dict[str, Any]) -> dict[str, Any
     return result
 
 
-def train(ctx: stack.LocalContext, options: DemoOptions, export: dict[str, Any], work: Path) -> dict[str, Any]:
-    """Train DenseNet121 on CPU from the exported output manifest, images fetched from Orthanc."""
+def train_config(ctx: stack.LocalContext, options: DemoOptions, export: dict[str, Any], work: Path) -> Any:
+    """The demo's training settings: the exported output manifest, images fetched from Orthanc."""
     from dicomlab_core.config import Secret
     from dicomlab_core.orthanc import OrthancSettings
-    from dicomlab_training import load_train_config, run
+    from dicomlab_training import load_train_config
 
-    step(f"training DenseNet121 on CPU at {options.train_size}² for {options.epochs} epochs")
     # One folder per data set and training settings: a rerun resumes (or reuses) exactly that run.
     out = work / f"model-{options.patients}-{options.size}-{options.seed}-{options.train_size}px-{options.epochs}ep"
     config = load_train_config(overrides={
@@ -278,8 +323,15 @@ def train(ctx: stack.LocalContext, options: DemoOptions, export: dict[str, Any],
         **({"pushgateway_url": ctx.url("pushgateway")} if "pushgateway" in ctx.ports else {}),
     })
     # Connection settings are not hyperparameters: they never go through the recorded overrides.
-    config = dataclasses.replace(config, orthanc=OrthancSettings(
+    return dataclasses.replace(config, orthanc=OrthancSettings(
         url=ctx.orthanc_url, username=ctx.orthanc_username, password=Secret(ctx.orthanc_password)))
+
+
+def train(config: Any, options: DemoOptions) -> dict[str, Any]:
+    """Train DenseNet121 on CPU with ``config`` and evaluate it on the held-out patients."""
+    from dicomlab_training import run
+
+    step(f"training DenseNet121 on CPU at {options.train_size}² for {options.epochs} epochs")
     result = run(config)
     return {"out": result.out, "best_model": result.best_model, "last_model": result.last_model,
             "report": result.report, "plots": dict(result.plots), "bundle": result.bundle,
@@ -309,6 +361,15 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(f"    report:  {training['report']}")
     for name, uri in training["plots"].items():
         print(f"    plot:    {uri}  ({name})")
+    if "labels_comparison" in summary:
+        from dicomlab_cli.demo_extras import format_comparison
+
+        for line in format_comparison(summary["labels_comparison"]):
+            print(f"    {line}")
+        print(f"    comparison: {summary['labels_comparison_file']}")
+    if "loop" in summary:
+        print(f"    active-learning loop report: {summary['loop']['table']}")
+        print(f"    loop plot:   {summary['loop']['plot']}")
     ui = summary["ui"]
     print(f"\n    labeling UI: {ui['url']}  (user '{ui['username']}', password in {ui['password_file']})")
     print(f"    the job '{summary['job']['try_job']}' waits in 'My queue' for you to label; 'Review' shows the "

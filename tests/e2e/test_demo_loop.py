@@ -1,4 +1,5 @@
-"""The whole loop at a tiny size, as `make demo` runs it: images → manifest → labels → SR → model."""
+"""The whole loop at a tiny size, as `make demo` runs it: images → manifest → labels → SR → model, hard vs soft
+labels; the second run adds ``--loop`` (active learning vs random on the demo's images)."""
 
 from __future__ import annotations
 
@@ -44,14 +45,27 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
         assert report
         assert all(Path(p.removeprefix("file://")).exists() for p in training["plots"].values())
         assert "labeling UI: http://127.0.0.1:" in first.stdout
+        # Hard vs soft labels: a second model trained on the Dawid–Skene posteriors, both scored on the truth.
+        comparison = summary["labels_comparison"]
+        assert comparison["heldout_images"] >= 1 and comparison["soft"]["model"] != comparison["hard"]["model"]
+        assert Path(comparison["soft"]["model"].removeprefix("file://")).exists()
+        assert json.loads(Path(summary["labels_comparison_file"]).read_text()) == comparison
+        assert "soft (Dawid–Skene posteriors)" in first.stdout and "hard (consolidated values)" in first.stdout
         assert json.loads((tmp_path / "run" / "credentials.json").read_text())["admin_password"] not in first.stdout
         # Running it again is safe: nothing is uploaded, labelled or exported twice.
-        second = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900, check=False)
+        loop = ["--loop", "--loop-rounds", "1", "--loop-budget", "3", "--loop-seeds", "0"]
+        second = subprocess.run([*args, *loop], env=env, capture_output=True, text=True, timeout=900, check=False)
         assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
         assert "already in Orthanc" in second.stdout
         again = json.loads((tmp_path / "run" / "demo" / "summary.json").read_text())
         assert again["export"]["sr"]["stored"] == 0
         assert again["export"]["manifestUri"] == summary["export"]["manifestUri"]
+        # The loop ran on the demo's images and said where its report is.
+        assert f"active-learning loop report: {again['loop']['table']}" in second.stdout
+        loop_summary = json.loads(Path(again["loop"]["report"]).read_text())
+        assert loop_summary["seeds"] == [0] and set(loop_summary["results"]) == {"uncertainty-first", "random"}
+        assert [r["labelled"] for r in loop_summary["results"]["random"]] == [3, 6]
+        assert Path(again["loop"]["plot"]).stat().st_size > 5000
     finally:
         subprocess.run([sys.executable, "-m", "dicomlab_cli.main", "stack", "down"], env=env, check=False,
                        capture_output=True, timeout=120)

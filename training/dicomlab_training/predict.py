@@ -4,8 +4,10 @@
 line unchanged plus
 
 - ``model-predictions``: ``{label: probability}`` (sigmoid of each logit, rounded to 6 digits);
-- ``model-uncertainty``: a number in 0..1 (see :func:`uncertainty`) — the key the labeling queue's
-  ``uncertainty-first`` strategy reads;
+- ``model-uncertainty``: a number in 0..1 — the key the labeling queue's ``uncertainty-first``
+  strategy reads. ``--uncertainty entropy`` (default, :func:`uncertainty`), ``mc-dropout`` or ``tta``
+  with ``--passes T`` (see :mod:`dicomlab_training.uncertainty`; with T passes the probabilities are
+  the mean over passes);
 - ``model-version``: ``<run>@sha256:<12 hex>`` (the run name when known, and a hash of the weights).
 
 Unusable lines (not JSON, no reference, image missing or undecodable) are not in ``OUT``; each is
@@ -45,11 +47,12 @@ import torch
 from dicomlab_core.errors import BadRequest, NotFound
 from dicomlab_core.groundtruth import ManifestError, dump_line, parse_manifest_line
 from dicomlab_core.objectstore import ObjectStore, open_store, split_uri
-from dicomlab_training.cache import DecodeCache, as_float
+from dicomlab_training.cache import DecodeCache
 from dicomlab_training.config import ModelConfig, TrainConfig
 from dicomlab_training.data import make_fetcher
 from dicomlab_training.manifest import Sample, read_manifest_text
 from dicomlab_training.model import Classifier, _read, build_model, clean_state_dict
+from dicomlab_training.uncertainty import UncertaintyOptions, mean_entropy, score
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +93,7 @@ class PredictResult:
         return {"out": self.out, "skipped_uri": self.skipped_uri, "lines": self.lines, "predicted": self.predicted,
                 "skipped": self.skipped, "resumed": self.resumed, "model_version": self.model_version,
                 "uncertainty": self.uncertainty, "seconds": round(self.seconds, 3),
-                "images_per_second": round(self.images_per_second, 2)}
+                "images_per_second": round(self.images_per_second, 2), **self.extra}
 
 
 # ------------------------------------------------------------------------------------------ uncertainty
@@ -99,15 +102,14 @@ class PredictResult:
 def uncertainty(probs: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """Mean binary entropy over labels, in bits (0 = every label certain, 1 = every label at 0.5).
 
-    Why this measure: it needs one forward pass (MC-dropout needs dropout layers the DenseNet here is
-    trained without, and test-time augmentation multiplies the cost by the number of views), it is
-    bounded in 0..1 as the queue expects, and for independent sigmoid outputs it is exactly the
-    expected information of labelling the image, summed over findings, under the model's own beliefs.
+    The default ``--uncertainty`` measure. Why: in the active-learning comparison over seeds (README,
+    "Model in the loop"; ``benchmarks/results/loop-seeds/``) neither MC-dropout nor test-time
+    augmentation picked better images than it — none of the three beat random selection at that
+    scale — and it needs one forward pass where they need ``--passes``. It is bounded in 0..1 as the
+    queue expects, and for independent sigmoid outputs it is the expected information of labelling the
+    image under the model's own beliefs. The other measures: :mod:`dicomlab_training.uncertainty`.
     """
-    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1 - 1e-12)
-    h = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
-    result: npt.NDArray[np.float64] = np.clip(h.mean(axis=-1), 0.0, 1.0)
-    return result
+    return mean_entropy(probs)
 
 
 # ------------------------------------------------------------------------------------------ model
@@ -248,6 +250,8 @@ class PredictOptions:
     batch_size: int = 64
     chunk: int = 512
     """Lines per resumable part (decoded, predicted and written together)."""
+    uncertainty: UncertaintyOptions = field(default_factory=UncertaintyOptions)
+    """The uncertainty measure (``--uncertainty``, ``--passes``)."""
 
 
 def _parts_store(out: str) -> ObjectStore:
@@ -280,29 +284,12 @@ def _device(config: TrainConfig) -> torch.device:
     return torch.device("cpu")
 
 
-@torch.inference_mode()
-def predict_probabilities(model: Classifier, images: npt.NDArray[Any], device: torch.device,
-                          batch_size: int) -> npt.NDArray[np.float32]:
-    """Sigmoid outputs for ``images`` (N × S × S as cached), ``batch_size`` at a time."""
-    outputs: list[npt.NDArray[np.float32]] = []
-    for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(as_float(np.asarray(images[start:start + batch_size]))).unsqueeze(1)
-        x = x.to(device, non_blocking=True)
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(x)
-        outputs.append(torch.sigmoid(logits.float()).cpu().numpy())
-    if not outputs:
-        return np.zeros((0, 0), dtype=np.float32)
-    return np.concatenate(outputs)
-
-
 def run_predict(config: TrainConfig, options: PredictOptions) -> PredictResult:
     """Predict every line of ``options.manifest``; see the module docstring for the outputs."""
     started = time.perf_counter()
     if options.batch_size < 1 or options.chunk < 1:
         raise BadRequest("--batch-size and --chunk must be at least 1")
+    options.uncertainty.check()
     if config.threads:
         torch.set_num_threads(config.threads)
     loaded = load_for_inference(options.model, config)
@@ -314,7 +301,10 @@ def run_predict(config: TrainConfig, options: PredictOptions) -> PredictResult:
     lines = read_input(options.manifest, options.limit)
     store, key = _store_and_key(options.out)
     parts = _parts_store(options.out)
-    done = _load_parts(parts, options.out, loaded.version)
+    # Parts record the model and the measure: a resumed run must not mix two of either.
+    part_version = loaded.version if options.uncertainty.measure == "entropy" \
+        else f"{loaded.version}|{options.uncertainty.key}"
+    done = _load_parts(parts, options.out, part_version)
     digests = {line.number: line.digest for line in lines}
     changed = [n for n, record in done.items() if n in digests and record.get("input") != digests[n]]
     if changed:
@@ -329,7 +319,7 @@ def run_predict(config: TrainConfig, options: PredictOptions) -> PredictResult:
     infer_seconds = 0.0
     for start in range(0, len(todo), options.chunk):
         chunk = todo[start:start + options.chunk]
-        records = _predict_chunk(chunk, cache, fetcher, loaded, model, device, options.batch_size)
+        records = _predict_chunk(chunk, cache, fetcher, loaded, model, device, options, part_version)
         images_done += sum(1 for r in records if "output" in r)
         infer_seconds = time.perf_counter() - started
         part_number += 1
@@ -337,11 +327,16 @@ def run_predict(config: TrainConfig, options: PredictOptions) -> PredictResult:
         parts.put_bytes(f"part-{part_number:06d}.jsonl", payload, "application/x-ndjson")
         done.update({int(r["line"]): r for r in records})
         logger.info("prediction chunk written", extra={"part": part_number, "lines": len(records)})
-    return _assemble(store, key, parts, lines, done, loaded, resumed, started, images_done, infer_seconds)
+    result = _assemble(store, key, parts, lines, done, loaded, resumed, started, images_done, infer_seconds)
+    result.uncertainty = options.uncertainty.name
+    if options.uncertainty.measure != "entropy":
+        result.extra["passes"] = options.uncertainty.passes
+    return result
 
 
 def _predict_chunk(chunk: Sequence[InputLine], cache: DecodeCache, fetcher: Any, loaded: LoadedModel,
-                   model: Classifier, device: torch.device, batch_size: int) -> list[dict[str, Any]]:
+                   model: Classifier, device: torch.device, options: PredictOptions,
+                   part_version: str) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     usable = [line for line in chunk if line.sample is not None]
     samples = [line.sample for line in usable if line.sample is not None]
@@ -354,12 +349,13 @@ def _predict_chunk(chunk: Sequence[InputLine], cache: DecodeCache, fetcher: Any,
         order = np.argsort(rows, kind="stable")
         images = np.empty((len(rows), *view.images.shape[1:]), dtype=view.images.dtype)
         images[order] = view.images[rows[order]]  # sorted reads from the memory map
-        probs = predict_probabilities(model, images, device, batch_size)
-    scores = uncertainty(probs) if len(probs) else np.zeros(0)
+        probs, scores = score(model, images, device, options.batch_size, options.uncertainty)
+    else:
+        scores = np.zeros(0)
     position = {i: j for j, i in enumerate(have)}
     where = {line.number: i for i, line in enumerate(usable)}
     for line in chunk:
-        base = {"line": line.number, "input": line.digest, "version": loaded.version}
+        base = {"line": line.number, "input": line.digest, "version": part_version}
         if line.sample is None or line.data is None:
             reason, detail = line.problem or ("bad_manifest_line", "")
             records.append({**base, "skip": reason, "detail": detail})
