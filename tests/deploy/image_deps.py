@@ -248,3 +248,27 @@ def container_entry(image: str, command: list[str] | None, args: list[str] | Non
         return ImageEntry(image, base.extra, (SUBCOMMAND_MODULES[argv[1]],),
                           (console_script_module("dicomlab"),)), ""
     raise ValueError(f"{image}: unknown command shape {argv[:3]} (teach tests/deploy/image_deps.py what it runs)")
+
+
+CREDENTIAL_SERVICES = frozenset({"sts", "sso", "sso-oidc", "signin"})
+"""botocore's credential providers call these (web identity/IRSA, SSO, login): an image with boto3 needs them."""
+
+
+def aws_clients(modules: Iterable[str]) -> dict[str, str]:
+    """AWS services our modules create boto3 clients for, by literal name: {service: module}."""
+    found: dict[str, str] = {}
+    for module in sorted(modules):
+        path = module_path(module)
+        if path is not None:
+            for service in re.findall(r"client\(\s*[\"']([a-z0-9-]+)[\"']", path.read_text(encoding="utf-8")):
+                found.setdefault(service, module)
+    return found
+
+
+def kept_botocore_services(image: str) -> set[str] | None:
+    """The AWS service models docker/<image>.Dockerfile keeps (slim_venv.py --botocore-services); None: all."""
+    text = (REPO / "docker" / f"{image}.Dockerfile").read_text(encoding="utf-8")
+    if "slim_venv.py" not in text:
+        return None
+    match = re.search(r"--botocore-services ([\w,-]+)", text)
+    return set(match.group(1).split(",")) if match else set()

@@ -12,11 +12,14 @@ import textwrap
 
 import pytest
 from image_deps import (
+    CREDENTIAL_SERVICES,
     ImageEntry,
+    aws_clients,
     dockerfile_entry,
     imported_modules,
     imports_of,
     installed_distributions,
+    kept_botocore_services,
     missing_modules,
 )
 
@@ -81,3 +84,18 @@ def test_import_walk_reaches_the_whole_service() -> None:
     graph = imported_modules(dockerfile_entry("labeling").entry_modules)
     assert {"highdicom", "sqlalchemy", "alembic", "flask"} <= set(graph.third_party)
     assert "torch" not in graph.third_party
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_slimmed_images_keep_the_aws_models_their_code_uses(image: str) -> None:
+    """docker/slim_venv.py drops botocore's models of services not named: every client("x") the image's code
+    creates, and the credential providers' services, must be kept (else boto3 fails with UnknownServiceError)."""
+    kept = kept_botocore_services(image)
+    entry = dockerfile_entry(image)
+    graph = imported_modules(entry.entry_modules, entry.eager_modules)
+    if kept is None or "botocore" not in graph.third_party:
+        return
+    used = aws_clients(graph.visited)
+    assert "s3" in used, "the walk finds the object store's client"
+    missing = (set(used) | CREDENTIAL_SERVICES) - kept
+    assert not missing, f"docker/{image}.Dockerfile --botocore-services lacks {sorted(missing)} (used by {used})"
