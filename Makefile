@@ -1,4 +1,5 @@
-# dicomlab — the two commands are `make demo` and `make test`; everything else is a building block.
+# dicomlab — the two commands are `make demo` and `make test`; everything else is a building block
+# (CI runs `make test`, then `make deploy-smoke`: .ci/run).
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -52,9 +53,8 @@ demo: deps venv frontend  ## run the whole loop on the local stack and print whe
 images: container-deps frontend  ## build every image with podman (a local Debian base when no registry answers)
 	@scripts/images.sh
 
-deploy-smoke: images  ## run the chart's rendered workloads under podman like a kubelet and drive the loop through them
-	@scripts/images.sh s3 orthanc postgresql
-	PYTHONPATH=scripts $(BIN)/python -m deploy_smoke
+deploy-smoke: deps venv frontend  ## CI, after `make test`: build every image, run the chart's workloads under podman like a kubelet, drive the loop through them
+	@scripts/deploy-smoke.sh
 
 deploy-smoke-clean:  ## remove whatever a deploy-smoke run left (containers, network, host folders)
 	PYTHONPATH=scripts $(BIN)/python -m deploy_smoke --cleanup

@@ -26,9 +26,15 @@ FROM frontend_${FRONTEND} AS frontend
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-RUN python -m venv /opt/venv
+# binutils: docker/slim_venv.py strips the debug sections of compiled extensions (build stage only).
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends binutils \
+ && rm -rf /var/lib/apt/lists/* \
+ && python -m venv /opt/venv
 COPY pyproject.toml constraints.txt README.md* ./
 COPY scripts/build_frontend.py scripts/
+COPY docker/slim_venv.py docker/
 COPY services/ services/
 COPY training/ training/
 COPY --from=frontend /src/services/dicomlab_labeling/static/dist/ services/dicomlab_labeling/static/dist/
@@ -36,7 +42,9 @@ COPY --from=frontend /src/services/dicomlab_labeling/static/dist/ services/dicom
 RUN python -c "import sys; sys.path.insert(0, 'scripts'); import build_frontend; build_frontend.write_manifest()" \
  && /opt/venv/bin/pip install --only-binary=:all: -c constraints.txt '.[labeling]' \
  && /opt/venv/bin/pip uninstall -q -y pip setuptools \
- && /opt/venv/bin/python -m compileall -q /opt/venv/lib
+ && /opt/venv/bin/python docker/slim_venv.py /opt/venv \
+      --import dicomlab_core.gunicorn_conf,dicomlab_labeling.app,dicomlab_labeling.migrate,dicomlab_labeling.export,dicomlab_labeling.sr,dicomlab_labeling.sr_report,gunicorn.app.wsgiapp,gunicorn.workers.gthread,boto3 \
+      --botocore-services s3,sts,sso,sso-oidc,signin
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="dicomlab-labeling" \

@@ -8,15 +8,23 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e6468
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-RUN python -m venv /opt/venv
+# binutils: docker/slim_venv.py strips the debug sections of compiled extensions (build stage only).
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends binutils \
+ && rm -rf /var/lib/apt/lists/* \
+ && python -m venv /opt/venv
 COPY pyproject.toml constraints.txt README.md* ./
+COPY docker/slim_venv.py docker/
 COPY services/ services/
 COPY training/ training/
 # Every dependency is locked by constraints.txt; wheels only, so no compiler is ever needed. Only what
 # this service imports (the manifest extra); no installer left in the runtime venv.
 RUN /opt/venv/bin/pip install --only-binary=:all: -c constraints.txt '.[manifest]' \
  && /opt/venv/bin/pip uninstall -q -y pip setuptools \
- && /opt/venv/bin/python -m compileall -q /opt/venv/lib
+ && /opt/venv/bin/python docker/slim_venv.py /opt/venv \
+      --import dicomlab_core.gunicorn_conf,dicomlab_manifest.app,gunicorn.app.wsgiapp,gunicorn.workers.gthread,boto3 \
+      --botocore-services s3,sts,sso,sso-oidc,signin
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="dicomlab-manifest" \

@@ -22,9 +22,35 @@ MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 DEBIAN_BASE=localhost/debian-min:bookworm
 PYTHON_BASE=localhost/dicomlab-python:3.11-bookworm
 CONTEXT=$ROOT/build/image-context.$$  # one per run: two builds at once must not share it
+ROOTFS=""  # debootstrap's folder while it exists (removed on exit)
 TORCH_WHEEL_GLOB='torch-2.13.0+cpu-cp311-*.whl'
 
 log() { printf '[images] %s\n' "$*" >&2; }
+
+# Network steps (debootstrap, apt and pip inside builds) fail now and then on a fresh machine: each build
+# is tried up to DICOMLAB_RETRIES times (default 3), 20 s apart, and bounded by DICOMLAB_BUILD_LIMIT seconds
+# (default 1500) per try.
+RETRIES=${DICOMLAB_RETRIES:-3}
+# Without cached layers by default: under vfs (the only storage driver this sandbox runs) every committed
+# layer is a full copy of the filesystem, and a clean build (CI) reuses none; DICOMLAB_BUILD_LAYERS=true
+# keeps them for quicker rebuilds while changing a Dockerfile.
+LAYERS=${DICOMLAB_BUILD_LAYERS:-false}
+BUILD_LIMIT=${DICOMLAB_BUILD_LIMIT:-1500}
+
+# retry WHAT COMMAND...: run COMMAND until it succeeds, at most $RETRIES times.
+retry() {
+  local what=$1 attempt=1; shift
+  until "$@"; do
+    if [ "$attempt" -ge "$RETRIES" ]; then log "$what failed $attempt times; giving up"; return 1; fi
+    log "$what failed (try $attempt of $RETRIES); retrying in 20 s"
+    attempt=$((attempt + 1)); sleep 20
+  done
+}
+
+# limited COMMAND...: COMMAND under the per-try time limit (TERM, then KILL 30 s later).
+# --foreground: stay in the caller's process group, so a time limit around this whole script (scripts/deploy-smoke.sh)
+# reaches the build too.
+limited() { timeout --foreground --kill-after=30 "$BUILD_LIMIT" "$@"; }
 
 registry_reachable() {
   # Docker Hub's registry answers 401 to an anonymous /v2/ when it is reachable at all.
@@ -42,17 +68,30 @@ base_mode() {
 }
 
 # --- the locally made base ------------------------------------------------------------------------
+# debootstrap into a fresh folder (removed again, also when it fails) and import it as $DEBIAN_BASE.
+debootstrap_base() {
+  ROOTFS=$(mktemp -d /var/tmp/dicomlab-rootfs.XXXXXX)
+  chmod 0755 "$ROOTFS"  # it becomes the image's /: mktemp's 0700 would lock every non-root user out
+  local ok=0
+  if limited debootstrap --variant=minbase --include=python3-minimal,ca-certificates bookworm "$ROOTFS" "$MIRROR" \
+      > "$ROOT/build/debootstrap.log" 2>&1; then
+    # No caches or logs in the image; apt lists are fetched again by the layer that installs packages.
+    rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/* "$ROOTFS"/var/log/* \
+      "$ROOTFS"/usr/share/doc/* "$ROOTFS"/usr/share/man/* "$ROOTFS"/usr/share/locale/* "$ROOTFS"/usr/share/info/*
+    tar -C "$ROOTFS" -c . | podman import --change 'CMD ["/bin/bash"]' - "$DEBIAN_BASE" >/dev/null && ok=1
+  else
+    tail -5 "$ROOT/build/debootstrap.log" >&2
+  fi
+  rm -rf "$ROOTFS"; ROOTFS=""
+  [ "$ok" = 1 ]
+}
+
 ensure_local_base() {
   if ! podman image exists "$DEBIAN_BASE"; then
-    local rootfs
-    rootfs=$(mktemp -d /var/tmp/dicomlab-rootfs.XXXXXX)
-    log "debootstrap bookworm minbase from $MIRROR (a few minutes, once)"
-    debootstrap --variant=minbase --include=python3-minimal,ca-certificates bookworm "$rootfs" "$MIRROR" >/dev/null
-    # No caches or logs in the image; apt lists are fetched again by the layer that installs packages.
-    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/log/* \
-      "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/locale/* "$rootfs"/usr/share/info/*
-    tar -C "$rootfs" -c . | podman import --change 'CMD ["/bin/bash"]' - "$DEBIAN_BASE" >/dev/null
-    rm -rf "$rootfs"
+    log "debootstrap bookworm minbase from $MIRROR (a minute or two, once; build/debootstrap.log)"
+    local start=$SECONDS
+    retry debootstrap debootstrap_base
+    record "$DEBIAN_BASE" "$start"
   fi
   if ! podman image exists "$PYTHON_BASE"; then
     # The site's own certificate authorities (Debian's place for them) go into the local base, so pip in
@@ -61,9 +100,11 @@ ensure_local_base() {
     rm -rf "$ctx" && mkdir -p "$ctx/ca"
     cp "$ROOT/docker/local/python.Dockerfile" "$ctx/"
     find /usr/local/share/ca-certificates -maxdepth 1 -name '*.crt' -exec cp {} "$ctx/ca/" \; 2>/dev/null || true
+    local start=$SECONDS
     log "building $PYTHON_BASE ($(find "$ctx/ca" -name '*.crt' | wc -l) site CA certificates)"
-    podman build -q --isolation chroot --build-arg "DEBIAN_IMAGE=$DEBIAN_BASE" \
+    retry "the Python base" limited podman build -q --isolation chroot --layers="$LAYERS" --build-arg "DEBIAN_IMAGE=$DEBIAN_BASE" \
       -f "$ctx/python.Dockerfile" -t "$PYTHON_BASE" "$ctx" >/dev/null
+    record "$PYTHON_BASE" "$start"
   fi
 }
 
@@ -72,6 +113,7 @@ stage_context() {
   rm -rf "$CONTEXT" && mkdir -p "$CONTEXT"
   (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard -- \
       pyproject.toml constraints.txt README.md services training scripts/build_frontend.py docker/wheelhouse \
+      docker/slim_venv.py \
     | xargs -0 -r ls -d 2>/dev/null | tar -c -T - ) | tar -x -C "$CONTEXT"
   mkdir -p "$CONTEXT/docker/wheelhouse"
 }
@@ -102,14 +144,29 @@ add_torch_cpu_wheel() {
   cp "$wheel" "$CONTEXT/docker/wheelhouse/"
 }
 
+# record IMAGE START: log the image's size and build time, and add them to build/image-times.txt (the
+# deploy smoke's timing summary prints that file).
+record() {
+  local line
+  line="$1: $(podman image inspect --format '{{.Size}}' "$1" | awk '{printf "%.0f MB", $1/1e6}') in $((SECONDS - $2)) s"
+  log "$line"
+  echo "$line" >> "$ROOT/build/image-times.txt"
+}
+
+# build_once LOG ARGS...: one podman build try, its output in LOG (the last lines shown when it fails).
+build_once() {
+  local logfile=$1; shift
+  limited podman build --isolation chroot --layers="$LAYERS" "$@" > "$logfile" 2>&1 || { tail -25 "$logfile" >&2; return 1; }
+}
+
 build() {
   local name=$1 mode=$2; shift 2
   local image=localhost/dicomlab-$name:$TAG start=$SECONDS old
   old=$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
   log "building $image ($mode base)"
-  podman build --isolation chroot --layers --format docker -f "$ROOT/docker/$name.Dockerfile" -t "$image" "$@" "$CONTEXT" \
-    > "$ROOT/build/images-$name.log" 2>&1 || { tail -40 "$ROOT/build/images-$name.log" >&2; log "$name failed (build/images-$name.log)"; exit 1; }
-  log "$image: $(podman image inspect --format '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}') in $((SECONDS - start)) s"
+  retry "$name" build_once "$ROOT/build/images-$name.log" --format docker -f "$ROOT/docker/$name.Dockerfile" \
+    -t "$image" "$@" "$CONTEXT" || { log "$name failed (build/images-$name.log)"; exit 1; }
+  record "$image" "$start"
   # vfs keeps a full copy of every image: drop the one this build replaced (only if nothing else uses it)
   if [ -n "$old" ] && [ "$old" != "$(podman image inspect --format '{{.Id}}' "$image")" ]; then
     podman rmi "$old" >/dev/null 2>&1 || true
@@ -123,7 +180,8 @@ main() {
   local mode
   mode=$(base_mode)
   mkdir -p "$ROOT/build"
-  trap 'rm -rf "$CONTEXT"' EXIT
+  trap 'rm -rf "$CONTEXT" ${ROOTFS:+"$ROOTFS"}' EXIT
+  trap 'exit 143' TERM INT  # a time limit or Ctrl-C still runs the EXIT trap
   stage_context
   local common=()
   if [ "$mode" = local ]; then
@@ -136,7 +194,9 @@ main() {
       labeling)
         if [ "$mode" = local ]; then
           add_frontend_bundle
-          build labeling "$mode" "${common[@]}" --build-arg FRONTEND=prebuilt
+          # With --layers=false, podman 4.3 fails this build after tagging it ("identifier is not an
+          # image"): one of its stages is FROM another stage (frontend_${FRONTEND}).
+          LAYERS=true build labeling "$mode" "${common[@]}" --build-arg FRONTEND=prebuilt
         else
           build labeling "$mode"
         fi ;;
@@ -163,10 +223,10 @@ build_standin() {
   fi
   local start=$SECONDS
   log "building $image"
-  podman build --isolation chroot --layers -f "$ROOT/docker/local/$name.Dockerfile" -t "$image" \
+  retry "$name" build_once "$ROOT/build/images-$name.log" -f "$ROOT/docker/local/$name.Dockerfile" -t "$image" \
     --build-arg "DEBIAN_IMAGE=$DEBIAN_BASE" --build-arg "PYTHON_IMAGE=$PYTHON_BASE" "$ROOT/docker/local" \
-    > "$ROOT/build/images-$name.log" 2>&1 || { tail -40 "$ROOT/build/images-$name.log" >&2; log "$name failed"; exit 1; }
-  log "$image: $(podman image inspect --format '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}') in $((SECONDS - start)) s"
+    || { log "$name failed (build/images-$name.log)"; exit 1; }
+  record "$image" "$start"
 }
 
 main "$@"

@@ -77,8 +77,16 @@ if [ "$(id -u)" -ne 0 ] && [ -z "$SUDO" ]; then
   exit 1
 fi
 echo "installing Debian packages: ${missing[*]}"
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# A fresh machine's first apt run meets mirror hiccups now and then: three tries, 20 s apart.
+apt_install() {
+  $SUDO apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+for try in 1 2 3; do
+  apt_install && break
+  if [ "$try" = 3 ]; then echo "apt-get could not install: ${missing[*]}" >&2; exit 1; fi
+  echo "apt-get failed (try $try of 3); retrying in 20 s" >&2; sleep 20
+done
 # Debian starts the services it installs where it can; dicomlab runs its own on free ports.
 for svc in orthanc postgresql nginx prometheus prometheus-pushgateway prometheus-node-exporter; do
   $SUDO service "$svc" stop >/dev/null 2>&1 || true
