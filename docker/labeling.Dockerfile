@@ -43,7 +43,7 @@ RUN python -c "import sys; sys.path.insert(0, 'scripts'); import build_frontend;
  && /opt/venv/bin/pip install --only-binary=:all: -c constraints.txt '.[labeling]' \
  && /opt/venv/bin/pip uninstall -q -y pip setuptools \
  && /opt/venv/bin/python docker/slim_venv.py /opt/venv \
-      --import dicomlab_core.gunicorn_conf,dicomlab_labeling.app,dicomlab_labeling.migrate,dicomlab_labeling.export,dicomlab_labeling.sr,dicomlab_labeling.sr_report,gunicorn.app.wsgiapp,gunicorn.workers.gthread,boto3 \
+      --import dicomlab_core.gunicorn_conf,dicomlab_labeling.app,dicomlab_labeling.workflow.migrate,dicomlab_labeling.workflow.export,dicomlab_labeling.workflow.sr,dicomlab_labeling.workflow.sr_report,gunicorn.app.wsgiapp,gunicorn.workers.gthread,boto3 \
       --botocore-services s3,sts,sso,sso-oidc,signin
 
 FROM ${PYTHON_IMAGE}

@@ -107,3 +107,18 @@ def test_chart_default_images_match_the_dockerfiles() -> None:
     assert set(repos) == IMAGES
     for name, repo in repos.items():
         assert repo.endswith(f"/dicomlab-{name}")
+
+
+@pytest.mark.parametrize("dockerfile", [d for d in DOCKERFILES if "slim_venv.py" in d.read_text()],
+                         ids=lambda d: d.name)
+def test_slim_venv_imports_name_modules_that_exist(dockerfile: Path) -> None:
+    """``slim_venv.py --import`` compiles what these modules load; a moved module would fail the image build
+    (or, worse, leave the pods compiling in memory at every start), so each must resolve here first."""
+    import importlib.util
+
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    lists = re.findall(r"slim_venv\.py \S+\s+--import (\S+)", text)
+    assert lists, f"{dockerfile.name}: no --import list"
+    modules = [m for found in lists for m in found.split(",") if m]
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    assert not missing, f"{dockerfile.name}: --import names modules that do not exist: {missing}"

@@ -1,7 +1,7 @@
 """What the chart runs in our images (hook Jobs, helm test pods, commands overriding CMD) is installed there.
 
 The Dockerfiles' own entry points are checked in test_image_dependencies.py; the chart also runs
-``python -m dicomlab_labeling.migrate`` (the pre-install/pre-upgrade hook) and a ``python -c`` health check
+``python -m dicomlab_labeling.workflow.migrate`` (the pre-install/pre-upgrade hook) and a ``python -c`` health check
 in the proxy image. Every scenario in charts/dicomlab/ci is rendered (helm-python-sdk) and each container
 whose image is one of ours is checked against that image's extra.
 """
@@ -42,5 +42,5 @@ def test_what_the_chart_runs_in_our_images_is_installed_there(scenario: str) -> 
 
 def test_the_hook_and_test_pods_are_among_the_checked_containers() -> None:
     commands = {(image, tuple(c.get("command") or ())[:3]) for _, image, c in our_containers("defaults")}
-    assert ("labeling", ("python", "-m", "dicomlab_labeling.migrate")) in commands
+    assert ("labeling", ("python", "-m", "dicomlab_labeling.workflow.migrate")) in commands
     assert ("proxy", ("python", "-c")) in commands
