@@ -1,7 +1,8 @@
 """A failed image load never looks like success (the labeling page, real app, proxy and Orthanc).
 
-The job hides patient identifiers (the default), so the viewer reads WADO-RS metadata and frames; the
-whole-file path is covered by the Ground Truth worker page's test. Playwright intercepts the image
+The first job hides patient identifiers (the default), so the viewer reads WADO-RS metadata and frames;
+the second allows them, so the viewer loads whole files (the image loader's own XMLHttpRequest), as the
+Ground Truth worker page does. Neither path may leave an uncaught error on the page. Playwright intercepts the image
 requests (metadata, frames, or the file) of chosen images and answers 403, 500, a network failure (what
 the page also sees when CORS blocks a response: Playwright's own responses bypass CORS, so a block is
 not staged), bytes that are not DICOM, or nothing at all (a hang). Each time the
@@ -34,7 +35,9 @@ def site(orthanc: Any, synthetic_set: list[dict[str, Any]],
     with labeling_site(orthanc, tmp_path_factory.mktemp("loadfail")) as running:
         job = running.create_job("load-failures", records, readersPerImage=1, strategy="in-order",
                                  leaseSeconds=300, allowPatientIdentifiers=False)
-        running.users(["flaky"])
+        running.create_job("whole-files", records, readersPerImage=1, strategy="in-order",
+                           leaseSeconds=300, allowPatientIdentifiers=True)
+        running.users(["flaky", "whole"])
         yield {"base": running.base, "job": job, "admin": running.admin, "records": records,
                "origin": running.base}
 
@@ -70,12 +73,18 @@ class ImageRoutes:
             raise AssertionError(mode)
 
 
-def open_labeling(site: dict[str, Any], routes: ImageRoutes) -> tuple[Any, PageLog]:
-    page, log = new_page(init_script=f"window.dicomlabConfig = {{ loadTimeoutMs: {LOAD_TIMEOUT_MS} }};")
+def open_labeling(site: dict[str, Any], routes: ImageRoutes, user: str = "flaky", job: str = "load-failures",
+                  viewport: dict[str, int] | None = None) -> tuple[Any, PageLog]:
+    page, log = new_page(viewport, init_script=f"window.dicomlabConfig = {{ loadTimeoutMs: {LOAD_TIMEOUT_MS} }};")
     page.route("**/instances/**", routes.handle)
-    log_in(page, site["base"], "flaky", PASSWORD)
-    page.get_by_role("link", name="Label images of load-failures").click()
+    log_in(page, site["base"], user, PASSWORD)
+    page.get_by_role("link", name=f"Label images of {job}").click()
     return page, log
+
+
+def uncaught(log: PageLog) -> list[str]:
+    """Errors the page did not handle (an unhandled rejection of a refused request shows up here)."""
+    return [e for e in log.errors if e.startswith("pageerror")]
 
 
 def viewer_state(page: Any) -> str:
@@ -171,6 +180,24 @@ def test_failed_loads_clear_the_canvas_block_submission_and_retry(site: dict[str
     progress = admin.call("GET", f"/admin/jobs/{job['id']}/progress")[1]
     assert progress["skipped"] == 1, progress
     assert len(submits(log)) == 2
+    assert not uncaught(log), log.errors
+    page.context.close()
+
+
+def test_a_refused_whole_file_fails_cleanly_and_retry_shows_it(site: dict[str, Any]) -> None:
+    routes = ImageRoutes(site["origin"], site["records"])
+    ids = [r["orthanc_id"] for r in site["records"]]
+    routes.modes = {ids[0]: "403", ids[1]: "403"}  # the first image, and the next one the page prefetches
+    page, log = open_labeling(site, routes, user="whole", job="whole-files")
+    assert_failed_and_blocked(page, log, "HTTP 403")
+    assert any(f"/instances/{ids[0]}/file" in r["url"] for r in log.requests), "not the whole-file path"
+    routes.modes = {}
+    page.get_by_role("button", name="Retry").click()
+    wait_state(page, "ready")
+    std, levels = pixel_stats(page.locator(".dl-viewport").screenshot())
+    assert std > 5 and levels > 20, (std, levels)
+    # The refused loads (shown and prefetched) were handled: nothing uncaught on the page.
+    assert not uncaught(log), log.errors
     page.context.close()
 
 
