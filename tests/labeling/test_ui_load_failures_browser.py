@@ -26,6 +26,11 @@ from ui_support import PageLog, pixel_stats
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 LOAD_TIMEOUT_MS = 3000
+SIZES = [(1366, 768), (1920, 1080)]
+
+
+def size_id(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +38,14 @@ def site(orthanc: Any, synthetic_set: list[dict[str, Any]],
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     records = synthetic_set[:4]
     with labeling_site(orthanc, tmp_path_factory.mktemp("loadfail")) as running:
-        job = running.create_job("load-failures", records, readersPerImage=1, strategy="in-order",
-                                 leaseSeconds=300, allowPatientIdentifiers=False)
+        # One job and one reader per window size (each run labels and skips its job's images).
+        jobs = {size: running.create_job(f"load-failures-{size_id(size)}", records, readersPerImage=1,
+                                         strategy="in-order", leaseSeconds=300, allowPatientIdentifiers=False)
+                for size in SIZES}
         running.create_job("whole-files", records, readersPerImage=1, strategy="in-order",
                            leaseSeconds=300, allowPatientIdentifiers=True)
-        running.users(["flaky", "whole"])
-        yield {"base": running.base, "job": job, "admin": running.admin, "records": records,
+        running.users([f"flaky{w}" for w, _ in SIZES] + ["whole"])
+        yield {"base": running.base, "jobs": jobs, "admin": running.admin, "records": records,
                "origin": running.base}
 
 
@@ -73,8 +80,8 @@ class ImageRoutes:
             raise AssertionError(mode)
 
 
-def open_labeling(site: dict[str, Any], routes: ImageRoutes, user: str = "flaky", job: str = "load-failures",
-                  viewport: dict[str, int] | None = None) -> tuple[Any, PageLog]:
+def open_labeling(site: dict[str, Any], routes: ImageRoutes, user: str = "flaky1366",
+                  job: str = "load-failures-1366x768", viewport: dict[str, int] | None = None) -> tuple[Any, PageLog]:
     page, log = new_page(viewport, init_script=f"window.dicomlabConfig = {{ loadTimeoutMs: {LOAD_TIMEOUT_MS} }};")
     page.route("**/instances/**", routes.handle)
     log_in(page, site["base"], user, PASSWORD)
@@ -96,6 +103,12 @@ def wait_state(page: Any, state: str) -> None:
                            "&& document.body.dataset.busy === 'false'", timeout=60_000)
 
 
+def in_window(page: Any, target: Any) -> bool:
+    box, size = target.bounding_box(), page.viewport_size
+    return bool(box) and box["x"] >= 0 and box["y"] >= 0 and (
+        box["x"] + box["width"] <= size["width"] and box["y"] + box["height"] <= size["height"])
+
+
 def submits(log: PageLog) -> list[str]:
     return [r["url"] for r in log.requests if r["method"] == "POST" and r["url"].endswith("/submit")]
 
@@ -109,6 +122,10 @@ def assert_failed_and_blocked(page: Any, log: PageLog, expected: str) -> None:
     assert expected in text, text
     assert page.get_by_role("button", name="Retry").is_visible()
     assert page.get_by_role("button", name="Skip: could not load").is_visible()
+    # The error and its actions are on screen without scrolling, at either window size.
+    for target in (panel, page.get_by_role("button", name="Retry"),
+                   page.get_by_role("button", name="Skip: could not load"), page.locator("#dl-submit")):
+        assert in_window(page, target), (target, target.bounding_box(), page.viewport_size)
     # Nothing drawn: the viewport's canvases are gone, or hidden and cleared, and the screen shows no image there
     # (the error panel, which sits over the viewport, is set aside for that screenshot).
     canvases = page.evaluate("""() => [...document.querySelectorAll('.dl-viewport canvas')].map((c) => {
@@ -131,12 +148,14 @@ def assert_failed_and_blocked(page: Any, log: PageLog, expected: str) -> None:
     assert page.evaluate("window.dicomlabViewer.validate().length") > 0
 
 
-def test_failed_loads_clear_the_canvas_block_submission_and_retry(site: dict[str, Any]) -> None:
+@pytest.mark.parametrize("size", SIZES, ids=size_id)
+def test_failed_loads_clear_the_canvas_block_submission_and_retry(site: dict[str, Any], size: tuple[int, int]) -> None:
     routes = ImageRoutes(site["origin"], site["records"])
     ids = [r["orthanc_id"] for r in site["records"]]
     # Image 2 is refused, image 3 fails in every other way in turn; set before the page prefetches them.
     routes.modes = {ids[1]: "403", ids[2]: "500"}
-    page, log = open_labeling(site, routes)
+    page, log = open_labeling(site, routes, user=f"flaky{size[0]}", job=f"load-failures-{size_id(size)}",
+                              viewport={"width": size[0], "height": size[1]})
 
     # Image 1 loads and is labelled.
     wait_state(page, "ready")
@@ -176,7 +195,7 @@ def test_failed_loads_clear_the_canvas_block_submission_and_retry(site: dict[str
     wait_state(page, "ready")
 
     # The server holds two answers and one skip whose reason says why.
-    admin, job = site["admin"], site["job"]
+    admin, job = site["admin"], site["jobs"][size]
     progress = admin.call("GET", f"/admin/jobs/{job['id']}/progress")[1]
     assert progress["skipped"] == 1, progress
     assert len(submits(log)) == 2
@@ -202,7 +221,7 @@ def test_a_refused_whole_file_fails_cleanly_and_retry_shows_it(site: dict[str, A
 
 
 def test_annotator_opening_review_or_admin_lands_on_the_queue(site: dict[str, Any]) -> None:
-    page, _ = open_labeling(site, ImageRoutes(site["origin"], site["records"]))
+    page, _ = open_labeling(site, ImageRoutes(site["origin"], site["records"]), job="whole-files")
     for path in ("/ui/review", "/ui/admin"):
         page.goto(site["base"] + path)
         page.wait_for_url("**/ui/queue")
