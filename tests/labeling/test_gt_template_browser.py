@@ -247,7 +247,7 @@ def test_worker_template_failed_load_blocks_submission_until_retry_shows_the_ima
         else:
             route.continue_()
 
-    page, _ = open_worker_page(stack, render_for_task(stack), image_route)
+    page, log = open_worker_page(stack, render_for_task(stack), image_route)
     viewer = page.locator("#dicomlab-viewer")
     assert viewer.get_attribute("data-state") == "error"
     assert "HTTP 403" in (page.locator(".dl-load-error").text_content() or "")
@@ -275,6 +275,7 @@ def test_worker_template_failed_load_blocks_submission_until_retry_shows_the_ima
     answer = json.loads(submitted["answer"])
     assert answer["findings"]["No Finding"] == "present"
     assert answer["sopInstanceUid"] == stack["ds"].SOPInstanceUID
+    assert not [e for e in log.errors if e.startswith("pageerror")], log.errors  # the refusal was handled
     page.context.close()
 
 

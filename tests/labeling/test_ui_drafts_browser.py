@@ -1,4 +1,4 @@
-"""No lost work (#19 item 4) in the labeling page at 1366×768: the real app, proxy and Orthanc.
+"""No lost work (#19 item 4) in the labeling page at 1366×768 and 1920×1080: the real app, proxy and Orthanc.
 
 Ctrl+Z / Ctrl+Shift+Z undo and redo a finding and a drawn ROI; the work in progress is autosaved as a
 draft on the server and put back after a reload, and in another browser (a fresh context, signed in
@@ -21,21 +21,29 @@ from ui_support import PageLog
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
+SIZES = [(1366, 768), (1920, 1080)]
+
+
+def size_id(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
 
 @pytest.fixture(scope="module")
 def site(orthanc: Any, synthetic_set: list[dict[str, Any]],
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     with labeling_site(orthanc, tmp_path_factory.mktemp("drafts")) as running:
-        job = running.create_job("drafts", synthetic_set[:3], readersPerImage=1, strategy="in-order",
-                                 leaseSeconds=300, defaultFindingState="absent")
-        running.users(["dora"])
-        yield {"base": running.base, "job": job}
+        # One job and one reader per window size (each run submits its job's first image).
+        for size in SIZES:
+            running.create_job(f"drafts-{size_id(size)}", synthetic_set[:3], readersPerImage=1, strategy="in-order",
+                               leaseSeconds=300, defaultFindingState="absent")
+        running.users([f"dora{w}" for w, _ in SIZES])
+        yield {"base": running.base}
 
 
-def open_labeling(site: dict[str, Any]) -> tuple[Any, PageLog]:
-    page, log = new_page()
-    log_in(page, site["base"], "dora", PASSWORD)
-    page.get_by_role("link", name="Label images of drafts").click()
+def open_labeling(site: dict[str, Any], size: tuple[int, int]) -> tuple[Any, PageLog]:
+    page, log = new_page({"width": size[0], "height": size[1]})
+    log_in(page, site["base"], f"dora{size[0]}", PASSWORD)
+    page.get_by_role("link", name=f"Label images of drafts-{size_id(size)}").click()
     wait_ready(page)
     return page, log
 
@@ -63,8 +71,10 @@ def draw_rectangle(page: Any) -> None:
     page.wait_for_function("() => window.dicomlabViewer.rois().length === 1")
 
 
-def test_undo_redo_and_drafts_survive_a_reload_and_another_browser(site: dict[str, Any], tmp_path: Path) -> None:
-    page, log = open_labeling(site)
+@pytest.mark.parametrize("size", SIZES, ids=size_id)
+def test_undo_redo_and_drafts_survive_a_reload_and_another_browser(site: dict[str, Any], tmp_path: Path,
+                                                                   size: tuple[int, int]) -> None:
+    page, log = open_labeling(site, size)
     assignment = page.evaluate("document.body.dataset.assignmentId")
     labels = list(work(page)["findings"])
     first = next(label for label in labels if label != "No Finding")
@@ -105,7 +115,7 @@ def test_undo_redo_and_drafts_survive_a_reload_and_another_browser(site: dict[st
     assert [r["points"] for r in restored["rois"]] == [r["points"] for r in redone["rois"]]
 
     # Another browser (a fresh context, signed in again) gets the same draft.
-    other, _ = open_labeling(site)
+    other, _ = open_labeling(site, size)
     assert other.evaluate("document.body.dataset.assignmentId") == assignment
     assert work(other)["findings"] == redone["findings"] and len(work(other)["rois"]) == 1
     other.context.close()
@@ -127,5 +137,5 @@ def test_undo_redo_and_drafts_survive_a_reload_and_another_browser(site: dict[st
     mine = page.evaluate(f"fetch('/api/assignments/{assignment}').then((r) => r.json())")
     assert mine["mySubmission"]["version"] == 2
     assert mine["mySubmission"]["answer"]["findings"][first] == "uncertain"
-    page.screenshot(path=str(tmp_path / "drafts-1366.png"))
+    page.screenshot(path=str(tmp_path / f"drafts-{size_id(size)}.png"))
     page.context.close()

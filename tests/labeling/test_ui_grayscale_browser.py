@@ -33,9 +33,9 @@ DIST = ROOT / "services" / "dicomlab_labeling" / "static" / "dist"
 
 
 def _page_app(viewer_file: str, style_file: str) -> Any:
-    """A page with one viewer (and the bundle, same origin), as the labeling pages embed it."""
+    """A page with one viewer filling the window (and the bundle, same origin), as the labeling pages embed it."""
     html = f"""<!doctype html><html><head><link rel="stylesheet" href="/dist/{style_file}"></head>
-<body style="margin:0"><div id="v" style="width:1300px;height:860px"></div>
+<body style="margin:0"><div id="v" style="width:100vw;height:100vh"></div>
 <script type="module">
 import {{ LabelingViewer }} from '/dist/{viewer_file}';
 window.viewer = new LabelingViewer(document.getElementById('v'), {{ labels: ['Cardiomegaly', 'No Finding'],
@@ -81,7 +81,8 @@ def cases(orthanc_client: Any) -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def page(orthanc: Any, cases: dict[str, dict[str, Any]]) -> Iterator[Any]:
+def served(orthanc: Any, cases: dict[str, dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The viewer page and the real proxy in front of Orthanc, with a token per case."""
     from dicomlab_proxy.app import create_app as proxy_app
     from dicomlab_proxy.config import Config as ProxyConfig
 
@@ -98,18 +99,36 @@ def page(orthanc: Any, cases: dict[str, dict[str, Any]]) -> Iterator[Any]:
                 return signer.issue(Scope(instances=(case["sop_uid"],), orthanc_ids=(case["orthanc_id"],)),
                                     subject="grayscale-test", ttl_seconds=600)
 
-            context = browser().new_context(viewport={"width": 1300, "height": 900})
-            tab = context.new_page()
-            log = PageLog()
-            log.attach(tab)
-            tab.goto(page_url + "/")
-            try:
-                tab.wait_for_function("() => Boolean(window.viewer)", timeout=60_000)
-            except Exception:
-                pytest.fail(f"the viewer page did not start: {log.errors}")
-            tab.dicomlab = {"proxy": proxy_url, "token": token, "log": log}  # type: ignore[attr-defined]
-            yield tab
-            context.close()
+            yield {"url": page_url, "proxy": proxy_url, "token": token}
+
+
+def open_tab(served: dict[str, Any], width: int, height: int) -> Any:
+    """The viewer page in a fresh context of the shared Chromium, window ``width``×``height``."""
+    context = browser().new_context(viewport={"width": width, "height": height})
+    tab = context.new_page()
+    log = PageLog()
+    log.attach(tab)
+    tab.goto(served["url"] + "/")
+    try:
+        tab.wait_for_function("() => Boolean(window.viewer)", timeout=60_000)
+    except Exception:
+        pytest.fail(f"the viewer page did not start: {log.errors}")
+    tab.dicomlab = {"proxy": served["proxy"], "token": served["token"], "log": log}
+    return tab
+
+
+@pytest.fixture(scope="module")
+def page(served: dict[str, Any]) -> Iterator[Any]:
+    tab = open_tab(served, 1366, 768)
+    yield tab
+    tab.context.close()
+
+
+@pytest.fixture(scope="module")
+def wide_page(served: dict[str, Any]) -> Iterator[Any]:
+    tab = open_tab(served, 1920, 1080)
+    yield tab
+    tab.context.close()
 
 
 def show(page: Any, case: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -127,6 +146,10 @@ def show(page: Any, case: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     assert error is None and state["state"] == "ready", (state, setup["log"].errors[-5:])
     rect = state["rect"]
     assert rect and rect["width"] > 50 and rect["height"] > 50, state
+    # The whole image is on screen, without scrolling.
+    size = page.viewport_size
+    assert rect["x"] >= 0 and rect["y"] >= 0, state
+    assert rect["x"] + rect["width"] <= size["width"] + 1 and rect["y"] + rect["height"] <= size["height"] + 1, state
     shot = page.screenshot(clip={k: rect[k] for k in ("x", "y", "width", "height")})
     return screenshot_grey(shot), state
 
@@ -178,3 +201,18 @@ def test_synthetic_matrix_matches_the_reference(page: Any, cases: dict[str, dict
             assert [w.split(" (")[0] for w in state["windows"]] == ["TEST LUNG", "TEST FULL"], state
     assert not failures, "\n".join(f"{name}: {result} (inverted: {inverted})"
                                     for name, (result, inverted) in failures.items())
+
+
+def test_representative_files_at_1920x1080(page: Any, wide_page: Any, cases: dict[str, dict[str, Any]]) -> None:
+    """At 1920×1080 (the matrix runs at 1366×768): the real chest film and a MONOCHROME1 Presentation LUT
+    Shape INVERSE file match the reference, drawn larger than at 1366×768 with their aspect ratio."""
+    inverse = next(n for n in cases if "-MONOCHROME1-INVERSE-window" in n)
+    for name in ("real:RG1_UNCI.dcm", inverse):
+        case = cases[name]
+        shown, state = show(wide_page, case)
+        check(name, shown, case["reference"])
+        rows, columns = case["reference"].shape
+        rect = state["rect"]
+        assert abs(rect["width"] / rect["height"] - columns / rows) < 0.02, state
+        _, narrow = show(page, case)
+        assert rect["height"] > narrow["rect"]["height"] * 1.2, (rect, narrow["rect"])

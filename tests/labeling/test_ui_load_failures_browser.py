@@ -1,7 +1,8 @@
 """A failed image load never looks like success (the labeling page, real app, proxy and Orthanc).
 
-The job hides patient identifiers (the default), so the viewer reads WADO-RS metadata and frames; the
-whole-file path is covered by the Ground Truth worker page's test. Playwright intercepts the image
+The first job hides patient identifiers (the default), so the viewer reads WADO-RS metadata and frames;
+the second allows them, so the viewer loads whole files (the image loader's own XMLHttpRequest), as the
+Ground Truth worker page does. Neither path may leave an uncaught error on the page. Playwright intercepts the image
 requests (metadata, frames, or the file) of chosen images and answers 403, 500, a network failure (what
 the page also sees when CORS blocks a response: Playwright's own responses bypass CORS, so a block is
 not staged), bytes that are not DICOM, or nothing at all (a hang). Each time the
@@ -25,6 +26,11 @@ from ui_support import PageLog, pixel_stats
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 LOAD_TIMEOUT_MS = 3000
+SIZES = [(1366, 768), (1920, 1080)]
+
+
+def size_id(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +38,14 @@ def site(orthanc: Any, synthetic_set: list[dict[str, Any]],
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     records = synthetic_set[:4]
     with labeling_site(orthanc, tmp_path_factory.mktemp("loadfail")) as running:
-        job = running.create_job("load-failures", records, readersPerImage=1, strategy="in-order",
-                                 leaseSeconds=300, allowPatientIdentifiers=False)
-        running.users(["flaky"])
-        yield {"base": running.base, "job": job, "admin": running.admin, "records": records,
+        # One job and one reader per window size (each run labels and skips its job's images).
+        jobs = {size: running.create_job(f"load-failures-{size_id(size)}", records, readersPerImage=1,
+                                         strategy="in-order", leaseSeconds=300, allowPatientIdentifiers=False)
+                for size in SIZES}
+        running.create_job("whole-files", records, readersPerImage=1, strategy="in-order",
+                           leaseSeconds=300, allowPatientIdentifiers=True)
+        running.users([f"flaky{w}" for w, _ in SIZES] + ["whole"])
+        yield {"base": running.base, "jobs": jobs, "admin": running.admin, "records": records,
                "origin": running.base}
 
 
@@ -70,12 +80,18 @@ class ImageRoutes:
             raise AssertionError(mode)
 
 
-def open_labeling(site: dict[str, Any], routes: ImageRoutes) -> tuple[Any, PageLog]:
-    page, log = new_page(init_script=f"window.dicomlabConfig = {{ loadTimeoutMs: {LOAD_TIMEOUT_MS} }};")
+def open_labeling(site: dict[str, Any], routes: ImageRoutes, user: str = "flaky1366",
+                  job: str = "load-failures-1366x768", viewport: dict[str, int] | None = None) -> tuple[Any, PageLog]:
+    page, log = new_page(viewport, init_script=f"window.dicomlabConfig = {{ loadTimeoutMs: {LOAD_TIMEOUT_MS} }};")
     page.route("**/instances/**", routes.handle)
-    log_in(page, site["base"], "flaky", PASSWORD)
-    page.get_by_role("link", name="Label images of load-failures").click()
+    log_in(page, site["base"], user, PASSWORD)
+    page.get_by_role("link", name=f"Label images of {job}").click()
     return page, log
+
+
+def uncaught(log: PageLog) -> list[str]:
+    """Errors the page did not handle (an unhandled rejection of a refused request shows up here)."""
+    return [e for e in log.errors if e.startswith("pageerror")]
 
 
 def viewer_state(page: Any) -> str:
@@ -85,6 +101,12 @@ def viewer_state(page: Any) -> str:
 def wait_state(page: Any, state: str) -> None:
     page.wait_for_function(f"() => document.querySelector('#dl-viewer')?.dataset.state === {json.dumps(state)} "
                            "&& document.body.dataset.busy === 'false'", timeout=60_000)
+
+
+def in_window(page: Any, target: Any) -> bool:
+    box, size = target.bounding_box(), page.viewport_size
+    return bool(box) and box["x"] >= 0 and box["y"] >= 0 and (
+        box["x"] + box["width"] <= size["width"] and box["y"] + box["height"] <= size["height"])
 
 
 def submits(log: PageLog) -> list[str]:
@@ -100,6 +122,10 @@ def assert_failed_and_blocked(page: Any, log: PageLog, expected: str) -> None:
     assert expected in text, text
     assert page.get_by_role("button", name="Retry").is_visible()
     assert page.get_by_role("button", name="Skip: could not load").is_visible()
+    # The error and its actions are on screen without scrolling, at either window size.
+    for target in (panel, page.get_by_role("button", name="Retry"),
+                   page.get_by_role("button", name="Skip: could not load"), page.locator("#dl-submit")):
+        assert in_window(page, target), (target, target.bounding_box(), page.viewport_size)
     # Nothing drawn: the viewport's canvases are gone, or hidden and cleared, and the screen shows no image there
     # (the error panel, which sits over the viewport, is set aside for that screenshot).
     canvases = page.evaluate("""() => [...document.querySelectorAll('.dl-viewport canvas')].map((c) => {
@@ -122,12 +148,14 @@ def assert_failed_and_blocked(page: Any, log: PageLog, expected: str) -> None:
     assert page.evaluate("window.dicomlabViewer.validate().length") > 0
 
 
-def test_failed_loads_clear_the_canvas_block_submission_and_retry(site: dict[str, Any]) -> None:
+@pytest.mark.parametrize("size", SIZES, ids=size_id)
+def test_failed_loads_clear_the_canvas_block_submission_and_retry(site: dict[str, Any], size: tuple[int, int]) -> None:
     routes = ImageRoutes(site["origin"], site["records"])
     ids = [r["orthanc_id"] for r in site["records"]]
     # Image 2 is refused, image 3 fails in every other way in turn; set before the page prefetches them.
     routes.modes = {ids[1]: "403", ids[2]: "500"}
-    page, log = open_labeling(site, routes)
+    page, log = open_labeling(site, routes, user=f"flaky{size[0]}", job=f"load-failures-{size_id(size)}",
+                              viewport={"width": size[0], "height": size[1]})
 
     # Image 1 loads and is labelled.
     wait_state(page, "ready")
@@ -167,15 +195,33 @@ def test_failed_loads_clear_the_canvas_block_submission_and_retry(site: dict[str
     wait_state(page, "ready")
 
     # The server holds two answers and one skip whose reason says why.
-    admin, job = site["admin"], site["job"]
+    admin, job = site["admin"], site["jobs"][size]
     progress = admin.call("GET", f"/admin/jobs/{job['id']}/progress")[1]
     assert progress["skipped"] == 1, progress
     assert len(submits(log)) == 2
+    assert not uncaught(log), log.errors
+    page.context.close()
+
+
+def test_a_refused_whole_file_fails_cleanly_and_retry_shows_it(site: dict[str, Any]) -> None:
+    routes = ImageRoutes(site["origin"], site["records"])
+    ids = [r["orthanc_id"] for r in site["records"]]
+    routes.modes = {ids[0]: "403", ids[1]: "403"}  # the first image, and the next one the page prefetches
+    page, log = open_labeling(site, routes, user="whole", job="whole-files")
+    assert_failed_and_blocked(page, log, "HTTP 403")
+    assert any(f"/instances/{ids[0]}/file" in r["url"] for r in log.requests), "not the whole-file path"
+    routes.modes = {}
+    page.get_by_role("button", name="Retry").click()
+    wait_state(page, "ready")
+    std, levels = pixel_stats(page.locator(".dl-viewport").screenshot())
+    assert std > 5 and levels > 20, (std, levels)
+    # The refused loads (shown and prefetched) were handled: nothing uncaught on the page.
+    assert not uncaught(log), log.errors
     page.context.close()
 
 
 def test_annotator_opening_review_or_admin_lands_on_the_queue(site: dict[str, Any]) -> None:
-    page, _ = open_labeling(site, ImageRoutes(site["origin"], site["records"]))
+    page, _ = open_labeling(site, ImageRoutes(site["origin"], site["records"]), job="whole-files")
     for path in ("/ui/review", "/ui/admin"):
         page.goto(site["base"] + path)
         page.wait_for_url("**/ui/queue")

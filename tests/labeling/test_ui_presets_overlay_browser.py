@@ -1,5 +1,5 @@
 """Window presets that mean something on radiographs (#19 item 6) and the image overlay, note and
-quality flag (item 8), in the labeling page at 1366×768 (real app, proxy and Orthanc).
+quality flag (item 8), in the labeling page at 1366×768 and 1920×1080 (real app, proxy and Orthanc).
 
 Two chest-like projection images are uploaded: MONOCHROME2 and the same anatomy as MONOCHROME1, both
 with View Position AP and the patient's age and sex. The histogram presets' ranges are checked against
@@ -7,7 +7,9 @@ percentiles computed here from the file's own pixel values (after the modality L
 darker displayed part (the high values of a MONOCHROME1 image), "mediastinum" the brighter part, and the
 lung window shows the image brighter than the mediastinum window. The overlay shows the view position
 always, and age and sex only in a job that allows patient identifiers. A note and the quality flag are
-submitted with the answer, without skipping.
+submitted with the answer, without skipping. At both window sizes everything needed to label (image,
+overlay, tools and presets, findings, note, quality flag, submit and skip) is on screen without
+scrolling, and the image gets most of the screen.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 LABELS = "No Finding,Cardiomegaly,Edema,Pneumothorax"
 SIZE = 256
+WINDOWS = [(1366, 768), (1920, 1080)]
+
+
+def window_id(window: tuple[int, int]) -> str:
+    return f"{window[0]}x{window[1]}"
 
 
 def chest_values(seed: int = 7) -> np.ndarray:
@@ -93,17 +100,19 @@ def site(orthanc: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
     (store / "presets.manifest").write_text("".join(
         json.dumps({"source": i["orthanc_id"], "labels": LABELS}) + "\n" for i in images))
     with labeling_site(orthanc, tmp) as running:
-        for name, allowed in (("presets-deid", False), ("presets-ids", True)):
-            running.create_job(name, manifest_uri="manifests/presets.manifest", readersPerImage=1,
-                               strategy="in-order", allowPatientIdentifiers=allowed)
-        running.users(["rita"])
+        # Per window size: a de-identified job and one that allows identifiers, and a reader.
+        for window in WINDOWS:
+            for name, allowed in (("presets-deid", False), ("presets-ids", True)):
+                running.create_job(f"{name}-{window_id(window)}", manifest_uri="manifests/presets.manifest",
+                                   readersPerImage=1, strategy="in-order", allowPatientIdentifiers=allowed)
+        running.users([f"rita{w}" for w, _ in WINDOWS])
         yield {"base": running.base, "images": images, "tmp": tmp}
 
 
-def open_job(site: dict[str, Any], job: str) -> Any:
-    page, _ = new_page()
-    log_in(page, site["base"], "rita", PASSWORD)
-    page.get_by_role("link", name=f"Label images of {job}").click()
+def open_job(site: dict[str, Any], job: str, window: tuple[int, int]) -> Any:
+    page, _ = new_page({"width": window[0], "height": window[1]})
+    log_in(page, site["base"], f"rita{window[0]}", PASSWORD)
+    page.get_by_role("link", name=f"Label images of {job}-{window_id(window)}").click()
     wait_ready(page)
     return page
 
@@ -144,9 +153,40 @@ def check_presets(page: Any, values: np.ndarray, inverted: bool) -> None:
     page.keyboard.press("0")
 
 
-def test_histogram_presets_overlay_note_and_quality_flag(site: dict[str, Any]) -> None:
+# (The overlay lets the mouse through to the image, so hit-testing cannot see it: its box is checked.)
+SHOWN_AT_CENTRE = """(e) => { if (getComputedStyle(e).pointerEvents === 'none') return true;
+    const r = e.getBoundingClientRect();
+    const hit = document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2);
+    return Boolean(hit) && (e === hit || e.contains(hit)); }"""
+
+
+def assert_all_on_screen(page: Any, window: tuple[int, int]) -> None:
+    """Everything needed to label is inside the window, the page does not scroll, the image has most of it."""
+    width, height = window
+    assert page.evaluate("document.scrollingElement.scrollHeight <= window.innerHeight"), (
+        window, page.evaluate("[document.scrollingElement.scrollHeight, window.innerHeight]"))
+    assert page.evaluate("document.scrollingElement.scrollWidth <= window.innerWidth"), window
+    needed = [page.locator(".dl-viewport"), page.locator(".dl-overlay"), page.locator(".dl-toolbar"),
+              page.get_by_label("Note"), page.get_by_label("Quality issue (label it anyway)"),
+              page.locator("#dl-submit"), page.locator("#dl-skip")]
+    needed += [page.locator(".dl-finding").nth(i) for i in range(page.locator(".dl-finding").count())]
+    assert len(needed) >= 7 + len(LABELS.split(","))
+    for target in needed:
+        box = target.bounding_box()
+        assert box is not None and target.is_visible(), target
+        assert box["x"] >= 0 and box["y"] >= 0, (target, box, window)
+        assert box["x"] + box["width"] <= width + 1 and box["y"] + box["height"] <= height + 1, (target, box, window)
+        # Not clipped by a scrolled panel either: what is drawn at its centre is the element itself.
+        assert target.evaluate(SHOWN_AT_CENTRE), (target, box, window)
+    image = page.locator(".dl-viewport").bounding_box()
+    assert image["width"] * image["height"] > 0.5 * width * height, (image, window)
+
+
+@pytest.mark.parametrize("window", WINDOWS, ids=window_id)
+def test_histogram_presets_overlay_note_and_quality_flag(site: dict[str, Any], window: tuple[int, int]) -> None:
     images = site["images"]
-    page = open_job(site, "presets-deid")
+    page = open_job(site, "presets-deid", window)
+    assert_all_on_screen(page, window)
     # De-identified job: the view position (laterality U, unpaired, says nothing), never age or sex.
     assert page.locator(".dl-overlay").text_content() == "AP"
     check_presets(page, images[0]["values"], inverted=False)
@@ -155,7 +195,7 @@ def test_histogram_presets_overlay_note_and_quality_flag(site: dict[str, Any]) -
     page.get_by_label("Note").fill("rotated, AP portable")
     page.get_by_label("Quality issue (label it anyway)").check()
     page.keyboard.press("f")
-    page.screenshot(path=str(site["tmp"] / "presets-1366.png"))
+    page.screenshot(path=str(site["tmp"] / f"presets-{window_id(window)}.png"))
     page.keyboard.press("Control+Enter")
     page.wait_for_function(f"() => document.body.dataset.assignmentId !== {json.dumps(first)}")
     wait_ready(page)
@@ -170,7 +210,7 @@ def test_histogram_presets_overlay_note_and_quality_flag(site: dict[str, Any]) -
     page.context.close()
 
     # A job that allows identifiers: age and sex too.
-    page = open_job(site, "presets-ids")
+    page = open_job(site, "presets-ids", window)
     overlay = page.locator(".dl-overlay").text_content() or ""
     assert overlay == "AP · 58 y · F", overlay
     page.context.close()

@@ -63,6 +63,26 @@ function installCrossOriginWorkerShim() {
 }
 
 /**
+ * Cornerstone's `loadAndCacheImage` starts `cache.putImageLoadObject` and drops the promise it returns,
+ * which rejects with the failed request when the proxy refuses an image (an unhandled rejection: the
+ * page logs "Uncaught (in promise) XMLHttpRequest"). The same failure reaches whoever awaits the load
+ * through the image load object's own promise (ImageViewport.show, prefetchImage), so that copy only
+ * needs to be observed; the image cache itself is unchanged.
+ */
+function observeCachePuts() {
+  const cache = core.cache;
+  if (cache.putImageLoadObject.__dicomlab) return;
+  const put = cache.putImageLoadObject.bind(cache);
+  const observed = (imageId, imageLoadObject) => {
+    const putting = put(imageId, imageLoadObject);
+    putting.catch(() => null);
+    return putting;
+  };
+  observed.__dicomlab = true;
+  cache.putImageLoadObject = observed;
+}
+
+/**
  * Initialise Cornerstone3D once per page. `cpu: true` forces CPU rendering (stack viewports render on
  * a 2D canvas); by default WebGL is used and Cornerstone falls back to CPU when WebGL is missing.
  */
@@ -71,6 +91,7 @@ export function initCornerstone({ cpu = false, maxWebWorkers = 1 } = {}) {
   ready = (async () => {
     installCrossOriginWorkerShim();
     await core.init();
+    observeCachePuts();
     if (cpu) core.setUseCPURendering(true);
     dicomImageLoader.init({
       maxWebWorkers,

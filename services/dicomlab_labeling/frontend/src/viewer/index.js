@@ -1,22 +1,20 @@
 // The labeling viewer, composed of its parts: the toolbar (toolbar.js), the image (viewport.js), the
-// findings panel (findings.js), the ROIs (rois.js) and the keyboard (keyboard.js); load failures
-// (loadstate.js) and undo (history.js). Shared by the Ground Truth worker template (src/gt-worker.js)
+// findings panel (findings.js), the ROIs (rois.js) and the keyboard (keyboard.js); loading an image and
+// its failures (loading.js, loadstate.js), and the answer with its checks and undo (session.js). Shared by the Ground Truth worker template (src/gt-worker.js)
 // and the self-hosted pages (src/app/*).
 //
 //   const viewer = new LabelingViewer(element, { labels, onChange, onSubmit });
 //   await viewer.load({ url: proxyFileUrl, token, sopInstanceUid });   // or { imageId, token }
 //   viewer.getAnswer();  // the clean answer object (answer.js)
 
-import { buildAnswer, FindingsModel } from './answer.js';
+import { FindingsModel } from './answer.js';
 import { presetsFor } from './presets.js';
-import { overlayFacts, overlayText } from './overlay.js';
-import { core, imageIdFor, prefetchImage, setToken } from './cornerstone.js';
+import { imageIdFor, prefetchImage, setToken } from './cornerstone.js';
 import { el, replaceChildren } from './dom.js';
-import { geometryNote } from './geometry.js';
-import { LoadState, loadTimeout } from './loadstate.js';
-import { orphanRois } from './roiguard.js';
+import { LoadState } from './loadstate.js';
+import { ImageLoading } from './loading.js';
+import { AnswerSession } from './session.js';
 import { assignHotkeys } from './hotkeys.js';
-import { History } from './history.js';
 import { Toolbar } from './toolbar.js';
 import { ImageViewport } from './viewport.js';
 import { FindingsPanel, helpBlock } from './findings.js';
@@ -48,8 +46,8 @@ export class LabelingViewer {
     this.root = root;
     this.options = { keyboard: true, readOnly: false, ...options };
     this.id = `dl${++counter}`;
-    Object.assign(this, { sopInstanceUid: '', startedAt: Date.now(), loadGeneration: 0, lastRequest: null });
-    Object.assign(this, { retries: 0, history: new History(), presets: presetsFor(options.windowPresets), restoring: false });
+    Object.assign(this, { sopInstanceUid: '', startedAt: Date.now(), presets: presetsFor(options.windowPresets) });
+    [this.loading, this.session] = [new ImageLoading(this), new AnswerSession(this)];
     this.buildDom(new FindingsModel(options.labels ?? [], options.initialFindings, options.defaultFindingState));
     this.onKeyDown = keyHandler(this);
     if (this.options.keyboard) document.addEventListener('keydown', this.onKeyDown);
@@ -101,59 +99,9 @@ export class LabelingViewer {
    * failure (HTTP error, CORS, decoding, timeout) leaves the viewer in state `error` with Retry and
    * "Skip: could not load", and rejects. A load overtaken by a newer one resolves to null.
    */
-  async load(request = {}) {
-    const { url, imageId, token, sopInstanceUid, previousAnswer, labels } = request;
-    const generation = ++this.loadGeneration;
-    if (this.lastRequest !== request) this.retries = 0;
-    this.lastRequest = request;
-    const started = performance.now();
-    this.roiLayer.clear();
-    this.view.imageId = null; // nothing is labelled until the new image is displayed
-    this.geometryEl.textContent = this.overlayEl.textContent = '';
-    this.panel.setNote(previousAnswer);
-    this.toolbar.hideImageWindows();
-    this.setStatus('loading', 'Loading image…');
-    let id = imageId ?? imageIdFor(url, this.options.isolate ? this.id : '');
-    // A retry fetches afresh (a new id: the failed or hung request may still sit in the loader's caches).
-    if (this.retries) id += `${id.includes('#') ? '-' : '#'}retry${this.retries}`;
-    if (token) setToken(token, id);
-    if (labels) this.setLabels(labels);
-    const stale = () => generation !== this.loadGeneration;
-    this.panel.reset(previousAnswer?.findings);
-    this.panel.focus(0, false);
-    try {
-      if (!(await this.view.show(id, { timeoutMs: loadTimeout(this.options), stale }))) return null;
-    } catch (error) {
-      if (stale()) return null;
-      this.view.fail(id);
-      this.statusEl.textContent = `Could not load the image (${this.loadState.failed(error)})`;
-      this.emitState();
-      throw error;
-    }
-    this.toolbar.showImageWindows(this.view.plan);
-    this.geometryEl.textContent = geometryNote(id);
-    // Age and sex only when the page passes the patient's facts (jobs that allow identifiers).
-    this.overlayEl.textContent = overlayText(overlayFacts(id, core.cache.getImage(id), request.patient ?? null));
-    this.sopInstanceUid = sopInstanceUid || core.metaData.get('sopCommonModule', id)?.sopInstanceUID || '';
-    this.startedAt = Date.now();
-    this.loadMs = Math.round(performance.now() - started);
-    if (previousAnswer?.rois?.length) this.roiLayer.show(previousAnswer.rois);
-    this.history.reset(this.snapshot());
-    this.loadState.ready();
-    this.setStatus('ready', `Image loaded in ${this.loadMs} ms`);
-    this.showWindowLevel();
-    this.emitChange();
-    this.emitState();
-    this.options.onLoad?.({ ms: this.loadMs, imageId: id });
-    return this.loadMs;
-  }
-
+  load(request = {}) { return this.loading.load(request); } // prettier-ignore
   /** Load the last requested image again, with a fresh request (the "Retry" button). */
-  retry() {
-    if (!this.lastRequest) return Promise.resolve(null);
-    this.retries += 1;
-    return this.load(this.lastRequest).catch(() => null);
-  }
+  retry() { return this.loading.retry(); } // prettier-ignore
 
   /** True when an image is displayed and may be labelled. */
   isReady() {
@@ -228,62 +176,14 @@ export class LabelingViewer {
     this.view.element.focus({ preventScroll: true });
   }
 
-  getAnswer() {
-    const { note, qualityIssue } = this.panel.note();
-    return buildAnswer({ findings: this.model.toJSON(), rois: this.rois(), sopInstanceUid: this.sopInstanceUid,
-      startedAt: this.startedAt, windowLevel: this.windowLevel(), note, qualityIssue });
-  }
-
+  getAnswer() { return this.session.getAnswer(); } // prettier-ignore
   /** Problems that block submitting; shown in the panel. Empty = ready to submit. */
-  validate() {
-    const problems = this.model.problems();
-    if (!this.isReady()) problems.unshift('The image is not displayed: it cannot be labelled until it loads.');
-    const unassigned = this.roiLayer.unassigned().length;
-    if (unassigned) {
-      problems.push(`${unassigned === 1 ? 'An ROI has' : `${unassigned} ROIs have`} no finding: select it and ` +
-        "press its finding's key (or choose it in the ROI list), or remove it.");
-    }
-    if (orphanRois(this.rois(), this.model.toJSON()).length) {
-      problems.push('An ROI belongs to a finding marked absent: remove the ROI or change the finding.');
-    }
-    this.panel.showProblems(problems);
-    return problems;
-  }
-
+  validate() { return this.session.validate(); } // prettier-ignore
   /** After every change: record an undo step (`key` coalesces a drag) and tell the page (autosave). */
-  emitChange(key = null) {
-    if (this.restoring) return;
-    if (this.imageId) this.history.record(this.snapshot(), key);
-    this.options.onChange?.(this.getAnswer());
-  }
-
-  /** The reader's work as plain JSON: findings and ROIs (image pixel coordinates). */
-  snapshot() {
-    return { findings: this.model.toJSON(), rois: this.roiLayer.snapshot() };
-  }
-
-  /** Put back a snapshot (undo / redo): findings, then the ROIs redrawn from their image coordinates. */
-  restore(snapshot) {
-    if (!snapshot || !this.imageId || this.options.readOnly) return;
-    this.restoring = true;
-    try {
-      this.panel.reset(snapshot.findings);
-      this.roiLayer.clear();
-      if (snapshot.rois.length) this.roiLayer.show(snapshot.rois);
-      else this.view.render();
-    } finally {
-      this.restoring = false;
-    }
-    this.options.onChange?.(this.getAnswer());
-  }
-
-  undo() { this.restore(this.history.undo()); } // prettier-ignore
-  redo() { this.restore(this.history.redo()); } // prettier-ignore
-
-  requestSubmit() {
-    if (this.validate().length) return;
-    this.options.onSubmit?.(this.getAnswer());
-  }
+  emitChange(key = null) { this.session.changed(key); } // prettier-ignore
+  undo() { this.session.undo(); } // prettier-ignore
+  redo() { this.session.redo(); } // prettier-ignore
+  requestSubmit() { this.session.requestSubmit(); } // prettier-ignore
 
   destroy() {
     document.removeEventListener('keydown', this.onKeyDown);
