@@ -235,14 +235,22 @@ function setUpJobForm(api, refresh) {
 
 async function listUsers(api, me) {
   const { users } = await api('GET', '/api/admin/users');
+  // The message comes after the table is redrawn: what it announces is then what the page shows, and
+  // nobody types into a row that is about to be replaced.
   const change = async (u, body, done) => {
     try {
       await api('PATCH', `/api/admin/users/${encodeURIComponent(u.id)}`, body);
-      showMessage(done, 'info');
-      await listUsers(api, me);
     } catch (error) {
       showMessage(describeError(error));
+      return;
     }
+    try {
+      await listUsers(api, me);
+    } catch (error) {
+      showMessage(`${done} The list could not be refreshed: ${describeError(error)}`);
+      return;
+    }
+    showMessage(done, 'info');
   };
   fillTable(
     document.getElementById('dl-admin-users'),
