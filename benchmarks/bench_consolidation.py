@@ -17,7 +17,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import resource
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine_info import machine
 
 from dicomlab_core import fastjson
 from dicomlab_core.config import Secret
@@ -92,19 +92,9 @@ def python_speed() -> float:
     return round(time.process_time() - started, 3)
 
 
-def machine() -> dict[str, Any]:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"python": sys.version.split()[0], "numpy": np.__version__, "platform": platform.platform(),
-            "cpu": cpu, "cpus": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2),
-            "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            "python_loop_1e7_cpu_seconds": python_speed()}
+def bench_machine() -> dict[str, Any]:
+    return machine(numpy=np.__version__, max_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                   python_loop_1e7_cpu_seconds=python_speed())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         "rejected_answers": len(result.report.rejected),
         "methods": {m: sum(1 for label in result.labels if label.method == m) for m in ("dawid-skene", "majority")},
         "accuracy_vs_simulated_truth": round(accuracy, 4),
-        "machine": {**machine(), "load_average_at_start_1m_5m_15m": load_at_start},
+        "machine": {**bench_machine(), "load_average_at_start_1m_5m_15m": load_at_start},
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if args.write:

@@ -34,7 +34,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -48,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from machine_info import machine
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from dicomlab_cli.processes import OrthancServer, free_port
@@ -388,19 +388,6 @@ def motor_seconds(keys: float, drags: float) -> float:
     """
     drag = 2 * KLM["point"] + 2 * KLM["button"] + 2 * KLM["home"]
     return round(keys * KLM["keystroke"] + drags * drag, 2)
-
-
-def machine() -> dict[str, Any]:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"python": sys.version.split()[0], "platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(),
-            "load_average_1m_5m_15m": [round(v, 2) for v in os.getloadavg()]}
 
 
 def table(summary: dict[str, Any]) -> str:

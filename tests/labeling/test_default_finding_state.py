@@ -11,17 +11,15 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from selfhosted_support import ADMIN, PASSWORD, Api, create_users, database_url, make_config, write_manifest
+from selfhosted_support import ADMIN, PASSWORD, Api, create_users, labeling_app, write_manifest
 
 from dicomlab_cli.processes import OrthancServer
-from dicomlab_labeling.app import create_app
 
 
 @pytest.fixture
 def app(tmp_path: Path, orthanc: OrthancServer) -> Iterator[Flask]:
-    application = create_app(make_config(tmp_path, database_url("sqlite", tmp_path, None), orthanc))
-    yield application
-    application.extensions["dicomlab_labeling_api"].db.dispose()
+    with labeling_app(tmp_path, orthanc) as application:
+        yield application
 
 
 @pytest.fixture
