@@ -61,6 +61,17 @@ class FindingState(StrEnum):
     UNCERTAIN = "uncertain"
 
 
+class DefaultFindingState(StrEnum):
+    """The state a finding starts in before the reader sets it (a job's choice, in both labeling paths).
+
+    ``not-looked-at`` exists only in the viewer and in drafts: an answer must turn it into a
+    :class:`FindingState` before it is submitted.
+    """
+
+    NOT_LOOKED_AT = "not-looked-at"
+    ABSENT = "absent"
+
+
 class StandardCode(NamedTuple):
     """A coded concept as DICOM writes it (Code Value, Coding Scheme Designator, Code Meaning)."""
 

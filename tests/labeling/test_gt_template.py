@@ -101,6 +101,18 @@ def test_task_input_round_trips_through_ground_truth_rendering(dist: ui_assets.A
     assert json.loads(holder["data-task-input"] or "") == task_input
 
 
+def test_the_jobs_default_finding_state_is_in_the_template(dist: ui_assets.AssetManifest) -> None:
+    def job_state(html: str) -> str | None:
+        holder = next(a for t, a in parse(html) if t == "div" and a.get("id") == "dicomlab-job")
+        return holder["data-default-finding-state"]
+
+    assert job_state(render_gt_template("https://h/static/dist", manifest=dist)) == "absent"
+    chosen = render_gt_template("https://h/static/dist", manifest=dist, default_finding_state="not-looked-at")
+    assert job_state(gt_render(chosen, {"labels": ["Edema"]})) == "not-looked-at"  # survives GT's pass
+    with pytest.raises(ValueError, match="default_finding_state"):
+        render_gt_template("https://h/static/dist", manifest=dist, default_finding_state="present")
+
+
 def test_missing_build_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ui_assets.AssetsMissing, match="make frontend"):
         render_gt_template("https://h/static/dist", manifest=ui_assets.load_manifest(tmp_path))
@@ -113,10 +125,11 @@ def test_cli_writes_the_template(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(ui_assets, "DIST_DIR", write_dist(tmp_path / "dist"))
     out = tmp_path / "worker.liquid.html"
     assert main(["labeling", "gt-template", "--assets-base", "https://label.example.org/static/dist",
-                 "--out", str(out)]) == 0
+                 "--out", str(out), "--default-finding-state", "not-looked-at"]) == 0
     text = out.read_text()
     assert 'src="https://label.example.org/static/dist/gt-worker-abc.js"' in text
     assert "{{ task.input | to_json | escape }}" in text
+    assert 'data-default-finding-state="not-looked-at"' in text
 
 
 @pytest.mark.parametrize(("given", "expected"), [

@@ -74,11 +74,13 @@ def stack(orthanc: Any, orthanc_client: Any, tmp_path_factory: pytest.TempPathFa
                    "worker_page": worker_page}
 
 
-def render_for_task(stack: dict[str, Any], **overrides: Any) -> str:
-    """Both rendering passes: ours (assets) and Ground Truth's (task.input, autoescaped, to_json)."""
+def render_for_task(stack: dict[str, Any], *, default_finding_state: str = "absent", **overrides: Any) -> str:
+    """Both rendering passes: ours (assets, the job's default finding state) and Ground Truth's
+    (task.input, autoescaped, to_json)."""
     from dicomlab_labeling.groundtruth.template import render_gt_template
 
-    template = render_gt_template(stack["labeling"] + "/static/dist", instructions="Mark every finding.")
+    template = render_gt_template(stack["labeling"] + "/static/dist", instructions="Mark every finding.",
+                                  default_finding_state=default_finding_state)
     ds = stack["ds"]
     task_input = {
         "taskObject": f"{stack['proxy']}/instances/{stack['orthanc_id']}/file",
@@ -233,6 +235,28 @@ def test_worker_template_blocks_an_incomplete_answer_and_restores_a_previous_one
     assert page.evaluate("window.__crowdSubmitted") is None
     assert page.evaluate("window.__crowdBlocked") == 1
     assert "No Finding" in (page.locator(".dl-problems").text_content() or "")
+    assert not log.errors, log.errors
+    page.context.close()
+
+
+def test_a_job_choosing_not_looked_at_makes_the_worker_set_every_finding(stack: dict[str, Any]) -> None:
+    page, log = open_worker_page(stack, render_for_task(stack, default_finding_state="not-looked-at"))
+    assert page.locator("#dicomlab-viewer").get_attribute("data-state") == "ready"
+    states = page.evaluate("window.dicomlabViewer.getAnswer().findings")
+    assert set(states.values()) == {"not-looked-at"}, states
+    page.locator("#crowd-submit").click()
+    assert page.evaluate("window.__crowdSubmitted") is None  # nothing decided yet: refused, with a reason
+    assert "Not looked at yet" in (page.locator(".dl-problems").text_content() or "")
+
+    page.keyboard.press("f")  # a normal image: No Finding present, then the rest absent in one action
+    page.keyboard.press("Shift+N")
+    states = page.evaluate("window.dicomlabViewer.getAnswer().findings")
+    assert states.pop("No Finding") == "present" and set(states.values()) == {"absent"}, states
+    page.locator("#crowd-submit").click()
+    submitted = page.evaluate("window.__crowdSubmitted")
+    assert submitted, "crowd-form did not submit"
+    answer = json.loads(json.loads(submitted)["answer"])
+    assert answer["findings"] == {label: "present" if label == "No Finding" else "absent" for label in LABELS}
     assert not log.errors, log.errors
     page.context.close()
 

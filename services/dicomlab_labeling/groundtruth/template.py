@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from liquid import Environment
 
+from dicomlab_core.labels import DefaultFindingState
 from dicomlab_labeling import ui_assets
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -25,6 +26,7 @@ def render_gt_template(
     assets_base: str,
     *,
     instructions: str = "",
+    default_finding_state: str = DefaultFindingState.ABSENT.value,
     manifest: ui_assets.AssetManifest | None = None,
     source: Path = GT_TEMPLATE,
 ) -> str:
@@ -34,14 +36,21 @@ def render_gt_template(
     worker's browser (e.g. ``https://label.example.org/static/dist``). Script and CSS tags carry SRI
     ``integrity`` hashes from the build manifest. The result still contains the Liquid expressions
     that Ground Truth renders per task (``task.input``).
+
+    ``default_finding_state`` is the job's choice for every task (a Ground Truth job has one template):
+    ``absent`` (as Ground Truth workers have always had it) or ``not-looked-at`` (each finding must be set,
+    or the rest marked absent, before submitting); a task input's own ``defaultFindingState`` wins.
     """
     if not assets_base.startswith(("https://", "http://")):
         raise ValueError("assets_base must be an absolute http(s) URL")
+    if default_finding_state not in {s.value for s in DefaultFindingState}:
+        raise ValueError(f"default_finding_state must be one of {[s.value for s in DefaultFindingState]}")
     manifest = manifest or ui_assets.manifest()
     assets = manifest.tags_for("gt-worker", assets_base)
     env = Environment(autoescape=True)
     return env.from_string(source.read_text()).render(
-        assets=assets, assets_base=assets_base.rstrip("/"), instructions=instructions
+        assets=assets, assets_base=assets_base.rstrip("/"), instructions=instructions,
+        default_finding_state=default_finding_state,
     )
 
 
@@ -67,6 +76,9 @@ def register_cli(subparsers: Any) -> None:
     where.add_argument("--assets-base", help="the same, or the URL of its /static/dist (kept for old scripts)")
     parser.add_argument("--out", type=Path, required=True, help="file to write (e.g. worker.liquid.html)")
     parser.add_argument("--instructions", default="", help="short instructions shown under the viewer")
+    parser.add_argument("--default-finding-state", choices=[s.value for s in DefaultFindingState],
+                        default=DefaultFindingState.ABSENT.value,
+                        help="the state findings start in for every task (default: absent)")
     parser.set_defaults(func=_cli_gt_template)
 
 
@@ -76,7 +88,8 @@ def _cli_gt_template(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"gt-template: {exc}", file=sys.stderr)
         return 2
-    text = render_gt_template(assets_base, instructions=args.instructions)
+    text = render_gt_template(assets_base, instructions=args.instructions,
+                              default_finding_state=args.default_finding_state)
     args.out.write_text(text)
     print(f"wrote {args.out} ({len(text)} bytes, assets from {assets_base}); "
           "upload it as the labeling job's UiTemplateS3Uri")

@@ -10,17 +10,12 @@ The state "not looked at" never reaches a stored answer: it only exists in the v
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any
 
 from dicomlab_core.errors import BadRequest
+from dicomlab_core.labels import DefaultFindingState
 
 FIELD = "defaultFindingState"
-
-
-class DefaultFindingState(StrEnum):
-    NOT_LOOKED_AT = "not-looked-at"
-    ABSENT = "absent"
 
 
 DEFAULT = DefaultFindingState.NOT_LOOKED_AT.value

@@ -46,9 +46,13 @@ async function main() {
   let skipping = null; // the skip answer being submitted, if the worker chose "Skip: could not load"
   const viewer = new LabelingViewer(document.getElementById('dicomlab-viewer'), {
     labels: input.labels ?? '',
-    // Ground Truth jobs have no per-job option yet: findings start absent unless the task input says
-    // "not-looked-at" (then the worker must set each finding, or mark the rest absent, before submitting).
-    defaultFindingState: input.defaultFindingState === 'not-looked-at' ? 'not-looked-at' : 'absent',
+    // The job's choice is in the template (gt-template --default-finding-state; absent unless chosen); a
+    // task input's own value wins. "not-looked-at": the worker sets each finding, or marks the rest absent.
+    defaultFindingState:
+      (input.defaultFindingState ?? document.getElementById('dicomlab-job')?.dataset.defaultFindingState) ===
+      'not-looked-at'
+        ? 'not-looked-at'
+        : 'absent',
     onChange: write,
     onSubmit: (answer) => {
       write(answer);
