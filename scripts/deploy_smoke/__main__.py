@@ -31,6 +31,7 @@ import yaml
 
 from deploy_smoke import kubelet, loop
 from deploy_smoke.kubelet import Cluster, SmokeError, podman
+from dicomlab_cli.processes import StackError
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "deploy"))
@@ -190,7 +191,7 @@ def main() -> int:
         log("deploy smoke passed:\n" + json.dumps(results, indent=2, default=str))
         ok = True
         return 0
-    except (SmokeError, KeyboardInterrupt) as exc:
+    except (SmokeError, StackError, KeyboardInterrupt) as exc:
         log(f"deploy smoke FAILED: {exc}")
         return 1
     finally:

@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 import requests
 
 from deploy_smoke.kubelet import Cluster, SmokeError
+from dicomlab_cli.labeling_api import LabelingSession
 
 PATIENTS = 6
 SIZE = 128
@@ -42,25 +43,6 @@ def _service(cluster: Cluster, component: str) -> tuple[str, int]:
 def url(cluster: Cluster, component: str) -> str:
     name, port = _service(cluster, component)
     return f"http://{cluster.service_address(name, port)}"
-
-
-class Session:
-    """A signed-in labeling session (cookie + CSRF), as the browser holds one."""
-
-    def __init__(self, base: str, username: str, password: str) -> None:
-        self.base = base
-        self.http = requests.Session()
-        response = self.http.post(f"{base}/api/auth/login", json={"username": username, "password": password},
-                                  timeout=30)
-        if response.status_code != 200:
-            raise SmokeError(f"login as {username} failed: {response.status_code} {response.text[:200]}")
-        self.http.headers["X-CSRF-Token"] = response.json()["csrfToken"]
-
-    def call(self, method: str, path: str, expect: tuple[int, ...] = (200, 201), **kwargs: Any) -> Any:
-        response = self.http.request(method, f"{self.base}{path}", timeout=300, **kwargs)
-        if response.status_code not in expect:
-            raise SmokeError(f"{method} {path}: {response.status_code} {response.text[:300]}")
-        return response.json() if response.content else None
 
 
 def run(cluster: Cluster, *, s3_endpoint: str, bucket: str, log: Callable[[str], None]) -> dict[str, Any]:
@@ -96,7 +78,7 @@ def run(cluster: Cluster, *, s3_endpoint: str, bucket: str, log: Callable[[str],
 
     log("loop 3/6: a labeling job, labelled through the API by simulated readers")
     base = url(cluster, "labeling")
-    admin = Session(base, "admin", creds["admin-password"])
+    admin = LabelingSession(base, "admin", creds["admin-password"], timeout=300)
     readers = []
     for username, accuracy in READERS:
         password = secrets.token_urlsafe(18)
@@ -129,13 +111,13 @@ def run(cluster: Cluster, *, s3_endpoint: str, bucket: str, log: Callable[[str],
     return results
 
 
-def fetch_through_proxy(cluster: Cluster, admin: Session, base: str, manifest_uri: str) -> dict[str, Any]:
+def fetch_through_proxy(cluster: Cluster, admin: LabelingSession, base: str, manifest_uri: str) -> dict[str, Any]:
     """A one-reader job: the reader's assignment names a WADO-RS URL on the proxy and a de-identified token for it."""
     password = secrets.token_urlsafe(18)
     admin.call("POST", "/api/admin/users", json={"username": "viewer", "password": password, "role": "annotator"})
     job = admin.call("POST", "/api/admin/jobs", json={"name": "smoke-viewer", "manifestUri": manifest_uri,
                                                      "readersPerImage": 1, "strategy": "random"})
-    reader = Session(base, "viewer", password)
+    reader = LabelingSession(base, "viewer", password, timeout=300)
     assignment = reader.call("POST", f"/api/jobs/{job['id']}/next", json={"lookahead": 0})["assignment"]
     token = reader.call("POST", f"/api/assignments/{assignment['id']}/token")["token"]
     # The job hides patient identifiers (the default): the viewer reads metadata and frames, and the whole

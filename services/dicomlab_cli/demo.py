@@ -32,6 +32,7 @@ from typing import Any
 import requests
 
 from dicomlab_cli import stack
+from dicomlab_cli.labeling_api import LabelingSession
 from dicomlab_cli.processes import StackError
 
 logger = logging.getLogger(__name__)
@@ -223,25 +224,6 @@ def manifest_uri(manifest: dict[str, Any]) -> str:
         if isinstance(value, str):
             return value
     raise StackError(f"the manifest service's answer has no manifest URI: {sorted(manifest)}")
-
-
-class LabelingSession:
-    """A signed-in session against the labeling API (cookie + CSRF), as the browser UI holds one."""
-
-    def __init__(self, base: str, username: str, password: str) -> None:
-        self.base = base
-        self.http = requests.Session()
-        response = self.http.post(f"{base}/api/auth/login", json={"username": username, "password": password},
-                                  timeout=30)
-        if response.status_code != 200:
-            raise StackError(f"login as {username} failed: {response.status_code} {response.text[:200]}")
-        self.http.headers["X-CSRF-Token"] = response.json()["csrfToken"]
-
-    def call(self, method: str, path: str, expect: tuple[int, ...] = (200, 201), **kwargs: Any) -> Any:
-        response = self.http.request(method, f"{self.base}{path}", timeout=600, **kwargs)
-        if response.status_code not in expect:
-            raise StackError(f"{method} {path}: {response.status_code} {response.text[:300]}")
-        return response.json() if response.content else None
 
 
 def reader_password(ctx: stack.LocalContext, username: str) -> str:
